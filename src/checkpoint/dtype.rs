@@ -1,0 +1,168 @@
+//! The one place where stored bytes become numbers. Exact for F32/F16/BF16/F64 (widening
+//! conversions are exact; F64→f32 rounds to nearest), independent of alignment.
+
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+use safetensors::Dtype;
+
+/// Scalars the engine computes in. Implemented for f32 (default) and f64 (`--precision f64`).
+pub trait Element:
+    faer::traits::RealField + Copy + Send + Sync + 'static + Into<f64> + std::fmt::Debug
+{
+    const NAME: &'static str;
+    fn from_f64(x: f64) -> Self;
+    /// Decode `bytes` (little-endian, of `dtype`) into `out`; `out.len()` elements.
+    fn decode(dtype: Dtype, bytes: &[u8], out: &mut [Self]) -> Result<(), String>;
+}
+
+/// Dtypes lorascope reads.
+pub fn is_supported(dtype: Dtype) -> bool {
+    matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
+}
+
+pub fn dtype_size(dtype: Dtype) -> usize {
+    dtype.bitsize() / 8
+}
+
+fn check(dtype: Dtype, bytes: &[u8], n: usize) -> Result<(), String> {
+    if !is_supported(dtype) {
+        return Err(format!("unsupported dtype {dtype:?}"));
+    }
+    if bytes.len() != n * dtype_size(dtype) {
+        return Err(format!(
+            "{} bytes for {n} elements of {dtype:?}",
+            bytes.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Copy 16-bit little-endian words out of possibly unaligned bytes; this loop vectorises.
+fn words16(bytes: &[u8]) -> Vec<u16> {
+    bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+fn decode_f32_into(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
+    match dtype {
+        Dtype::F32 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        Dtype::F64 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+                *o = f64::from_le_bytes(c.try_into().unwrap()) as f32;
+            }
+        }
+        Dtype::F16 => {
+            let w = words16(bytes);
+            // F16C-accelerated when the CPU has it (half's runtime detection).
+            let h: &[f16] = half::slice::HalfBitsSliceExt::reinterpret_cast(&w[..]);
+            h.convert_to_f32_slice(out);
+        }
+        Dtype::BF16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
+            }
+        }
+        _ => unreachable!("checked by is_supported"),
+    }
+}
+
+impl Element for f32 {
+    const NAME: &'static str = "f32";
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    fn decode(dtype: Dtype, bytes: &[u8], out: &mut [f32]) -> Result<(), String> {
+        check(dtype, bytes, out.len())?;
+        decode_f32_into(dtype, bytes, out);
+        Ok(())
+    }
+}
+
+impl Element for f64 {
+    const NAME: &'static str = "f64";
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    fn decode(dtype: Dtype, bytes: &[u8], out: &mut [f64]) -> Result<(), String> {
+        check(dtype, bytes, out.len())?;
+        match dtype {
+            Dtype::F64 => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+                    *o = f64::from_le_bytes(c.try_into().unwrap());
+                }
+            }
+            Dtype::F16 => {
+                let w = words16(bytes);
+                let h: &[f16] = half::slice::HalfBitsSliceExt::reinterpret_cast(&w[..]);
+                h.convert_to_f64_slice(out);
+            }
+            Dtype::BF16 => {
+                let w = words16(bytes);
+                let h: &[bf16] = half::slice::HalfBitsSliceExt::reinterpret_cast(&w[..]);
+                h.convert_to_f64_slice(out);
+            }
+            _ => {
+                let mut tmp = vec![0f32; out.len()];
+                decode_f32_into(dtype, bytes, &mut tmp);
+                for (o, t) in out.iter_mut().zip(tmp) {
+                    *o = t as f64;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_each_dtype_exactly_even_unaligned() {
+        let vals = [1.0f32, -2.5, 0.1, 65504.0, 3.0e-5, 0.0];
+        // F16 and BF16 round the inputs; the decoder must return exactly the rounded value.
+        let f16b: Vec<u8> = vals
+            .iter()
+            .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+            .collect();
+        let bf16b: Vec<u8> = vals
+            .iter()
+            .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        let f32b: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        for (dtype, bytes, expect) in [
+            (Dtype::F16, &f16b, vals.map(|v| f16::from_f32(v).to_f32())),
+            (
+                Dtype::BF16,
+                &bf16b,
+                vals.map(|v| bf16::from_f32(v).to_f32()),
+            ),
+            (Dtype::F32, &f32b, vals),
+        ] {
+            // Shift by one byte so the slice is misaligned for u16/f32 reads.
+            let mut shifted = vec![0u8];
+            shifted.extend_from_slice(bytes);
+            let mut out32 = vec![0f32; vals.len()];
+            f32::decode(dtype, &shifted[1..], &mut out32).unwrap();
+            assert_eq!(out32, expect, "{dtype:?} f32");
+            let mut out64 = vec![0f64; vals.len()];
+            f64::decode(dtype, &shifted[1..], &mut out64).unwrap();
+            assert_eq!(out64, expect.map(|v| v as f64), "{dtype:?} f64");
+        }
+    }
+
+    #[test]
+    fn rejects_other_dtypes_and_bad_lengths() {
+        let mut out = vec![0f32; 2];
+        let e = f32::decode(Dtype::F8_E4M3, &[0, 0], &mut out).unwrap_err();
+        assert!(e.contains("unsupported dtype F8_E4M3"), "{e}");
+        let e = f32::decode(Dtype::F32, &[0; 7], &mut out).unwrap_err();
+        assert!(e.contains("7 bytes"), "{e}");
+    }
+}

@@ -1,0 +1,171 @@
+//! One memory-mapped safetensors file: header parsed and validated at open, data untouched
+//! until a tensor is asked for.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
+
+use super::dtype::{self, Element};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    /// Absolute byte range in the file.
+    pub start: usize,
+    pub end: usize,
+}
+
+pub struct StFile {
+    pub path: PathBuf,
+    mmap: Mmap,
+    pub tensors: BTreeMap<String, TensorInfo>,
+    /// xxh3-128 of the header bytes: identifies the file cheaply in reports.
+    pub header_hash: u128,
+    pub size: u64,
+}
+
+impl std::fmt::Debug for StFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StFile({})", self.path.display())
+    }
+}
+
+const N_LEN: usize = 8;
+
+impl StFile {
+    pub fn open(path: &Path) -> Result<Arc<StFile>> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if size < N_LEN as u64 {
+            return Err(Error::file(
+                path,
+                format!("truncated: {size} bytes, too short for a safetensors header"),
+            ));
+        }
+        // SAFETY: the map is read-only; a checkpoint changed under our feet is the user's
+        // problem (as with every mmap-based loader) and at worst yields wrong numbers.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let n = u64::from_le_bytes(mmap[..N_LEN].try_into().unwrap());
+        if n > size - N_LEN as u64 {
+            return Err(Error::file(
+                path,
+                format!("header length {n} runs past the end of the file ({size} bytes): truncated or not safetensors"),
+            ));
+        }
+        let header = &mmap[N_LEN..N_LEN + n as usize];
+        let text = std::str::from_utf8(header)
+            .map_err(|e| Error::file(path, format!("header is not UTF-8: {e}")))?;
+        let raw: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::file(path, format!("header is not valid JSON: {e}")))?;
+        // The crate validates offsets, sizes and coverage; we only improve the wording.
+        let (_, meta) = SafeTensors::read_metadata(&mmap[..])
+            .map_err(|e| Error::file(path, describe(&e, &raw, size, n as usize)))?;
+        let base = N_LEN + n as usize;
+        let tensors = meta
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| {
+                let (s, e) = info.data_offsets;
+                (
+                    name,
+                    TensorInfo {
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        start: base + s,
+                        end: base + e,
+                    },
+                )
+            })
+            .collect();
+        let header_hash = xxhash_rust::xxh3::xxh3_128(header);
+        Ok(Arc::new(StFile {
+            path: path.to_path_buf(),
+            mmap,
+            tensors,
+            header_hash,
+            size,
+        }))
+    }
+
+    pub fn bytes(&self, info: &TensorInfo) -> &[u8] {
+        &self.mmap[info.start..info.end]
+    }
+
+    /// Decode a whole tensor. Unsupported dtypes are reported here, not at open.
+    pub fn decode<T: Element>(&self, name: &str) -> Result<Vec<T>> {
+        let info = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::tensor(&self.path, name, "not in this file"))?;
+        if !dtype::is_supported(info.dtype) {
+            return Err(Error::tensor(
+                &self.path,
+                name,
+                format!(
+                    "unsupported dtype {:?} (lorascope reads F32, F16, BF16, F64)",
+                    info.dtype
+                ),
+            ));
+        }
+        let n: usize = info.shape.iter().product();
+        let mut out = vec![T::from_f64(0.0); n];
+        T::decode(info.dtype, self.bytes(info), &mut out)
+            .map_err(|m| Error::tensor(&self.path, name, m))?;
+        Ok(out)
+    }
+}
+
+fn describe(e: &SafeTensorError, raw: &serde_json::Value, size: u64, n: usize) -> String {
+    match e {
+        SafeTensorError::MetadataIncompleteBuffer => {
+            let end = raw
+                .as_object()
+                .into_iter()
+                .flat_map(|o| o.values())
+                .filter_map(|v| v.get("data_offsets")?.get(1)?.as_u64())
+                .max()
+                .unwrap_or(0)
+                + (N_LEN + n) as u64;
+            if end > size {
+                format!("truncated: the header says the data ends at byte {end}, the file has {size} bytes")
+            } else {
+                format!(
+                    "{} bytes after the last tensor (the header says the data ends at byte {end})",
+                    size - end
+                )
+            }
+        }
+        SafeTensorError::InvalidOffset(t) => {
+            format!("tensor `{t}`: data offsets overlap, leave a gap, or are out of order")
+        }
+        SafeTensorError::TensorInvalidInfo => {
+            // Find the culprit ourselves: the crate does not name it.
+            let culprit = raw.as_object().and_then(|o| {
+                o.iter().find_map(|(k, v)| {
+                    let dt: Dtype = serde_json::from_value(v.get("dtype")?.clone()).ok()?;
+                    let shape: Vec<usize> = serde_json::from_value(v.get("shape")?.clone()).ok()?;
+                    let off: (usize, usize) =
+                        serde_json::from_value(v.get("data_offsets")?.clone()).ok()?;
+                    let want = shape.iter().product::<usize>() * dt.bitsize() / 8;
+                    let have = off.1.checked_sub(off.0)?;
+                    (want != have).then(|| format!(
+                        "tensor `{k}`: byte length {have} does not match shape {shape:?} × {dt:?} ({want} bytes)"
+                    ))
+                })
+            });
+            culprit.unwrap_or_else(|| {
+                "a tensor's byte length does not match its shape and dtype".into()
+            })
+        }
+        SafeTensorError::InvalidHeaderDeserialization(err) => {
+            format!("header is not a valid safetensors header: {err}")
+        }
+        other => format!("invalid safetensors file: {other}"),
+    }
+}

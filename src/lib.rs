@@ -1,0 +1,9 @@
+//! lorascope: find intruder dimensions (Shuttleworth et al., 2024) in fine-tuned weights.
+//!
+//! The pipeline: [`checkpoint`] (mmap, formats, pairing) → [`spectral`] (SVD, the intruder
+//! rule) → [`cache`] (lazy, persistent) → reports and the explorer.
+
+pub mod checkpoint;
+pub mod error;
+
+pub use error::{Error, Result};
