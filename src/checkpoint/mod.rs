@@ -348,7 +348,11 @@ impl Inputs {
             return Ok(None);
         }
         let (b, a) = self.factors(a, m)?;
-        Ok(Some(LoraFactors { scaling: m.scaling, b, a }))
+        Ok(Some(LoraFactors {
+            scaling: m.scaling,
+            b,
+            a,
+        }))
     }
 
     /// B (out×r) and A (r×in) oriented so that ΔW = s·B·A in the analysed layout.

@@ -91,6 +91,12 @@ impl Model {
                 "this is a PEFT adapter; give it as the tuned model and its base model as BASE",
             ));
         }
+        if path.join("adapter_model.safetensors").is_file() {
+            return Err(Error::file(
+                path,
+                "has adapter_model.safetensors but no adapter_config.json: cannot apply the adapter",
+            ));
+        }
         if path.join("pytorch_model.bin").is_file() || path.join("model.bin").is_file() {
             return Err(Error::file(
                 path,
