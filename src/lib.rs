@@ -3,7 +3,12 @@
 //! The pipeline: [`checkpoint`] (mmap, formats, pairing) → [`spectral`] (SVD, the intruder
 //! rule) → [`cache`] (lazy, persistent) → reports and the explorer.
 
+pub mod cache;
 pub mod checkpoint;
+pub mod demo;
+pub mod engine;
 pub mod error;
+pub mod report;
+pub mod spectral;
 
 pub use error::{Error, Result};

@@ -15,7 +15,7 @@ use serde::Serialize;
 pub use adapter::{Adapter, AdapterConfig, LoraModule};
 pub use dtype::Element;
 pub use model::{Dense, Format, Model};
-pub use pairing::{natural_cmp, Selection};
+pub use pairing::{block_of, natural_cmp, Selection};
 
 use crate::error::{Error, Result};
 
@@ -300,6 +300,71 @@ impl Inputs {
 
     pub fn selected(&self) -> impl Iterator<Item = &TensorPair> {
         self.pairs.iter().filter(|p| p.selected)
+    }
+
+    /// Content hashes (base, tuned) of a pair's sources: the bytes, dtype and shape of every
+    /// tensor that determines the analysed matrices, plus the adapter's scaling and layout.
+    /// Renaming or copying a checkpoint keeps them; changing one byte changes them.
+    pub fn content_keys(&self, p: &TensorPair) -> Result<(u128, u128)> {
+        use crate::cache::KeyBuilder;
+        fn tensor(kb: KeyBuilder, file: &st::StFile, name: &str) -> KeyBuilder {
+            let info = &file.tensors[name];
+            let shape: Vec<u8> = info
+                .shape
+                .iter()
+                .flat_map(|d| (*d as u64).to_le_bytes())
+                .collect();
+            kb.str(&format!("{:?}", info.dtype))
+                .bytes(&shape)
+                .bytes(file.bytes(info))
+        }
+        let loc = &self.base.tensors[&p.name];
+        let base = tensor(
+            KeyBuilder::new().str("tensor"),
+            &self.base.files[loc.file],
+            &p.name,
+        )
+        .str(if p.transposed { "T" } else { "N" })
+        .finish()
+        .0;
+        let src = p.tuned.as_ref().ok_or_else(|| {
+            Error::Mismatch(format!("base tensor `{}` has no tuned counterpart", p.name))
+        })?;
+        let tuned = match (src, &self.tuned) {
+            (TunedSource::Unchanged, _) => base,
+            (TunedSource::Tensor { name }, Tuned::Model(m)) => {
+                tensor(
+                    KeyBuilder::new().str("tensor"),
+                    m.file_of(name).unwrap(),
+                    name,
+                )
+                .str("N")
+                .finish()
+                .0
+            }
+            (TunedSource::Replaced { name }, Tuned::Adapter(a)) => {
+                tensor(KeyBuilder::new().str("tensor"), &a.file, name)
+                    .str("N")
+                    .finish()
+                    .0
+            }
+            (TunedSource::Lora { module }, Tuned::Adapter(a)) => {
+                let m = &a.modules[module];
+                let mut kb = KeyBuilder::new().str("lora").u128(base);
+                kb = tensor(kb, &a.file, &m.a);
+                kb = tensor(kb, &a.file, &m.b);
+                if let Some(mag) = &m.magnitude {
+                    kb = tensor(kb.str("dora"), &a.file, mag);
+                }
+                kb.f64(m.scaling)
+                    .str(if m.embedding { "emb" } else { "lin" })
+                    .str(if p.transposed { "T" } else { "N" })
+                    .finish()
+                    .0
+            }
+            _ => unreachable!("pairing produces sources of the tuned kind"),
+        };
+        Ok((base, tuned))
     }
 
     /// The base matrix, (out, in).

@@ -23,6 +23,14 @@ pub fn default_selected(name: &str) -> bool {
     name.ends_with(".weight") && BLOCK.is_match(name) && !NOT.is_match(name)
 }
 
+/// The block a tensor belongs to (`bert.encoder.layer.3`), for per-layer sums.
+pub fn block_of(name: &str) -> Option<&str> {
+    static BLOCK: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(r"^(.*?(?:^|\.)(?:layers|layer|h|blocks|block)\.\d+)\.").unwrap()
+    });
+    BLOCK.captures(name).map(|c| c.get(1).unwrap().as_str())
+}
+
 /// `--include` / `--exclude`: with any include, the includes replace the default rule.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
@@ -141,6 +149,20 @@ impl<'a> NameIndex<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocks() {
+        assert_eq!(
+            block_of("bert.encoder.layer.3.attention.self.query.weight"),
+            Some("bert.encoder.layer.3")
+        );
+        assert_eq!(
+            block_of("model.layers.12.mlp.up_proj.weight"),
+            Some("model.layers.12")
+        );
+        assert_eq!(block_of("h.0.attn.weight"), Some("h.0"));
+        assert_eq!(block_of("classifier.weight"), None);
+    }
 
     #[test]
     fn natural_order() {

@@ -1,0 +1,310 @@
+//! The persistent decomposition cache: content-addressed files, written atomically
+//! (temp file + rename), each with a checksum so a damaged entry is recomputed, never trusted.
+//!
+//! Layout: `<dir>/v1/<32 hex digits>.lsd`. Two processes computing the same entry both write a
+//! complete temp file and rename it into place; whichever lands last wins, and both are whole.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use xxhash_rust::xxh3::{xxh3_128, Xxh3};
+
+use crate::spectral::Decomposition;
+
+const MAGIC: &[u8; 8] = b"LSCDEC01";
+const VERSION_DIR: &str = "v1";
+
+/// Where the cache lives: `LORASCOPE_CACHE_DIR`, else `$XDG_CACHE_HOME/lorascope`, else
+/// `~/.cache/lorascope`.
+pub fn default_dir() -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("LORASCOPE_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("lorascope")))
+        .or_else(|| env("HOME").map(|h| h.join(".cache/lorascope")))
+}
+
+/// A cache key: 128-bit hash of everything that determines an entry's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key(pub u128);
+
+impl Key {
+    pub fn hex(&self) -> String {
+        format!("{:032x}", self.0)
+    }
+}
+
+/// Builds keys from parts; each part is length-prefixed so concatenations cannot collide.
+#[derive(Default)]
+pub struct KeyBuilder(Xxh3);
+
+impl KeyBuilder {
+    pub fn new() -> Self {
+        KeyBuilder(Xxh3::new())
+    }
+    pub fn bytes(mut self, b: &[u8]) -> Self {
+        self.0.update(&(b.len() as u64).to_le_bytes());
+        self.0.update(b);
+        self
+    }
+    pub fn str(self, s: &str) -> Self {
+        self.bytes(s.as_bytes())
+    }
+    pub fn u128(self, x: u128) -> Self {
+        self.bytes(&x.to_le_bytes())
+    }
+    pub fn f64(self, x: f64) -> Self {
+        self.bytes(&x.to_le_bytes())
+    }
+    pub fn finish(self) -> Key {
+        Key(self.0.digest128())
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub hits: usize,
+    pub misses: usize,
+    pub corrupt: usize,
+}
+
+pub struct Cache {
+    dir: Option<PathBuf>,
+    writable: AtomicBool,
+    hits: AtomicUsize,
+    misses: AtomicUsize,
+    corrupt: AtomicUsize,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl Cache {
+    pub fn disabled() -> Cache {
+        Cache::with_dir(None)
+    }
+
+    /// A cache in `dir`. If it cannot be created the cache is off, with a warning.
+    pub fn open(dir: &Path) -> Cache {
+        let d = dir.join(VERSION_DIR);
+        match std::fs::create_dir_all(&d) {
+            Ok(()) => Cache::with_dir(Some(d)),
+            Err(e) => {
+                let c = Cache::with_dir(None);
+                c.warn(format!(
+                    "cache {}: {e}; running without a cache",
+                    dir.display()
+                ));
+                c
+            }
+        }
+    }
+
+    fn with_dir(dir: Option<PathBuf>) -> Cache {
+        Cache {
+            writable: AtomicBool::new(dir.is_some()),
+            dir,
+            hits: AtomicUsize::new(0),
+            misses: AtomicUsize::new(0),
+            corrupt: AtomicUsize::new(0),
+            warnings: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    fn warn(&self, w: String) {
+        self.warnings.lock().unwrap().push(w);
+    }
+
+    /// Warnings gathered so far (drained).
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap())
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            corrupt: self.corrupt.load(Ordering::Relaxed),
+        }
+    }
+
+    fn path(&self, key: Key) -> Option<PathBuf> {
+        Some(self.dir.as_ref()?.join(format!("{}.lsd", key.hex())))
+    }
+
+    pub fn get(&self, key: Key) -> Option<Decomposition> {
+        let path = self.path(key)?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(_) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        match decode(&bytes) {
+            Some(d) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(d)
+            }
+            None => {
+                self.corrupt.fetch_add(1, Ordering::Relaxed);
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                self.warn(format!(
+                    "cache entry {} is damaged (bad checksum or size); recomputing it",
+                    path.display()
+                ));
+                None
+            }
+        }
+    }
+
+    pub fn put(&self, key: Key, d: &Decomposition) {
+        let Some(path) = self.path(key) else { return };
+        if !self.writable.load(Ordering::Relaxed) {
+            return;
+        }
+        let dir = path.parent().unwrap();
+        let res = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(dir)
+            .and_then(|mut tmp| {
+                tmp.write_all(&encode(d))?;
+                tmp.as_file().sync_data()?;
+                tmp.persist(&path).map_err(|e| e.error)?;
+                Ok(())
+            });
+        if let Err(e) = res {
+            // Read-only or full disk: keep going without writing, say so once.
+            if self.writable.swap(false, Ordering::Relaxed) {
+                self.warn(format!(
+                    "cannot write to cache {}: {e}; results will not be cached",
+                    dir.display()
+                ));
+            }
+        }
+    }
+
+    /// Entries and their total size.
+    pub fn info(&self) -> (usize, u64) {
+        let Some(dir) = &self.dir else { return (0, 0) };
+        let mut n = 0;
+        let mut size = 0;
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.path().extension().is_some_and(|x| x == "lsd") {
+                n += 1;
+                size += e.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        (n, size)
+    }
+
+    /// Remove every entry (and stray temp files). Returns how many files were removed.
+    pub fn clear(&self) -> std::io::Result<usize> {
+        let Some(dir) = &self.dir else { return Ok(0) };
+        let mut n = 0;
+        for e in std::fs::read_dir(dir)?.flatten() {
+            let p = e.path();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".lsd") || name.starts_with(".tmp-") {
+                std::fs::remove_file(&p)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn encode(d: &Decomposition) -> Vec<u8> {
+    let mut b = Vec::with_capacity(32 + 8 * d.sigma.len() + 4 * d.vectors.len() + 16);
+    b.extend_from_slice(MAGIC);
+    for x in [d.dim as u64, d.keep as u64, d.sigma.len() as u64] {
+        b.extend_from_slice(&x.to_le_bytes());
+    }
+    for s in &d.sigma {
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    for v in &d.vectors {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    let sum = xxh3_128(&b);
+    b.extend_from_slice(&sum.to_le_bytes());
+    b
+}
+
+fn decode(b: &[u8]) -> Option<Decomposition> {
+    if b.len() < 48 || &b[..8] != MAGIC {
+        return None;
+    }
+    let (body, sum) = b.split_at(b.len() - 16);
+    if xxh3_128(body).to_le_bytes() != sum {
+        return None;
+    }
+    let u = |i: usize| u64::from_le_bytes(body[8 + 8 * i..16 + 8 * i].try_into().unwrap()) as usize;
+    let (dim, keep, ns) = (u(0), u(1), u(2));
+    let nv = dim.checked_mul(keep)?;
+    if body.len()
+        != 32usize
+            .checked_add(ns.checked_mul(8)?)?
+            .checked_add(nv.checked_mul(4)?)?
+    {
+        return None;
+    }
+    let sig = &body[32..32 + 8 * ns];
+    let vec = &body[32 + 8 * ns..];
+    Some(Decomposition {
+        sigma: sig
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        vectors: vec
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        dim,
+        keep,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Decomposition {
+        Decomposition {
+            sigma: vec![3.0, 2.0, 1.0],
+            vectors: (0..6).map(|i| i as f32 * 0.5).collect(),
+            dim: 3,
+            keep: 2,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_every_single_byte_corruption_is_caught() {
+        let d = sample();
+        let b = encode(&d);
+        assert_eq!(decode(&b), Some(d));
+        for i in 0..b.len() {
+            let mut c = b.clone();
+            c[i] ^= 0x40;
+            assert_eq!(decode(&c), None, "flip at byte {i} went unnoticed");
+        }
+        for n in 0..b.len() {
+            assert_eq!(decode(&b[..n]), None, "truncation to {n} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn keys_separate_parts() {
+        let a = KeyBuilder::new().str("ab").str("c").finish();
+        let b = KeyBuilder::new().str("a").str("bc").finish();
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,209 @@
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lorascope::cache::Cache;
+use lorascope::checkpoint::Inputs;
+use lorascope::engine::{Engine, Options, Scan, TUNED_KEEP};
+use lorascope::report;
+use lorascope::Error;
+
+use super::{print_warnings, CacheArgs, ScanArgs, ScanFormat};
+
+pub fn open_cache(c: &CacheArgs) -> Cache {
+    if c.no_cache {
+        return Cache::disabled();
+    }
+    match c.cache_dir.clone().or_else(lorascope::cache::default_dir) {
+        Some(d) => Cache::open(&d),
+        None => Cache::disabled(),
+    }
+}
+
+pub fn check_rule(k: usize, epsilon: f64) -> Result<(), Error> {
+    if k == 0 || k > TUNED_KEEP {
+        return Err(Error::Usage(format!(
+            "--k must be between 1 and {TUNED_KEEP}, got {k}"
+        )));
+    }
+    if !(epsilon > 0.0 && epsilon <= 1.0) {
+        return Err(Error::Usage(format!(
+            "--epsilon must be in (0, 1], got {epsilon}"
+        )));
+    }
+    Ok(())
+}
+
+/// Progress on stderr when it is a terminal, nothing in pipes.
+pub fn progress_bar(total: usize) -> ProgressBar {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let pb = ProgressBar::with_draw_target(Some(total as u64), target);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} matrices  eta {eta}  {wide_msg}")
+            .unwrap(),
+    );
+    pb
+}
+
+pub fn run_scan(engine: &Engine, jobs: usize) -> Scan {
+    let pb = progress_bar(engine.matrices().len());
+    let scan = engine.scan(jobs, &|done, _, name| {
+        pb.set_position(done as u64);
+        pb.set_message(name.to_string());
+    });
+    pb.finish_and_clear();
+    scan
+}
+
+pub fn run(a: ScanArgs) -> Result<ExitCode, Error> {
+    check_rule(a.k, a.epsilon)?;
+    let sel = a.select.selection()?;
+    let inputs = Inputs::open(&a.base, &a.tuned, &sel)?;
+    print_warnings(&inputs.warnings);
+    if inputs.selected().next().is_none() {
+        return Err(Error::Usage(
+            "no matrices selected: check --include/--exclude, or run `lorascope inspect`".into(),
+        ));
+    }
+    let opts = Options {
+        side: a.vectors,
+        precision: a.precision,
+        ..Options::default()
+    };
+    let engine = Engine::new(inputs, open_cache(&a.cache), opts);
+    let scan = run_scan(&engine, a.jobs.unwrap_or_else(default_jobs));
+    print_warnings(&engine.cache.take_warnings());
+    print_scan(&engine, &scan, &a);
+    let total = scan.total(a.k, a.epsilon);
+    if scan.failed() > 0 {
+        eprintln!(
+            "error: {} matrices could not be analysed (see their rows)",
+            scan.failed()
+        );
+        return Ok(ExitCode::from(3));
+    }
+    if a.fail_above.is_some_and(|n| total > n) {
+        eprintln!(
+            "{total} intruders exceed --fail-above {}",
+            a.fail_above.unwrap()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs) {
+    let (k, eps) = (a.k, a.epsilon);
+    match a.format {
+        ScanFormat::Json => {
+            let v = report::scan_json(&engine.inputs, scan, &engine.opts, k, eps);
+            outln!("{}", serde_json::to_string_pretty(&v).unwrap());
+        }
+        ScanFormat::Csv => {
+            let cols: Vec<String> = (0..k).map(|j| format!("c_{j}")).collect();
+            outln!(
+                "name,rows,cols,intruders,min_cos,delta_rel_norm,delta_effective_rank,error,{}",
+                cols.join(",")
+            );
+            for (name, r) in &scan.results {
+                match r {
+                    Ok(m) => outln!(
+                        "{name},{},{},{},{:.6},{:.6},{:.3},,{}",
+                        m.shape[0],
+                        m.shape[1],
+                        m.intruders(k, eps).len(),
+                        m.min_cos(k),
+                        m.delta_rel_norm,
+                        m.delta_effective_rank,
+                        m.max_cos()
+                            .iter()
+                            .take(k)
+                            .map(|c| format!("{c:.6}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                    Err(e) => outln!("{name},,,,,,,\"{}\",", e.replace('"', "'")),
+                }
+            }
+        }
+        ScanFormat::Table => {
+            let w = scan
+                .results
+                .iter()
+                .map(|(n, _)| n.len())
+                .max()
+                .unwrap_or(6)
+                .max(6);
+            let sweep = if a.sweep {
+                lorascope::spectral::rule::sweep_epsilons()
+                    .iter()
+                    .map(|e| format!(" ε={e:.1}"))
+                    .collect::<String>()
+            } else {
+                String::new()
+            };
+            outln!(
+                "{:<w$}  {:>10}  {:>9}  {:>7}  {:>8}  {:>7}{sweep}",
+                "matrix",
+                "shape",
+                "intruders",
+                "min c_j",
+                "σ1 ratio",
+                "|ΔW|/|W|"
+            );
+            for (name, r) in &scan.results {
+                match r {
+                    Ok(m) => {
+                        let ratio = m.sigma_tuned[0] / m.sigma_base[0];
+                        let mut line = format!(
+                            "{name:<w$}  {:>10}  {:>9}  {:>7.3}  {:>8.3}  {:>7.4}",
+                            format!("{}×{}", m.shape[0], m.shape[1]),
+                            m.intruders(k, eps).len(),
+                            m.min_cos(k),
+                            ratio,
+                            m.delta_rel_norm
+                        );
+                        if a.sweep {
+                            for e in lorascope::spectral::rule::sweep_epsilons() {
+                                line += &format!(" {:>5}", m.intruders(k, e).len());
+                            }
+                        }
+                        outln!("{line}");
+                    }
+                    Err(e) => outln!("{name:<w$}  FAILED: {e}"),
+                }
+            }
+            outln!("");
+            outln!("intruders per layer (k={k}, ε={eps}):");
+            for (b, n) in scan.per_layer(k, eps) {
+                outln!("  {b:<w2$} {n}", w2 = w.min(40));
+            }
+            if a.sweep {
+                outln!("");
+                outln!("total by ε (k={k}):");
+                for (e, n) in scan.sweep(k) {
+                    outln!("  ε={e:.1}  {n}");
+                }
+            }
+            outln!("");
+            outln!(
+                "total intruders (k={k}, ε={eps}): {} in {} matrices{}",
+                scan.total(k, eps),
+                scan.results.len(),
+                if scan.failed() > 0 {
+                    format!(", {} failed", scan.failed())
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+}

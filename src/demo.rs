@@ -1,0 +1,196 @@
+//! A small demo pair generated deterministically on first use: one base model, a LoRA adapter
+//! that plants intruders in its last two blocks, and a full fine-tune that plants none.
+
+use std::path::{Path, PathBuf};
+
+use faer::Mat;
+
+/// splitmix64: tiny, deterministic across platforms.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform().max(1e-300), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+    pub fn gaussian(&mut self, rows: usize, cols: usize, scale: f64) -> Mat<f64> {
+        Mat::from_fn(rows, cols, |_, _| self.normal() * scale)
+    }
+}
+
+const HIDDEN: usize = 128;
+const MLP: usize = 256;
+const BLOCKS: usize = 4;
+const RANK: usize = 4;
+/// Bump when the generated files change, so old copies are not reused.
+const DEMO_VERSION: &str = "demo-v1";
+
+fn modules() -> Vec<(&'static str, usize, usize)> {
+    vec![
+        ("self_attn.q_proj", HIDDEN, HIDDEN),
+        ("self_attn.k_proj", HIDDEN, HIDDEN),
+        ("self_attn.v_proj", HIDDEN, HIDDEN),
+        ("self_attn.o_proj", HIDDEN, HIDDEN),
+        ("mlp.up_proj", MLP, HIDDEN),
+        ("mlp.down_proj", HIDDEN, MLP),
+    ]
+}
+
+/// W0 = X·diag(σ)·Yᵀ with random orthonormal X, Y and a decaying spectrum, so the top
+/// singular vectors are well separated.
+fn base_matrix(rng: &mut Rng, m: usize, n: usize) -> Mat<f64> {
+    let p = m.min(n);
+    let x = rng.gaussian(m, p, 1.0).qr().compute_thin_Q();
+    let y = rng.gaussian(n, p, 1.0).qr().compute_thin_Q();
+    let s = Mat::from_fn(p, p, |i, j| {
+        if i == j {
+            1.0 / (1.0 + 0.15 * i as f64)
+        } else {
+            0.0
+        }
+    });
+    x * s * y.transpose()
+}
+
+fn st_bytes(tensors: &[(String, Vec<usize>, &str, Vec<u8>)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut off = 0;
+    for (name, shape, dtype, data) in tensors {
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [off, off + data.len()]}),
+        );
+        off += data.len();
+    }
+    let mut h = serde_json::Value::Object(header).to_string().into_bytes();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    for t in tensors {
+        out.extend(&t.3);
+    }
+    out
+}
+
+fn f32_bytes(m: &Mat<f64>) -> Vec<u8> {
+    (0..m.nrows())
+        .flat_map(|i| (0..m.ncols()).map(move |j| (i, j)))
+        .flat_map(|(i, j)| (m[(i, j)] as f32).to_le_bytes())
+        .collect()
+}
+
+fn bf16_bytes(m: &Mat<f64>) -> Vec<u8> {
+    (0..m.nrows())
+        .flat_map(|i| (0..m.ncols()).map(move |j| (i, j)))
+        .flat_map(|(i, j)| half::bf16::from_f64(m[(i, j)]).to_le_bytes())
+        .collect()
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = tempfile::NamedTempFile::new_in(path.parent().unwrap())?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Paths of the demo's base, LoRA adapter and full fine-tune.
+pub struct DemoPaths {
+    pub base: PathBuf,
+    pub lora: PathBuf,
+    pub full: PathBuf,
+}
+
+/// Generate the demo under `root` (idempotent: reuses a complete earlier copy).
+pub fn ensure(root: &Path) -> std::io::Result<DemoPaths> {
+    let dir = root.join(DEMO_VERSION);
+    let paths = DemoPaths {
+        base: dir.join("base"),
+        lora: dir.join("lora-r4"),
+        full: dir.join("full-ft"),
+    };
+    let done = dir.join(".complete");
+    if done.is_file() {
+        return Ok(paths);
+    }
+    for d in [&paths.base, &paths.lora, &paths.full] {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut rng = Rng(0x10ba_5c0e);
+    let (mut base, mut full, mut lora) = (vec![], vec![], vec![]);
+    for block in 0..BLOCKS {
+        for (module, m, n) in modules() {
+            let name = format!("model.layers.{block}.{module}");
+            let w0 = base_matrix(&mut rng, m, n);
+            // Full fine-tune: a small dense update, spread over all directions.
+            let full_w = &w0 + rng.gaussian(m, n, 0.01 / (n as f64).sqrt());
+            // LoRA: a rank-4 update with random directions; in the last two blocks it is
+            // as strong as the base's top singular value, which makes intruders.
+            let strength = if block >= 2 { 0.45 } else { 0.05 };
+            let b = rng.gaussian(m, RANK, strength / (m as f64).sqrt());
+            let a = rng.gaussian(RANK, n, 1.0 / (n as f64).sqrt());
+            base.push((format!("{name}.weight"), vec![m, n], "F32", f32_bytes(&w0)));
+            full.push((
+                format!("{name}.weight"),
+                vec![m, n],
+                "BF16",
+                bf16_bytes(&full_w),
+            ));
+            lora.push((
+                format!("base_model.model.{name}.lora_A.weight"),
+                vec![RANK, n],
+                "F32",
+                f32_bytes(&a),
+            ));
+            lora.push((
+                format!("base_model.model.{name}.lora_B.weight"),
+                vec![m, RANK],
+                "F32",
+                f32_bytes(&b),
+            ));
+        }
+        let norm = Mat::from_fn(1, HIDDEN, |_, _| 1.0);
+        base.push((
+            format!("model.layers.{block}.input_layernorm.weight"),
+            vec![HIDDEN],
+            "F32",
+            f32_bytes(&norm),
+        ));
+        full.push((
+            format!("model.layers.{block}.input_layernorm.weight"),
+            vec![HIDDEN],
+            "BF16",
+            bf16_bytes(&norm),
+        ));
+    }
+    write_atomic(&paths.base.join("model.safetensors"), &st_bytes(&base))?;
+    write_atomic(&paths.full.join("model.safetensors"), &st_bytes(&full))?;
+    write_atomic(
+        &paths.lora.join("adapter_model.safetensors"),
+        &st_bytes(&lora),
+    )?;
+    let cfg = serde_json::json!({
+        "peft_type": "LORA", "r": RANK, "lora_alpha": 2 * RANK, "use_rslora": false,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+        "base_model_name_or_path": "lorascope-demo-base", "fan_in_fan_out": false,
+    });
+    write_atomic(
+        &paths.lora.join("adapter_config.json"),
+        serde_json::to_string_pretty(&cfg)?.as_bytes(),
+    )?;
+    write_atomic(&done, b"")?;
+    Ok(paths)
+}

@@ -1,0 +1,325 @@
+//! The analysis API that the CLI, the reports and the explorer share: one matrix at a time,
+//! lazily, through the persistent cache.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use faer::Par;
+use serde::Serialize;
+
+use crate::cache::{Cache, Key, KeyBuilder};
+use crate::checkpoint::{Element, Inputs, TensorPair};
+use crate::error::Result;
+use crate::spectral::{self, rule, Decomposition, Side};
+
+/// Bump when what a cache entry holds or how it is computed changes.
+const ALGORITHM: &str = "lorascope-svd-1";
+
+/// How many tuned singular vectors are kept and matched: enough for any k and for the
+/// heatmap's largest view.
+pub const TUNED_KEEP: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    F32,
+    F64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub side: Side,
+    pub precision: Precision,
+    /// Parallelism inside one decomposition (Seq when matrices run in parallel).
+    pub par: Par,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            side: Side::Left,
+            // f32 SVDs move c_j of near-tied vectors by up to 1e-3 on real checkpoints.
+            precision: Precision::F64,
+            par: Par::Seq,
+        }
+    }
+}
+
+/// One of the top tuned singular vectors and its best match among the base's.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VectorMatch {
+    pub sigma: f64,
+    /// σ_j / σ_1 of the tuned matrix.
+    pub sigma_ratio: f64,
+    /// c_j = max over all base vectors of |cos|.
+    pub max_cos: f64,
+    pub best_base_index: usize,
+    pub best_base_sigma: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MatrixReport {
+    pub name: String,
+    /// (rows, cols) as analysed: (out, in).
+    pub shape: [usize; 2],
+    pub sigma_base: Vec<f64>,
+    pub sigma_tuned: Vec<f64>,
+    /// The first min(TUNED_KEEP, p) tuned vectors.
+    pub vectors: Vec<VectorMatch>,
+    /// ‖ΔW‖_F / ‖W0‖_F.
+    pub delta_rel_norm: f64,
+    /// exp(entropy) of ΔW's normalised singular values.
+    pub delta_effective_rank: f64,
+}
+
+impl MatrixReport {
+    pub fn max_cos(&self) -> Vec<f64> {
+        self.vectors.iter().map(|v| v.max_cos).collect()
+    }
+    pub fn intruders(&self, k: usize, epsilon: f64) -> Vec<usize> {
+        rule::intruders(&self.max_cos(), k, epsilon)
+    }
+    pub fn min_cos(&self, k: usize) -> f64 {
+        self.vectors
+            .iter()
+            .take(k)
+            .map(|v| v.max_cos)
+            .fold(f64::INFINITY, f64::min)
+    }
+}
+
+pub struct Engine {
+    pub inputs: Inputs,
+    pub cache: Cache,
+    pub opts: Options,
+    decompositions: AtomicUsize,
+}
+
+enum Role {
+    Base,
+    Tuned,
+}
+
+impl Engine {
+    pub fn new(inputs: Inputs, cache: Cache, opts: Options) -> Engine {
+        Engine {
+            inputs,
+            cache,
+            opts,
+            decompositions: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn matrices(&self) -> Vec<&TensorPair> {
+        self.inputs.selected().collect()
+    }
+
+    /// Decompositions (SVDs of any kind) this engine has computed rather than read from cache.
+    pub fn decompositions(&self) -> usize {
+        self.decompositions.load(Ordering::Relaxed)
+    }
+
+    fn key(&self, what: &str, parts: &[u128]) -> Key {
+        let mut kb = KeyBuilder::new()
+            .str(ALGORITHM)
+            .str(match self.opts.precision {
+                Precision::F32 => "f32",
+                Precision::F64 => "f64",
+            })
+            .str(what);
+        for p in parts {
+            kb = kb.u128(*p);
+        }
+        kb.finish()
+    }
+
+    fn cached(
+        &self,
+        key: Key,
+        compute: impl FnOnce() -> Result<Decomposition>,
+    ) -> Result<Decomposition> {
+        if let Some(d) = self.cache.get(key) {
+            return Ok(d);
+        }
+        let d = compute()?;
+        self.decompositions.fetch_add(1, Ordering::Relaxed);
+        self.cache.put(key, &d);
+        Ok(d)
+    }
+
+    fn decompose_as<T: Element>(
+        &self,
+        pair: &TensorPair,
+        role: Role,
+        keep: usize,
+    ) -> Result<Decomposition> {
+        let w = match role {
+            Role::Base => self.inputs.base_matrix::<T>(pair)?,
+            Role::Tuned => self.inputs.tuned_matrix::<T>(pair)?,
+        };
+        spectral::decompose(&w, self.opts.side, keep, self.opts.par)
+    }
+
+    fn decompose(&self, pair: &TensorPair, role: Role, keep: usize) -> Result<Decomposition> {
+        match self.opts.precision {
+            Precision::F32 => self.decompose_as::<f32>(pair, role, keep),
+            Precision::F64 => self.decompose_as::<f64>(pair, role, keep),
+        }
+    }
+
+    fn delta_sigma(&self, pair: &TensorPair) -> Result<Vec<f64>> {
+        if let Some(f) = self.inputs.lora_factors(pair)? {
+            return spectral::low_rank_singular_values(f.scaling, &f.b, &f.a);
+        }
+        // Difference in f64 so that small updates to large weights keep their digits.
+        let w0 = self.inputs.base_matrix::<f64>(pair)?;
+        let mut d = self.inputs.tuned_matrix::<f64>(pair)?;
+        d.data.iter_mut().zip(&w0.data).for_each(|(x, y)| *x -= y);
+        match self.opts.precision {
+            Precision::F64 => spectral::singular_values(&d, self.opts.par),
+            Precision::F32 => {
+                let d32 = crate::checkpoint::Dense {
+                    rows: d.rows,
+                    cols: d.cols,
+                    data: d.data.iter().map(|x| *x as f32).collect(),
+                };
+                spectral::singular_values(&d32, self.opts.par)
+            }
+        }
+    }
+
+    /// Both decompositions and the match of every kept tuned vector.
+    pub fn decompositions_of(&self, pair: &TensorPair) -> Result<(Decomposition, Decomposition)> {
+        self.decompositions_keyed(pair, self.inputs.content_keys(pair)?)
+    }
+
+    fn decompositions_keyed(
+        &self,
+        pair: &TensorPair,
+        (base_src, tuned_src): (u128, u128),
+    ) -> Result<(Decomposition, Decomposition)> {
+        let side = match self.opts.side {
+            Side::Left => "left",
+            Side::Right => "right",
+        };
+        let base = self.cached(self.key(&format!("{side}/all"), &[base_src]), || {
+            self.decompose(pair, Role::Base, usize::MAX)
+        })?;
+        let tuned = if tuned_src == base_src {
+            base.clone()
+        } else {
+            self.cached(
+                self.key(&format!("{side}/top{TUNED_KEEP}"), &[tuned_src]),
+                || self.decompose(pair, Role::Tuned, TUNED_KEEP),
+            )?
+        };
+        Ok((base, tuned))
+    }
+
+    pub fn analyze(&self, pair: &TensorPair) -> Result<MatrixReport> {
+        let (base_src, tuned_src) = self.inputs.content_keys(pair)?;
+        let (base, tuned) = self.decompositions_keyed(pair, (base_src, tuned_src))?;
+        let delta = self.cached(self.key("delta", &[base_src, tuned_src]), || {
+            let sigma = self.delta_sigma(pair)?;
+            Ok(Decomposition {
+                sigma,
+                vectors: vec![],
+                dim: 0,
+                keep: 0,
+            })
+        })?;
+        let matches = spectral::best_matches(&base, &tuned);
+        let s1 = tuned.sigma.first().copied().unwrap_or(0.0);
+        let vectors = matches
+            .iter()
+            .enumerate()
+            .map(|(j, &(c, i))| VectorMatch {
+                sigma: tuned.sigma[j],
+                sigma_ratio: if s1 > 0.0 { tuned.sigma[j] / s1 } else { 0.0 },
+                max_cos: c,
+                best_base_index: i,
+                best_base_sigma: base.sigma[i],
+            })
+            .collect();
+        let fro = |s: &[f64]| s.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let w0 = fro(&base.sigma);
+        let (rows, cols) = pair.dims();
+        Ok(MatrixReport {
+            name: pair.name.clone(),
+            shape: [rows, cols],
+            delta_rel_norm: if w0 > 0.0 {
+                fro(&delta.sigma) / w0
+            } else {
+                0.0
+            },
+            delta_effective_rank: spectral::effective_rank(&delta.sigma),
+            sigma_base: base.sigma,
+            sigma_tuned: tuned.sigma,
+            vectors,
+        })
+    }
+}
+
+/// The outcome of scanning every selected matrix: per matrix a report or its error, in order.
+pub struct Scan {
+    pub results: Vec<(String, Result<MatrixReport, String>)>,
+}
+
+impl Engine {
+    /// Analyse every selected matrix with `jobs` matrices in flight (memory stays bounded by
+    /// that number), calling `progress(done, total, name)` as each finishes.
+    pub fn scan(&self, jobs: usize, progress: &(dyn Fn(usize, usize, &str) + Sync)) -> Scan {
+        use rayon::prelude::*;
+        let pairs = self.matrices();
+        let total = pairs.len();
+        let done = AtomicUsize::new(0);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs.max(1))
+            .build()
+            .expect("thread pool");
+        let results = pool.install(|| {
+            pairs
+                .par_iter()
+                .with_max_len(1)
+                .map(|p| {
+                    let r = self.analyze(p).map_err(|e| e.to_string());
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    progress(n, total, &p.name);
+                    (p.name.clone(), r)
+                })
+                .collect()
+        });
+        Scan { results }
+    }
+}
+
+impl Scan {
+    pub fn reports(&self) -> impl Iterator<Item = &MatrixReport> {
+        self.results.iter().filter_map(|(_, r)| r.as_ref().ok())
+    }
+    pub fn failed(&self) -> usize {
+        self.results.iter().filter(|(_, r)| r.is_err()).count()
+    }
+    pub fn total(&self, k: usize, epsilon: f64) -> usize {
+        self.reports().map(|r| r.intruders(k, epsilon).len()).sum()
+    }
+    /// Intruders per block (`…layer.N`), natural order; matrices outside blocks under "(other)".
+    pub fn per_layer(&self, k: usize, epsilon: f64) -> Vec<(String, usize)> {
+        let mut out: Vec<(String, usize)> = Vec::new();
+        for r in self.reports() {
+            let block = crate::checkpoint::block_of(&r.name).unwrap_or("(other)");
+            let n = r.intruders(k, epsilon).len();
+            match out.iter_mut().find(|(b, _)| b == block) {
+                Some((_, c)) => *c += n,
+                None => out.push((block.to_string(), n)),
+            }
+        }
+        out
+    }
+    /// Totals for ε = 0.1 … 0.9 from the same c_j.
+    pub fn sweep(&self, k: usize) -> Vec<(f64, usize)> {
+        rule::sweep_epsilons()
+            .into_iter()
+            .map(|e| (e, self.total(k, e)))
+            .collect()
+    }
+}

@@ -1,0 +1,218 @@
+//! The SVD and the intruder rule of Shuttleworth et al. (Definition 3.1 / Algorithm 1).
+//!
+//! Matrices arrive row-major (out, in). A row-major buffer read column-major is Wᵀ, so every
+//! decomposition here runs on that zero-copy view: U of W is V of Wᵀ.
+
+pub mod rule;
+
+use faer::diag::Diag;
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::svd::{self, ComputeSvdVectors};
+use faer::{Mat, MatRef, Par};
+
+use crate::checkpoint::{Dense, Element};
+use crate::error::{Error, Result};
+
+pub use rule::{count_intruders, is_intruder, DEFAULT_EPSILON, DEFAULT_K};
+
+/// Which singular vectors the rule compares: left (U, output space; the paper's choice) or
+/// right (V, input space; an extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Left,
+    Right,
+}
+
+/// Singular values (all, descending) and the first `vectors.ncols()` singular vectors of one
+/// side, as unit columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decomposition {
+    pub sigma: Vec<f64>,
+    /// Column-major, `dim` rows × `keep` columns.
+    pub vectors: Vec<f32>,
+    pub dim: usize,
+    pub keep: usize,
+}
+
+impl Decomposition {
+    pub fn column(&self, j: usize) -> &[f32] {
+        &self.vectors[j * self.dim..(j + 1) * self.dim]
+    }
+    pub fn as_mat(&self) -> MatRef<'_, f32> {
+        MatRef::from_column_major_slice(&self.vectors, self.dim, self.keep)
+    }
+}
+
+fn check_finite<T: Element>(w: &Dense<T>) -> Result<()> {
+    if let Some(pos) = w
+        .data
+        .iter()
+        .position(|x| !Into::<f64>::into(*x).is_finite())
+    {
+        return Err(Error::Compute(format!(
+            "non-finite weight (NaN or Inf) at row {}, column {}",
+            pos / w.cols,
+            pos % w.cols
+        )));
+    }
+    Ok(())
+}
+
+/// Thin SVD of `w` keeping the first `keep` singular vectors of `side` (all σ always).
+pub fn decompose<T: Element>(
+    w: &Dense<T>,
+    side: Side,
+    keep: usize,
+    par: Par,
+) -> Result<Decomposition> {
+    check_finite(w)?;
+    let (m, n) = (w.rows, w.cols);
+    let p = m.min(n);
+    let keep = keep.min(p);
+    // wt is Wᵀ (n × m); left vectors of W are wt's right vectors and vice versa.
+    let wt = MatRef::from_column_major_slice(&w.data, n, m);
+    let dim = match side {
+        Side::Left => m,
+        Side::Right => n,
+    };
+    let mut s = Diag::<T>::zeros(p);
+    let mut vecs = Mat::<T>::zeros(dim, p);
+    let (cu, cv) = match side {
+        Side::Left => (ComputeSvdVectors::No, ComputeSvdVectors::Thin),
+        Side::Right => (ComputeSvdVectors::Thin, ComputeSvdVectors::No),
+    };
+    let mut mem = MemBuffer::new(svd::svd_scratch::<T>(n, m, cu, cv, par, Default::default()));
+    let (u, v) = match side {
+        Side::Left => (None, Some(vecs.as_mut())),
+        Side::Right => (Some(vecs.as_mut()), None),
+    };
+    svd::svd(
+        wt,
+        s.as_mut(),
+        u,
+        v,
+        par,
+        MemStack::new(&mut mem),
+        Default::default(),
+    )
+    .map_err(|e| Error::Compute(format!("SVD failed: {e:?}")))?;
+    let sigma: Vec<f64> = (0..p).map(|i| s[i].into()).collect();
+    let mut vectors = Vec::with_capacity(dim * keep);
+    for j in 0..keep {
+        vectors.extend((0..dim).map(|i| Into::<f64>::into(vecs[(i, j)]) as f32));
+    }
+    Ok(Decomposition {
+        sigma,
+        vectors,
+        dim,
+        keep,
+    })
+}
+
+/// Singular values only, descending.
+pub fn singular_values<T: Element>(w: &Dense<T>, par: Par) -> Result<Vec<f64>> {
+    check_finite(w)?;
+    let (m, n) = (w.rows, w.cols);
+    let wt = MatRef::from_column_major_slice(&w.data, n, m);
+    let mut s = Diag::<T>::zeros(m.min(n));
+    let mut mem = MemBuffer::new(svd::svd_scratch::<T>(
+        n,
+        m,
+        ComputeSvdVectors::No,
+        ComputeSvdVectors::No,
+        par,
+        Default::default(),
+    ));
+    svd::svd(
+        wt,
+        s.as_mut(),
+        None,
+        None,
+        par,
+        MemStack::new(&mut mem),
+        Default::default(),
+    )
+    .map_err(|e| Error::Compute(format!("SVD failed: {e:?}")))?;
+    Ok((0..m.min(n)).map(|i| s[i].into()).collect())
+}
+
+/// Singular values of s·B·A (B out×r, A r×in) from the r×r core: B = Qb·Rb, Aᵀ = Qa·Ra, so
+/// s·B·A = Qb·(s·Rb·Raᵀ)·Qaᵀ has the singular values of the core. O((out+in)·r²).
+pub fn low_rank_singular_values(scaling: f64, b: &Dense<f64>, a: &Dense<f64>) -> Result<Vec<f64>> {
+    let bm = MatRef::from_row_major_slice(&b.data, b.rows, b.cols);
+    let at = MatRef::from_column_major_slice(&a.data, a.cols, a.rows); // Aᵀ, in × r
+    let rb = bm.qr().thin_R().to_owned();
+    let ra = at.qr().thin_R().to_owned();
+    let core = rb * ra.transpose() * faer::Scale(scaling);
+    let core = Dense {
+        rows: core.nrows(),
+        cols: core.ncols(),
+        data: (0..core.nrows())
+            .flat_map(|i| (0..core.ncols()).map(move |j| (i, j)))
+            .map(|(i, j)| core[(i, j)])
+            .collect(),
+    };
+    singular_values(&core, Par::Seq)
+}
+
+/// Effective rank (Roy & Vetterli 2007): exp of the entropy of σ / Σσ. 0 for a zero matrix.
+pub fn effective_rank(sigma: &[f64]) -> f64 {
+    let total: f64 = sigma.iter().sum();
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let h: f64 = sigma
+        .iter()
+        .filter(|s| **s > 0.0)
+        .map(|s| {
+            let p = s / total;
+            -p * p.ln()
+        })
+        .sum();
+    h.exp()
+}
+
+/// Best match of each tuned vector among all base vectors: for j < tuned.keep,
+/// c_j = max_i |⟨base_i, tuned_j⟩| and its argmax i. Accumulated in f64.
+pub fn best_matches(base: &Decomposition, tuned: &Decomposition) -> Vec<(f64, usize)> {
+    assert_eq!(base.dim, tuned.dim, "vectors of different spaces");
+    let b = base.as_mat().to_owned().map(|x| *x as f64);
+    let t = tuned.as_mat().to_owned().map(|x| *x as f64);
+    let c = b.transpose() * &t; // base.keep × tuned.keep
+    (0..tuned.keep)
+        .map(|j| {
+            let mut best = (0.0f64, 0usize);
+            for i in 0..base.keep {
+                let v = c[(i, j)].abs();
+                if v > best.0 {
+                    best = (v, i);
+                }
+            }
+            best
+        })
+        .collect()
+}
+
+/// |cos| between base vectors `0..rows` (y) and tuned vectors `0..cols` (x), row-major
+/// rows × cols: the paper's similarity-matrix heatmap.
+pub fn similarity(
+    base: &Decomposition,
+    tuned: &Decomposition,
+    rows: usize,
+    cols: usize,
+) -> Vec<f32> {
+    let rows = rows.min(base.keep);
+    let cols = cols.min(tuned.keep);
+    let b = base.as_mat().subcols(0, rows).to_owned().map(|x| *x as f64);
+    let t = tuned
+        .as_mat()
+        .subcols(0, cols)
+        .to_owned()
+        .map(|x| *x as f64);
+    let c = b.transpose() * &t;
+    (0..rows)
+        .flat_map(|i| (0..cols).map(move |j| (i, j)))
+        .map(|(i, j)| c[(i, j)].abs() as f32)
+        .collect()
+}

@@ -1,0 +1,236 @@
+//! The decomposition and the intruder rule against independent math: orthonormality, the
+//! defining relation Wᵀu = σv, planted intruders, the 1/√m lower bound and sign invariance.
+
+mod common;
+
+use common::Rng;
+use faer::Par;
+use lorascope::checkpoint::Dense;
+use lorascope::spectral::{self, rule, Decomposition, Side};
+
+fn gaussian(rng: &mut Rng, rows: usize, cols: usize) -> Dense<f64> {
+    let s = 1.0 / (cols as f64).sqrt();
+    Dense {
+        rows,
+        cols,
+        data: (0..rows * cols).map(|_| rng.normal() * s).collect(),
+    }
+}
+
+fn dot(a: &[f32], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| *x as f64 * y).sum()
+}
+
+#[test]
+fn left_vectors_are_orthonormal_and_satisfy_the_svd() {
+    let mut rng = Rng(1);
+    for (m, n) in [(40, 40), (60, 25), (25, 60)] {
+        let w = gaussian(&mut rng, m, n);
+        let d = spectral::decompose(&w, Side::Left, usize::MAX, Par::Seq).unwrap();
+        let p = m.min(n);
+        assert_eq!((d.dim, d.keep, d.sigma.len()), (m, p, p));
+        assert!(d.sigma.windows(2).all(|s| s[0] >= s[1]));
+        for i in 0..p {
+            for j in 0..p {
+                let c: f64 = d
+                    .column(i)
+                    .iter()
+                    .zip(d.column(j))
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum();
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((c - want).abs() < 1e-6, "({i},{j}) {c}");
+            }
+        }
+        // ‖Wᵀ u_j‖ = σ_j for every left singular vector.
+        for j in 0..p {
+            let u = d.column(j);
+            let norm = (0..n)
+                .map(|c| {
+                    (0..m)
+                        .map(|r| w.data[r * n + c] * u[r] as f64)
+                        .sum::<f64>()
+                        .powi(2)
+                })
+                .sum::<f64>()
+                .sqrt();
+            assert!(
+                (norm - d.sigma[j]).abs() < 1e-6 * d.sigma[0],
+                "{m}×{n} j={j}"
+            );
+        }
+        // Singular values agree with the values-only routine and with the transpose's.
+        let s = spectral::singular_values(&w, Par::Seq).unwrap();
+        let st = spectral::singular_values(&w.transpose(), Par::Seq).unwrap();
+        for j in 0..p {
+            assert!((s[j] - d.sigma[j]).abs() < 1e-10 && (st[j] - s[j]).abs() < 1e-10);
+        }
+    }
+}
+
+#[test]
+fn right_vectors_of_w_are_left_vectors_of_its_transpose() {
+    let mut rng = Rng(2);
+    let w = gaussian(&mut rng, 30, 20);
+    let r = spectral::decompose(&w, Side::Right, 5, Par::Seq).unwrap();
+    let l = spectral::decompose(&w.transpose(), Side::Left, 5, Par::Seq).unwrap();
+    assert_eq!(r.dim, 20);
+    for j in 0..5 {
+        let c: f64 = r
+            .column(j)
+            .iter()
+            .zip(l.column(j))
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        assert!((c.abs() - 1.0).abs() < 1e-6);
+    }
+}
+
+/// [P] App. A.2: W0 + λ·v·vᵀ with v random and λ > σ_max(W0) makes v's direction the top
+/// tuned vector, and it matches no base vector.
+#[test]
+fn planted_intruder_is_found() {
+    let mut rng = Rng(3);
+    let n = 512;
+    let w0 = gaussian(&mut rng, n, n);
+    let s0 = spectral::singular_values(&w0, Par::Seq).unwrap()[0];
+    let v: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let v: Vec<f64> = v.iter().map(|x| x / norm).collect();
+    let lambda = 3.0 * s0;
+    let mut w = w0.clone();
+    for i in 0..n {
+        for j in 0..n {
+            w.data[i * n + j] += lambda * v[i] * v[j];
+        }
+    }
+    let base = spectral::decompose(&w0, Side::Left, usize::MAX, Par::Seq).unwrap();
+    let tuned = spectral::decompose(&w, Side::Left, 10, Par::Seq).unwrap();
+    assert!(
+        dot(tuned.column(0), &v).abs() > 0.9,
+        "top tuned vector is the planted one"
+    );
+    let m = spectral::best_matches(&base, &tuned);
+    let c: Vec<f64> = m.iter().map(|x| x.0).collect();
+    assert!(c[0] < 0.2, "c_0 = {}", c[0]);
+    assert_eq!(rule::intruders(&c, 10, 0.5), [0], "{c:?}");
+}
+
+#[test]
+fn identical_matrices_have_no_intruders_even_at_eps_099() {
+    let mut rng = Rng(4);
+    let w = gaussian(&mut rng, 80, 50);
+    let d = spectral::decompose(&w, Side::Left, usize::MAX, Par::Seq).unwrap();
+    let m = spectral::best_matches(&d, &d);
+    assert!(m.iter().all(|(c, _)| *c > 0.999_999));
+    assert_eq!(
+        m.iter().enumerate().filter(|(j, (_, i))| j != i).count(),
+        0,
+        "each matches itself"
+    );
+    let c: Vec<f64> = m.iter().map(|x| x.0).collect();
+    assert_eq!(rule::count_intruders(&c, 50, 0.99), 0);
+}
+
+#[test]
+fn best_cos_is_at_least_one_over_sqrt_m_when_base_vectors_span_the_space() {
+    let mut rng = Rng(5);
+    for (m, n) in [(64, 64), (48, 96)] {
+        let w0 = gaussian(&mut rng, m, n);
+        let w = gaussian(&mut rng, m, n); // unrelated "fine-tune": a worst case
+        let base = spectral::decompose(&w0, Side::Left, usize::MAX, Par::Seq).unwrap();
+        let tuned = spectral::decompose(&w, Side::Left, usize::MAX, Par::Seq).unwrap();
+        let bound = 1.0 / (m as f64).sqrt();
+        for (j, (c, _)) in spectral::best_matches(&base, &tuned).iter().enumerate() {
+            assert!(*c >= bound - 1e-9, "{m}×{n}: c_{j} = {c} < {bound}");
+        }
+    }
+}
+
+#[test]
+fn sign_flips_of_singular_vectors_do_not_change_anything() {
+    let mut rng = Rng(6);
+    let w0 = gaussian(&mut rng, 40, 40);
+    let w = gaussian(&mut rng, 40, 40);
+    let base = spectral::decompose(&w0, Side::Left, usize::MAX, Par::Seq).unwrap();
+    let tuned = spectral::decompose(&w, Side::Left, 10, Par::Seq).unwrap();
+    let flip = |d: &Decomposition, every: usize| Decomposition {
+        vectors: d
+            .vectors
+            .chunks(d.dim)
+            .enumerate()
+            .flat_map(|(j, col)| {
+                col.iter()
+                    .map(move |x| if j % every == 0 { -x } else { *x })
+            })
+            .collect(),
+        ..d.clone()
+    };
+    assert_eq!(
+        spectral::best_matches(&base, &tuned),
+        spectral::best_matches(&flip(&base, 2), &flip(&tuned, 3))
+    );
+    // −W has the same singular vectors up to sign.
+    let neg = Dense {
+        data: w.data.iter().map(|x| -x).collect(),
+        ..w.clone()
+    };
+    let tn = spectral::decompose(&neg, Side::Left, 10, Par::Seq).unwrap();
+    let (a, b) = (
+        spectral::best_matches(&base, &tuned),
+        spectral::best_matches(&base, &tn),
+    );
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x.0 - y.0).abs() < 1e-9 && x.1 == y.1);
+    }
+}
+
+#[test]
+fn low_rank_route_matches_the_dense_singular_values() {
+    let mut rng = Rng(7);
+    let b = gaussian(&mut rng, 70, 5);
+    let a = gaussian(&mut rng, 5, 40);
+    let s = 2.5;
+    let dense = Dense {
+        rows: 70,
+        cols: 40,
+        data: (0..70)
+            .flat_map(|i| (0..40).map(move |j| (i, j)))
+            .map(|(i, j)| {
+                s * (0..5)
+                    .map(|k| b.data[i * 5 + k] * a.data[k * 40 + j])
+                    .sum::<f64>()
+            })
+            .collect(),
+    };
+    let want = spectral::singular_values(&dense, Par::Seq).unwrap();
+    let got = spectral::low_rank_singular_values(s, &b, &a).unwrap();
+    assert_eq!(got.len(), 5);
+    for k in 0..5 {
+        assert!((got[k] - want[k]).abs() < 1e-10 * want[0]);
+    }
+    assert!(want[5] < 1e-10 * want[0], "rank 5");
+}
+
+#[test]
+fn effective_rank_of_known_spectra() {
+    assert!((spectral::effective_rank(&[1.0; 8]) - 8.0).abs() < 1e-12);
+    assert!((spectral::effective_rank(&[3.0, 0.0, 0.0]) - 1.0).abs() < 1e-12);
+    assert_eq!(spectral::effective_rank(&[0.0, 0.0]), 0.0);
+    let e = spectral::effective_rank(&[0.5, 0.5, 1e-9]);
+    assert!(e > 1.99 && e < 2.01);
+}
+
+#[test]
+fn non_finite_weights_are_an_error_naming_the_position() {
+    let mut w = Dense {
+        rows: 2,
+        cols: 3,
+        data: vec![1.0f64; 6],
+    };
+    w.data[4] = f64::NAN;
+    let e = spectral::decompose(&w, Side::Left, 2, Par::Seq)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("row 1, column 1"), "{e}");
+}
