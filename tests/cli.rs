@@ -1,0 +1,201 @@
+//! The binary as a user runs it: output formats, exit codes, pipes, failures, the demo.
+
+mod common;
+
+use common::*;
+
+fn fx(p: &str) -> String {
+    fixtures()
+        .join("minilm")
+        .join(p)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn scan_json_has_the_documented_fields_and_counts() {
+    let r = lorascope(
+        &[
+            "scan",
+            &fx("base.safetensors"),
+            &fx("lora-r8"),
+            "--format",
+            "json",
+            "--no-cache",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Piped stderr: no progress bar, nothing at all.
+    assert_eq!(r.stderr, "");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["k"], 10);
+    assert_eq!(v["epsilon"], 0.5);
+    assert_eq!(v["total_intruders"], 1);
+    assert_eq!(v["inputs"]["tuned"]["kind"], "adapter");
+    assert_eq!(v["inputs"]["tuned"]["scaling"][0], 2.0);
+    let m = &v["matrices"][0];
+    assert_eq!(
+        m["name"],
+        "bert.encoder.layer.5.attention.output.dense.weight"
+    );
+    assert_eq!(m["shape"], serde_json::json!([384, 384]));
+    assert_eq!(m["intruders"], serde_json::json!([0]));
+    for key in ["max_cos", "best_base_index", "sigma_tuned", "sigma_ratio"] {
+        assert_eq!(m[key].as_array().unwrap().len(), 10, "{key}");
+    }
+    assert!((m["max_cos"][0].as_f64().unwrap() - 0.18537).abs() < 1e-4);
+    assert!(m["delta_rel_norm"].as_f64().unwrap() > 0.0);
+    // The sweep comes from the same c_j: 1 intruder from ε=0.2 up in the slice.
+    let sweep: Vec<u64> = v["sweep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["intruders"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sweep[0], 0);
+    assert_eq!(sweep[4], 1);
+}
+
+#[test]
+fn table_csv_and_exit_codes() {
+    let base = fx("base.safetensors");
+    let lora = fx("lora-r8");
+    let r = lorascope(&["scan", &base, &lora, "--no-cache", "--sweep"], &[]);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stdout
+            .contains("total intruders (k=10, ε=0.5): 1 in 2 matrices"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("bert.encoder.layer.5"));
+    assert!(r.stdout.contains("ε=0.9"));
+    let r = lorascope(
+        &[
+            "scan",
+            &base,
+            &lora,
+            "--no-cache",
+            "--format",
+            "csv",
+            "--k",
+            "3",
+        ],
+        &[],
+    );
+    let lines: Vec<_> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0].ends_with("c_0,c_1,c_2"));
+    assert!(
+        lines[1].starts_with("bert.encoder.layer.5.attention.output.dense.weight,384,384,1,0.18")
+    );
+    // --fail-above: 1 intruder > 0 → exit 1; not above 1 → 0.
+    assert_eq!(
+        lorascope(
+            &["scan", &base, &lora, "--no-cache", "--fail-above", "0"],
+            &[]
+        )
+        .code,
+        1
+    );
+    assert_eq!(
+        lorascope(
+            &["scan", &base, &lora, "--no-cache", "--fail-above", "1"],
+            &[]
+        )
+        .code,
+        0
+    );
+    // Bad options are usage errors.
+    let r = lorascope(&["scan", &base, &lora, "--epsilon", "1.5"], &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--epsilon must be in (0, 1]"));
+    let r = lorascope(&["scan", &base, &lora, "--include", "nothing-matches"], &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("no matrices selected"));
+}
+
+#[test]
+fn a_matrix_that_cannot_be_analysed_fails_alone_with_exit_3() {
+    let d = tempfile::tempdir().unwrap();
+    let mut rng = Rng(9);
+    let good = rng.vec(64, 1.0);
+    let mut bad = rng.vec(64, 1.0);
+    write_st(
+        &d.path().join("base.safetensors"),
+        &[
+            f32_tensor("layers.0.a.weight", &[8, 8], &good),
+            f32_tensor("layers.0.b.weight", &[8, 8], &bad),
+        ],
+    );
+    bad[10] = f32::NAN;
+    write_st(
+        &d.path().join("tuned.safetensors"),
+        &[
+            f32_tensor("layers.0.a.weight", &[8, 8], &good),
+            f32_tensor("layers.0.b.weight", &[8, 8], &bad),
+        ],
+    );
+    let p = |n: &str| d.path().join(n).to_string_lossy().into_owned();
+    let r = lorascope(
+        &[
+            "scan",
+            &p("base.safetensors"),
+            &p("tuned.safetensors"),
+            "--no-cache",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("layers.0.b.weight  FAILED: non-finite weight"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("1 failed"));
+    let r = lorascope(
+        &[
+            "scan",
+            &p("base.safetensors"),
+            &p("tuned.safetensors"),
+            "--no-cache",
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["failed"], 1);
+    assert_eq!(v["matrices"][0]["intruders"], serde_json::json!([]));
+    assert!(v["matrices"][1]["error"].as_str().unwrap().contains("NaN"));
+}
+
+#[test]
+fn demo_shows_intruders_in_the_lora_run_and_none_in_the_full_finetune() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_string_lossy().into_owned();
+    let r = lorascope(&["demo", "--cache-dir", &dir], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let totals: Vec<usize> = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("total intruders (k=10, ε=0.5): "))
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(totals.len(), 2, "{}", r.stdout);
+    assert!(totals[0] >= 10, "LoRA run: {totals:?}");
+    assert_eq!(totals[1], 0, "full fine-tune");
+    // Deterministic: a second run reuses the files and the cache and prints the same.
+    let again = lorascope(&["demo", "--cache-dir", &dir], &[]);
+    assert_eq!(again.stdout, r.stdout);
+    let info = lorascope(&["cache", "info", "--cache-dir", &dir], &[]);
+    assert!(info.stdout.contains("entries"), "{}", info.stdout);
+    let clear = lorascope(&["cache", "clear", "--cache-dir", &dir], &[]);
+    assert!(clear.stdout.contains("removed"));
+    assert!(lorascope(&["cache", "info", "--cache-dir", &dir], &[])
+        .stdout
+        .contains(": 0 entries"));
+}

@@ -1,0 +1,274 @@
+//! The engine on the real MiniLM slices against the NumPy reference, and the cache's
+//! promises: nothing decomposed twice, damaged entries recomputed, content addressing.
+
+mod common;
+
+use common::*;
+use lorascope::cache::Cache;
+use lorascope::checkpoint::{Inputs, Selection};
+use lorascope::engine::{Engine, MatrixReport, Options};
+use lorascope::spectral::Side;
+use std::path::Path;
+
+fn engine(base: &Path, tuned: &Path, cache: Cache, side: Side) -> Engine {
+    let inputs = Inputs::open(base, tuned, &Selection::default()).unwrap();
+    Engine::new(
+        inputs,
+        cache,
+        Options {
+            side,
+            ..Options::default()
+        },
+    )
+}
+
+fn reports(e: &Engine) -> Vec<MatrixReport> {
+    e.scan(2, &|_, _, _| {})
+        .results
+        .into_iter()
+        .map(|(_, r)| r.unwrap())
+        .collect()
+}
+
+fn reference() -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("minilm/reference.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn minilm_cj_match_the_numpy_reference() {
+    let f = fixtures().join("minilm");
+    let r = reference();
+    for (run, tuned) in [
+        ("lora-r8", f.join("lora-r8")),
+        ("full-ft", f.join("full-ft.safetensors")),
+    ] {
+        for (side, key) in [(Side::Left, "left"), (Side::Right, "right")] {
+            let e = engine(&f.join("base.safetensors"), &tuned, Cache::disabled(), side);
+            let reps = reports(&e);
+            assert_eq!(reps.len(), 2);
+            for m in &reps {
+                let want: Vec<f64> = serde_json::from_value(r[run][&m.name][key].clone()).unwrap();
+                let got = &m.max_cos()[..10];
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max);
+                assert!(err < 1e-4, "{run} {key} {}: |Δc| = {err}", m.name);
+            }
+        }
+    }
+    // The one intruder of the LoRA run at ε = 0.5 (c_0 = 0.185 in the reference).
+    let e = engine(
+        &f.join("base.safetensors"),
+        &f.join("lora-r8"),
+        Cache::disabled(),
+        Side::Left,
+    );
+    let reps = reports(&e);
+    let hit: Vec<_> = reps
+        .iter()
+        .map(|m| (m.name.as_str(), m.intruders(10, 0.5)))
+        .filter(|(_, i)| !i.is_empty())
+        .collect();
+    assert_eq!(
+        hit,
+        [(
+            "bert.encoder.layer.5.attention.output.dense.weight",
+            vec![0]
+        )]
+    );
+    let v = &reps[0].vectors[0];
+    assert!(v.sigma_ratio == 1.0 && v.best_base_sigma > 0.0);
+    // LoRA r=8: ΔW has rank ≤ 8, so its effective rank is at most 8.
+    assert!(reps
+        .iter()
+        .all(|m| m.delta_effective_rank > 1.0 && m.delta_effective_rank <= 8.0 + 1e-9));
+}
+
+#[test]
+fn adapter_and_its_peft_merged_twin_give_the_same_cj() {
+    let f = fixtures().join("minilm");
+    let a = reports(&engine(
+        &f.join("base.safetensors"),
+        &f.join("lora-r8"),
+        Cache::disabled(),
+        Side::Left,
+    ));
+    let b = reports(&engine(
+        &f.join("base.safetensors"),
+        &f.join("lora-r8-merged.safetensors"),
+        Cache::disabled(),
+        Side::Left,
+    ));
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.name, y.name);
+        for (c, d) in x.max_cos().iter().zip(y.max_cos()) {
+            assert!((c - d).abs() < 1e-5, "{}: {c} vs {d}", x.name);
+        }
+        // The low-rank route (adapter) and the dense route (merged) agree on ΔW too.
+        assert!((x.delta_effective_rank - y.delta_effective_rank).abs() < 1e-3);
+        assert!((x.delta_rel_norm - y.delta_rel_norm).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn nothing_is_decomposed_twice_across_runs_adapters_and_copies() {
+    let f = fixtures().join("minilm");
+    let dir = tempfile::tempdir().unwrap();
+    let base = f.join("base.safetensors");
+    let first = engine(
+        &base,
+        &f.join("lora-r8"),
+        Cache::open(dir.path()),
+        Side::Left,
+    );
+    let a = reports(&first);
+    // Per matrix: base, tuned. (ΔW's spectrum comes from the adapter's r×r core, counted too.)
+    assert_eq!(first.decompositions(), 2 * 3);
+
+    let second = engine(
+        &base,
+        &f.join("lora-r8"),
+        Cache::open(dir.path()),
+        Side::Left,
+    );
+    let b = reports(&second);
+    assert_eq!(second.decompositions(), 0, "second run recomputed");
+    assert_eq!(
+        a.iter().map(|m| m.max_cos()).collect::<Vec<_>>(),
+        b.iter().map(|m| m.max_cos()).collect::<Vec<_>>()
+    );
+
+    // A full fine-tune of the same base reuses the base decompositions: tuned + ΔW only.
+    let full = engine(
+        &base,
+        &f.join("full-ft.safetensors"),
+        Cache::open(dir.path()),
+        Side::Left,
+    );
+    reports(&full);
+    assert_eq!(full.decompositions(), 2 * 2);
+
+    // Copying and renaming the checkpoint keeps every hit (content addressing).
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(&base, copy.path().join("renamed.safetensors")).unwrap();
+    let again = engine(
+        &copy.path().join("renamed.safetensors"),
+        &f.join("lora-r8"),
+        Cache::open(dir.path()),
+        Side::Left,
+    );
+    reports(&again);
+    assert_eq!(again.decompositions(), 0);
+
+    // One changed byte in a tensor misses for that tensor only.
+    let bytes = std::fs::read(&base).unwrap();
+    let mut changed = bytes.clone();
+    let n = changed.len();
+    changed[n - 1] ^= 1; // last byte: inside classifier.bias, which is not analysed…
+    std::fs::write(copy.path().join("changed.safetensors"), &changed).unwrap();
+    let e = engine(
+        &copy.path().join("changed.safetensors"),
+        &f.join("lora-r8"),
+        Cache::open(dir.path()),
+        Side::Left,
+    );
+    reports(&e);
+    assert_eq!(e.decompositions(), 0);
+    let mut changed = bytes.clone();
+    let hdr = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    changed[hdr + 100] ^= 1; // …the first bytes of the data section belong to an analysed matrix.
+    std::fs::write(copy.path().join("changed.safetensors"), &changed).unwrap();
+    let e = engine(
+        &copy.path().join("changed.safetensors"),
+        &f.join("lora-r8"),
+        Cache::open(dir.path()),
+        Side::Left,
+    );
+    reports(&e);
+    assert_eq!(
+        e.decompositions(),
+        3,
+        "base, tuned and ΔW of the changed matrix"
+    );
+}
+
+#[test]
+fn a_damaged_cache_entry_is_reported_and_recomputed() {
+    let f = fixtures().join("minilm");
+    let dir = tempfile::tempdir().unwrap();
+    let base = f.join("base.safetensors");
+    let good = reports(&engine(
+        &base,
+        &f.join("full-ft.safetensors"),
+        Cache::open(dir.path()),
+        Side::Left,
+    ));
+    let entries: Vec<_> = std::fs::read_dir(dir.path().join("v1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 6);
+    // Damage every entry in a different way: flipped byte, truncation, emptiness.
+    for (i, p) in entries.iter().enumerate() {
+        let mut b = std::fs::read(p).unwrap();
+        match i % 3 {
+            0 => {
+                let k = b.len() / 2;
+                b[k] ^= 0xff
+            }
+            1 => b.truncate(b.len() - 5),
+            _ => b.clear(),
+        }
+        std::fs::write(p, b).unwrap();
+    }
+    let e = engine(
+        &base,
+        &f.join("full-ft.safetensors"),
+        Cache::open(dir.path()),
+        Side::Left,
+    );
+    let again = reports(&e);
+    assert_eq!(e.decompositions(), 6);
+    let w = e.cache.take_warnings();
+    assert_eq!(w.len(), 6, "{w:?}");
+    assert!(w[0].contains("damaged"));
+    assert_eq!(
+        good.iter().map(|m| m.max_cos()).collect::<Vec<_>>(),
+        again.iter().map(|m| m.max_cos()).collect::<Vec<_>>()
+    );
+    // The entries were rewritten whole.
+    let e = engine(
+        &base,
+        &f.join("full-ft.safetensors"),
+        Cache::open(dir.path()),
+        Side::Left,
+    );
+    reports(&e);
+    assert_eq!(e.decompositions(), 0);
+}
+
+#[test]
+fn an_unusable_cache_location_degrades_to_no_cache_with_a_warning() {
+    let f = fixtures().join("minilm");
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let e = engine(
+        &f.join("base.safetensors"),
+        &f.join("lora-r8"),
+        Cache::open(&blocker),
+        Side::Left,
+    );
+    assert_eq!(reports(&e).len(), 2);
+    assert!(e.cache.dir().is_none());
+    let w = e.cache.take_warnings();
+    assert!(
+        w.len() == 1 && w[0].contains("running without a cache"),
+        "{w:?}"
+    );
+}
