@@ -216,6 +216,14 @@ impl Engine {
     }
 
     pub fn analyze(&self, pair: &TensorPair) -> Result<MatrixReport> {
+        Ok(self.analyze_with_decompositions(pair)?.0)
+    }
+
+    /// The report plus the decompositions it came from (for heatmaps, without a second read).
+    pub fn analyze_with_decompositions(
+        &self,
+        pair: &TensorPair,
+    ) -> Result<(MatrixReport, Decomposition, Decomposition)> {
         let (base_src, tuned_src) = self.inputs.content_keys(pair)?;
         let (base, tuned) = self.decompositions_keyed(pair, (base_src, tuned_src))?;
         let delta = self.cached(self.key("delta", &[base_src, tuned_src]), || {
@@ -243,7 +251,7 @@ impl Engine {
         let fro = |s: &[f64]| s.iter().map(|x| x * x).sum::<f64>().sqrt();
         let w0 = fro(&base.sigma);
         let (rows, cols) = pair.dims();
-        Ok(MatrixReport {
+        let report = MatrixReport {
             name: pair.name.clone(),
             shape: [rows, cols],
             delta_rel_norm: if w0 > 0.0 {
@@ -252,10 +260,11 @@ impl Engine {
                 0.0
             },
             delta_effective_rank: spectral::effective_rank(&delta.sigma),
-            sigma_base: base.sigma,
-            sigma_tuned: tuned.sigma,
+            sigma_base: base.sigma.clone(),
+            sigma_tuned: tuned.sigma.clone(),
             vectors,
-        })
+        };
+        Ok((report, base, tuned))
     }
 }
 

@@ -10,5 +10,6 @@ pub mod engine;
 pub mod error;
 pub mod report;
 pub mod spectral;
+pub mod tui;
 
 pub use error::{Error, Result};

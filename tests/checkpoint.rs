@@ -149,6 +149,33 @@ fn lora_merge_matches_independent_arithmetic_with_rslora_and_patterns() {
 }
 
 #[test]
+fn adapters_trained_against_a_modified_base_are_flagged() {
+    let d = tempfile::tempdir().unwrap();
+    let t = toy(d.path());
+    write_adapter(
+        &d.path().join("pissa"),
+        cfg(serde_json::json!({"init_lora_weights": "pissa_niter_4"})),
+        &lora_tensors(&t),
+    );
+    let r = lorascope(
+        &[
+            "inspect",
+            &d.path().join("base").to_string_lossy(),
+            &d.path().join("pissa").to_string_lossy(),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stderr.starts_with("warning: ")
+            && r.stderr.contains("init_lora_weights = \"pissa_niter_4\""),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("not its true W0"));
+}
+
+#[test]
 fn dora_scales_rows_by_magnitude_over_norm() {
     let d = tempfile::tempdir().unwrap();
     let t = toy(d.path());

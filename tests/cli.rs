@@ -199,3 +199,45 @@ fn demo_shows_intruders_in_the_lora_run_and_none_in_the_full_finetune() {
         .stdout
         .contains(": 0 entries"));
 }
+
+#[test]
+fn two_processes_sharing_one_cache_both_succeed_and_leave_it_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_string_lossy().into_owned();
+    let args = [
+        "scan",
+        &fx("base.safetensors"),
+        &fx("full-ft.safetensors"),
+        "--format",
+        "json",
+        "--cache-dir",
+        &dir,
+    ];
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lorascope"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(spawn);
+        let b = s.spawn(spawn);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a.status.success() && b.status.success());
+    assert_eq!(a.stdout, b.stdout);
+    assert!(
+        a.stderr.is_empty() && b.stderr.is_empty(),
+        "no damaged entries seen"
+    );
+    // No temp files left behind, and a third run reads every entry without a warning.
+    let names: Vec<String> = std::fs::read_dir(d.path().join("v1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 6, "{names:?}");
+    assert!(names.iter().all(|n| n.ends_with(".lsd")));
+    let c = lorascope(&args, &[]);
+    assert_eq!(c.stdout.as_bytes(), a.stdout);
+    assert_eq!(c.stderr, "");
+}

@@ -37,6 +37,34 @@ pub enum Command {
     Demo(DemoArgs),
     /// Show or empty the decomposition cache.
     Cache(CacheCmdArgs),
+    /// Explore interactively (also `lorascope BASE TUNED`).
+    Tui(TuiArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TuiArgs {
+    /// Base model: a .safetensors file or a (sharded) model folder.
+    pub base: PathBuf,
+    /// Fine-tuned model, or a PEFT LoRA adapter folder.
+    pub tuned: PathBuf,
+    #[arg(long, default_value_t = lorascope::spectral::DEFAULT_K)]
+    pub k: usize,
+    #[arg(long, default_value_t = lorascope::spectral::DEFAULT_EPSILON)]
+    pub epsilon: f64,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[arg(long, value_enum, default_value = "left")]
+    pub vectors: lorascope::spectral::Side,
+    #[arg(long, value_enum, default_value = "f64")]
+    pub precision: lorascope::engine::Precision,
+    /// Colours: auto honours NO_COLOR and falls back to 256 colours when truecolor is not known.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: lorascope::tui::theme::ColorChoice,
+    /// Matrices computed at once in the background [default: cores − 1, at least 1].
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -93,6 +121,11 @@ pub struct ScanArgs {
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
+    /// Print the scans instead of opening the explorer (the default when stdout is not a terminal).
+    #[arg(long)]
+    pub scan: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: lorascope::tui::theme::ColorChoice,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -153,6 +186,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Scan(a) => scan::run(a),
         Command::Cache(a) => cache_cmd::run(a),
         Command::Demo(a) => demo(a),
+        Command::Tui(a) => tui(a),
     }
 }
 
@@ -193,6 +227,24 @@ fn demo(a: DemoArgs) -> Result<ExitCode, Error> {
     };
     let paths = lorascope::demo::ensure(&root)
         .map_err(|e| Error::file(&root, format!("cannot write the demo: {e}")))?;
+    use std::io::IsTerminal;
+    if !a.scan && std::io::stdout().is_terminal() {
+        return tui(TuiArgs {
+            base: paths.base,
+            tuned: paths.lora,
+            k: lorascope::spectral::DEFAULT_K,
+            epsilon: lorascope::spectral::DEFAULT_EPSILON,
+            select: SelectArgs {
+                include: vec![],
+                exclude: vec![],
+            },
+            vectors: lorascope::spectral::Side::Left,
+            precision: lorascope::engine::Precision::F64,
+            color: a.color,
+            jobs: None,
+            cache: a.cache,
+        });
+    }
     for (title, tuned) in [
         ("LoRA r=4 adapter", &paths.lora),
         ("full fine-tune", &paths.full),
@@ -225,5 +277,57 @@ fn demo(a: DemoArgs) -> Result<ExitCode, Error> {
         }
         outln!("");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lorascope BASE TUNED …` means `lorascope tui BASE TUNED …`.
+pub fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const COMMANDS: &[&str] = &["inspect", "scan", "demo", "cache", "tui", "help"];
+    if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
+        if !first.starts_with('-') && !COMMANDS.contains(&first) {
+            args.insert(1, "tui".into());
+        }
+    }
+    args
+}
+
+fn tui(a: TuiArgs) -> Result<ExitCode, Error> {
+    use lorascope::tui::{self, theme::Depth, Settings};
+    scan::check_rule(a.k, a.epsilon)?;
+    let sel = a.select.selection()?;
+    // Bad input fails here, before the terminal is touched.
+    let inputs = lorascope::checkpoint::Inputs::open(&a.base, &a.tuned, &sel)?;
+    print_warnings(&inputs.warnings);
+    if inputs.selected().next().is_none() {
+        return Err(Error::Usage(
+            "no matrices selected: check --include/--exclude, or run `lorascope inspect`".into(),
+        ));
+    }
+    let cache = scan::open_cache(&a.cache);
+    print_warnings(&cache.take_warnings());
+    let state_root = cache
+        .dir()
+        .and_then(|d| d.parent())
+        .map(|d| d.to_path_buf());
+    let opts = lorascope::engine::Options {
+        side: a.vectors,
+        precision: a.precision,
+        ..Default::default()
+    };
+    let engine = lorascope::engine::Engine::new(inputs, cache, opts);
+    let depth = Depth::detect(a.color, &|k| std::env::var(k).ok());
+    let workers = a
+        .jobs
+        .unwrap_or_else(|| scan::default_jobs().saturating_sub(1).max(1));
+    tui::run(
+        engine,
+        Settings {
+            k: a.k,
+            epsilon: a.epsilon,
+            depth,
+            state_root,
+            workers,
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,577 @@
+//! The explorer's state and its pure update: keys and worker events in, commands out. Nothing
+//! here touches the terminal, so tests drive it directly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
+use regex::Regex;
+
+use super::keys::{action_for, Action};
+use crate::engine::{MatrixReport, TUNED_KEEP};
+use crate::spectral::rule;
+
+#[derive(Debug, Clone)]
+pub enum Status {
+    Queued,
+    Computing(Instant),
+    Done(Arc<MatrixReport>),
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: String,
+    pub shape: (usize, usize),
+    pub block: String,
+    pub status: Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Layers,
+    Spectrum,
+    Heatmap,
+    Details,
+}
+
+const PANES: [Pane; 4] = [Pane::Layers, Pane::Spectrum, Pane::Heatmap, Pane::Details];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Main,
+    Overview,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortBy {
+    Name,
+    Intruders,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    Filter,
+    Epsilon,
+    K,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Popup {
+    Help,
+    Input { prompt: Prompt, text: String },
+}
+
+/// |cos| of base vectors (rows, all of them) against the top tuned vectors (cols).
+#[derive(Debug, Clone)]
+pub struct Heat {
+    pub row: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+impl Heat {
+    pub fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.cols + j]
+    }
+}
+
+/// What the event loop must do after an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cmd {
+    /// The selection changed: compute this matrix (and its heatmap) first.
+    Focus(usize),
+    SetPaused(bool),
+    SaveState,
+    Suspend,
+    Quit,
+}
+
+/// The user's verdicts, persisted per (base, tuned) pair.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UserState {
+    /// (matrix, vector index) → the user's verdict: intruder or not.
+    pub flags: BTreeMap<String, BTreeMap<usize, bool>>,
+    pub marks: BTreeSet<String>,
+}
+
+pub struct App {
+    pub rows: Vec<Row>,
+    /// Indices into `rows` after filter and sort.
+    pub visible: Vec<usize>,
+    /// Position in `visible`.
+    pub sel: usize,
+    pub k: usize,
+    pub epsilon: f64,
+    pub focus: Pane,
+    pub zoom: bool,
+    pub tab: Tab,
+    pub popup: Option<Popup>,
+    pub filter: Option<(String, Regex)>,
+    pub sort: SortBy,
+    /// Tuned vector under the cursor (heatmap column, details row, spectrum bar).
+    pub cursor_j: usize,
+    /// Base vector under the heatmap cursor.
+    pub cursor_i: usize,
+    /// Tuned vectors shown in the heatmap (10 … 200).
+    pub heat_k: usize,
+    pub heat: Option<Heat>,
+    pub user: UserState,
+    pub paused: bool,
+    pub message: Option<String>,
+    /// One line describing the inputs, for the title and overview.
+    pub title: String,
+    pub inputs: Vec<String>,
+    pub started: Instant,
+    pub quit: bool,
+}
+
+pub const HEAT_MIN: usize = 10;
+pub const HEAT_MAX: usize = 200;
+
+impl App {
+    pub fn new(
+        rows: Vec<Row>,
+        title: String,
+        inputs: Vec<String>,
+        k: usize,
+        epsilon: f64,
+        user: UserState,
+    ) -> App {
+        let mut app = App {
+            visible: (0..rows.len()).collect(),
+            rows,
+            sel: 0,
+            k,
+            epsilon,
+            focus: Pane::Layers,
+            zoom: false,
+            tab: Tab::Main,
+            popup: None,
+            filter: None,
+            sort: SortBy::Name,
+            cursor_j: 0,
+            cursor_i: 0,
+            heat_k: 30,
+            heat: None,
+            user,
+            paused: false,
+            message: None,
+            title,
+            inputs,
+            started: Instant::now(),
+            quit: false,
+        };
+        app.refresh_visible();
+        app
+    }
+
+    pub fn selected_row(&self) -> Option<usize> {
+        self.visible.get(self.sel).copied()
+    }
+
+    pub fn report(&self, row: usize) -> Option<&Arc<MatrixReport>> {
+        match &self.rows[row].status {
+            Status::Done(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn selected_report(&self) -> Option<&Arc<MatrixReport>> {
+        self.report(self.selected_row()?)
+    }
+
+    /// The user's verdict on vector j of a matrix, if any.
+    pub fn flag(&self, name: &str, j: usize) -> Option<bool> {
+        self.user.flags.get(name)?.get(&j).copied()
+    }
+
+    /// The rule's verdict, overridden by the user's flag where there is one.
+    pub fn is_intruder(&self, name: &str, j: usize, c: f64) -> bool {
+        self.flag(name, j)
+            .unwrap_or(j < self.k && rule::is_intruder(c, self.epsilon))
+    }
+
+    /// Intruders of a matrix under the current k and ε and the user's flags.
+    pub fn intruders(&self, row: usize) -> Option<Vec<usize>> {
+        let r = self.report(row)?;
+        let name = &self.rows[row].name;
+        let mut v: Vec<usize> = r
+            .vectors
+            .iter()
+            .enumerate()
+            .filter(|(j, m)| self.is_intruder(name, *j, m.max_cos))
+            .map(|(j, _)| j)
+            .collect();
+        v.sort_unstable();
+        Some(v)
+    }
+
+    pub fn total_intruders(&self) -> usize {
+        (0..self.rows.len())
+            .filter_map(|r| self.intruders(r))
+            .map(|v| v.len())
+            .sum()
+    }
+
+    pub fn overrides(&self) -> usize {
+        self.user.flags.values().map(|m| m.len()).sum()
+    }
+
+    pub fn done(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| matches!(r.status, Status::Done(_) | Status::Failed(_)))
+            .count()
+    }
+
+    /// Remaining time from the average so far (None before the first result).
+    pub fn eta(&self) -> Option<Duration> {
+        let done = self.done();
+        let left = self.rows.len() - done;
+        (done > 0 && left > 0).then(|| self.started.elapsed() / done as u32 * left as u32)
+    }
+
+    /// Totals by ε from the stored c_j (rule only, no flags).
+    pub fn curve(&self) -> Vec<(f64, usize)> {
+        (1..=19)
+            .map(|i| {
+                let e = i as f64 * 0.05;
+                let n = (0..self.rows.len())
+                    .filter_map(|r| self.report(r))
+                    .map(|r| rule::count_intruders(&r.max_cos(), self.k, e))
+                    .sum();
+                (e, n)
+            })
+            .collect()
+    }
+
+    /// Per block, intruders under the current settings.
+    pub fn per_block(&self) -> Vec<(String, usize)> {
+        let mut out: Vec<(String, usize)> = Vec::new();
+        for (i, row) in self.rows.iter().enumerate() {
+            let n = self.intruders(i).map_or(0, |v| v.len());
+            match out.iter_mut().find(|(b, _)| *b == row.block) {
+                Some((_, c)) => *c += n,
+                None => out.push((row.block.clone(), n)),
+            }
+        }
+        out
+    }
+
+    fn refresh_visible(&mut self) {
+        let keep = self.selected_row();
+        let mut v: Vec<usize> = (0..self.rows.len())
+            .filter(|&i| {
+                self.filter
+                    .as_ref()
+                    .is_none_or(|(_, re)| re.is_match(&self.rows[i].name))
+            })
+            .collect();
+        if self.sort == SortBy::Intruders {
+            v.sort_by_key(|&i| std::cmp::Reverse(self.intruders(i).map_or(0, |x| x.len())));
+        }
+        self.visible = v;
+        self.sel = keep
+            .and_then(|k| self.visible.iter().position(|&i| i == k))
+            .unwrap_or(0)
+            .min(self.visible.len().saturating_sub(1));
+    }
+
+    fn max_j(&self) -> usize {
+        self.selected_report()
+            .map_or(0, |r| r.vectors.len().saturating_sub(1))
+    }
+
+    fn select(&mut self, pos: usize, cmds: &mut Vec<Cmd>) {
+        let before = self.selected_row();
+        self.sel = pos.min(self.visible.len().saturating_sub(1));
+        if self.selected_row() != before {
+            self.cursor_j = 0;
+            self.cursor_i = 0;
+            if let Some(r) = self.selected_row() {
+                if self.heat.as_ref().is_some_and(|h| h.row != r) {
+                    self.heat = None;
+                }
+                cmds.push(Cmd::Focus(r));
+            }
+        }
+    }
+
+    fn jump_intruder(&mut self, forward: bool, cmds: &mut Vec<Cmd>) {
+        let n = self.visible.len();
+        for step in 1..=n {
+            let pos = if forward {
+                (self.sel + step) % n
+            } else {
+                (self.sel + n - step % n) % n
+            };
+            if self
+                .intruders(self.visible[pos])
+                .is_some_and(|v| !v.is_empty())
+            {
+                self.select(pos, cmds);
+                return;
+            }
+        }
+        self.message = Some("no matrix with intruders (yet)".into());
+    }
+
+    pub fn on_key(&mut self, key: KeyEvent) -> Vec<Cmd> {
+        let mut cmds = Vec::new();
+        self.message = None;
+        if let Some(Popup::Input { prompt, text }) = &mut self.popup {
+            match key.code {
+                KeyCode::Enter => {
+                    let (prompt, text) = (prompt.clone(), text.clone());
+                    self.popup = None;
+                    self.submit(prompt, &text, &mut cmds);
+                }
+                KeyCode::Esc => self.popup = None,
+                KeyCode::Backspace => {
+                    text.pop();
+                }
+                KeyCode::Char('c')
+                    if key
+                        .modifiers
+                        .contains(ratatui::crossterm::event::KeyModifiers::CONTROL) =>
+                {
+                    self.quit = true;
+                    cmds.push(Cmd::Quit);
+                }
+                KeyCode::Char(c) => text.push(c),
+                _ => {}
+            }
+            return cmds;
+        }
+        let Some(action) = action_for(&key) else {
+            return cmds;
+        };
+        if self.popup == Some(Popup::Help) {
+            match action {
+                Action::Quit if key.code != KeyCode::Char('q') => {}
+                Action::Suspend => {}
+                _ => {
+                    self.popup = None;
+                    return cmds;
+                }
+            }
+        }
+        let page = 10;
+        match action {
+            Action::Quit => {
+                self.quit = true;
+                cmds.push(Cmd::Quit);
+            }
+            Action::Back => {
+                if self.zoom {
+                    self.zoom = false;
+                } else if self.tab == Tab::Overview {
+                    self.tab = Tab::Main;
+                } else if self.filter.is_some() {
+                    self.filter = None;
+                    self.refresh_visible();
+                } else {
+                    self.quit = true;
+                    cmds.push(Cmd::Quit);
+                }
+            }
+            Action::Up
+            | Action::Down
+            | Action::PageUp
+            | Action::PageDown
+            | Action::Top
+            | Action::Bottom => {
+                let delta: isize = match action {
+                    Action::Up => -1,
+                    Action::Down => 1,
+                    Action::PageUp => -page,
+                    Action::PageDown => page,
+                    Action::Top => isize::MIN / 2,
+                    _ => isize::MAX / 2,
+                };
+                let mv = |x: usize, max: usize| {
+                    (x as isize).saturating_add(delta).clamp(0, max as isize) as usize
+                };
+                match self.focus {
+                    Pane::Layers | Pane::Spectrum => {
+                        let pos = mv(self.sel, self.visible.len().saturating_sub(1));
+                        self.select(pos, &mut cmds);
+                    }
+                    Pane::Details => self.cursor_j = mv(self.cursor_j, self.max_j()),
+                    Pane::Heatmap => {
+                        let max = self.heat.as_ref().map_or(0, |h| h.rows.saturating_sub(1));
+                        self.cursor_i = mv(self.cursor_i, max);
+                    }
+                }
+            }
+            Action::Left => self.cursor_j = self.cursor_j.saturating_sub(1),
+            Action::Right => self.cursor_j = (self.cursor_j + 1).min(self.max_j()),
+            Action::NextPane | Action::PrevPane => {
+                let i = PANES.iter().position(|p| *p == self.focus).unwrap();
+                let n = PANES.len();
+                self.focus = PANES[if action == Action::NextPane {
+                    (i + 1) % n
+                } else {
+                    (i + n - 1) % n
+                }];
+            }
+            Action::Zoom => self.zoom = !self.zoom,
+            Action::Overview => {
+                self.tab = if self.tab == Tab::Main {
+                    Tab::Overview
+                } else {
+                    Tab::Main
+                };
+            }
+            Action::Help => self.popup = Some(Popup::Help),
+            Action::Filter => {
+                let text = self
+                    .filter
+                    .as_ref()
+                    .map(|f| f.0.clone())
+                    .unwrap_or_default();
+                self.popup = Some(Popup::Input {
+                    prompt: Prompt::Filter,
+                    text,
+                });
+            }
+            Action::NextIntruder => self.jump_intruder(true, &mut cmds),
+            Action::PrevIntruder => self.jump_intruder(false, &mut cmds),
+            Action::Sort => {
+                self.sort = if self.sort == SortBy::Name {
+                    SortBy::Intruders
+                } else {
+                    SortBy::Name
+                };
+                self.refresh_visible();
+            }
+            Action::EpsDown | Action::EpsUp => {
+                let d = if action == Action::EpsUp { 0.05 } else { -0.05 };
+                self.epsilon = ((self.epsilon + d) * 100.0).round().clamp(5.0, 100.0) / 100.0;
+                self.refresh_visible();
+            }
+            Action::EpsInput => {
+                self.popup = Some(Popup::Input {
+                    prompt: Prompt::Epsilon,
+                    text: format!("{}", self.epsilon),
+                })
+            }
+            Action::KInput => {
+                self.popup = Some(Popup::Input {
+                    prompt: Prompt::K,
+                    text: format!("{}", self.k),
+                })
+            }
+            Action::HeatSmaller => self.heat_k = (self.heat_k * 2 / 3).max(HEAT_MIN),
+            Action::HeatLarger => self.heat_k = (self.heat_k * 3 / 2).min(HEAT_MAX),
+            Action::Flag => {
+                if let (Some(row), Some(r)) = (self.selected_row(), self.selected_report().cloned())
+                {
+                    let name = self.rows[row].name.clone();
+                    if let Some(v) = r.vectors.get(self.cursor_j) {
+                        let rule_says =
+                            self.cursor_j < self.k && rule::is_intruder(v.max_cos, self.epsilon);
+                        let now = !self.is_intruder(&name, self.cursor_j, v.max_cos);
+                        let entry = self.user.flags.entry(name.clone()).or_default();
+                        if now == rule_says {
+                            entry.remove(&self.cursor_j); // back to the rule's verdict
+                        } else {
+                            entry.insert(self.cursor_j, now);
+                        }
+                        if entry.is_empty() {
+                            self.user.flags.remove(&name);
+                        }
+                        self.message = Some(format!(
+                            "vector {} of {name}: {}",
+                            self.cursor_j,
+                            if now { "intruder" } else { "not an intruder" }
+                        ));
+                        cmds.push(Cmd::SaveState);
+                    }
+                }
+            }
+            Action::Mark => {
+                if let Some(row) = self.selected_row() {
+                    let name = self.rows[row].name.clone();
+                    if !self.user.marks.remove(&name) {
+                        self.user.marks.insert(name);
+                    }
+                    cmds.push(Cmd::SaveState);
+                }
+            }
+            Action::Pause => {
+                self.paused = !self.paused;
+                cmds.push(Cmd::SetPaused(self.paused));
+            }
+            Action::Suspend => cmds.push(Cmd::Suspend),
+        }
+        cmds
+    }
+
+    fn submit(&mut self, prompt: Prompt, text: &str, cmds: &mut Vec<Cmd>) {
+        match prompt {
+            Prompt::Filter => {
+                if text.is_empty() {
+                    self.filter = None;
+                } else {
+                    match Regex::new(text) {
+                        Ok(re) => self.filter = Some((text.to_string(), re)),
+                        Err(_) => self.message = Some(format!("not a valid regex: {text}")),
+                    }
+                }
+                let before = self.selected_row();
+                self.refresh_visible();
+                if self.selected_row() != before {
+                    if let Some(r) = self.selected_row() {
+                        cmds.push(Cmd::Focus(r));
+                    }
+                }
+                if self.visible.is_empty() {
+                    self.message = Some("no matrix matches the filter".into());
+                }
+            }
+            Prompt::Epsilon => match text.trim().parse::<f64>() {
+                Ok(e) if e > 0.0 && e <= 1.0 => {
+                    self.epsilon = e;
+                    self.refresh_visible();
+                }
+                _ => self.message = Some(format!("ε must be a number in (0, 1], got `{text}`")),
+            },
+            Prompt::K => match text.trim().parse::<usize>() {
+                Ok(k) if (1..=TUNED_KEEP).contains(&k) => {
+                    self.k = k;
+                    self.refresh_visible();
+                }
+                _ => {
+                    self.message = Some(format!(
+                        "k must be a whole number in 1..={TUNED_KEEP}, got `{text}`"
+                    ))
+                }
+            },
+        }
+    }
+
+    pub fn on_started(&mut self, row: usize) {
+        self.rows[row].status = Status::Computing(Instant::now());
+    }
+
+    pub fn on_done(&mut self, row: usize, result: Result<Arc<MatrixReport>, String>) {
+        self.rows[row].status = match result {
+            Ok(r) => Status::Done(r),
+            Err(e) => Status::Failed(e),
+        };
+        if self.sort == SortBy::Intruders {
+            self.refresh_visible();
+        }
+    }
+
+    pub fn on_heat(&mut self, heat: Heat) {
+        if self.selected_row() == Some(heat.row) {
+            self.cursor_i = self.cursor_i.min(heat.rows.saturating_sub(1));
+            self.heat = Some(heat);
+        }
+    }
+}

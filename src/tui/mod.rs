@@ -1,0 +1,223 @@
+//! The interactive explorer: a thin face over [`crate::engine`]. `app` holds state and its pure
+//! update, `ui` draws it, `worker` computes in the background, `keys` is the key table.
+
+pub mod app;
+pub mod keys;
+pub mod persist;
+pub mod theme;
+pub mod ui;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ratatui::crossterm::event::{self, KeyEvent, KeyEventKind};
+
+use crate::checkpoint::{block_of, Tuned};
+use crate::engine::{Engine, MatrixReport};
+use crate::error::{Error, Result};
+use app::{App, Cmd, Heat, Row, Status, UserState};
+use theme::{Depth, Theme};
+
+pub enum Event {
+    Key(KeyEvent),
+    Resize,
+    Tick,
+    Started(usize),
+    Done(usize, std::result::Result<Arc<MatrixReport>, String>),
+    Heat(Heat),
+}
+
+pub struct Settings {
+    pub k: usize,
+    pub epsilon: f64,
+    pub depth: Depth,
+    /// Where flags and marks persist (None: not persisted).
+    pub state_root: Option<PathBuf>,
+    pub workers: usize,
+}
+
+/// The app for an engine's selected matrices, before any work.
+pub fn build_app(engine: &Engine, k: usize, epsilon: f64, user: UserState) -> App {
+    let rows = engine
+        .matrices()
+        .iter()
+        .map(|p| Row {
+            name: p.name.clone(),
+            shape: p.dims(),
+            block: block_of(&p.name).unwrap_or("").to_string(),
+            status: Status::Queued,
+        })
+        .collect();
+    let inp = &engine.inputs;
+    let base = inp
+        .base
+        .path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tuned = inp
+        .tuned
+        .path()
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut inputs = vec![
+        format!(
+            "base  {} ({})",
+            inp.base.path.display(),
+            inp.base.format.as_str()
+        ),
+        format!(
+            "tuned {} ({})",
+            inp.tuned.path().display(),
+            inp.tuned.format().as_str()
+        ),
+    ];
+    if let Tuned::Adapter(a) = &inp.tuned {
+        let s: std::collections::BTreeSet<String> = a
+            .modules
+            .values()
+            .map(|m| format!("{}", m.scaling))
+            .collect();
+        inputs.push(format!(
+            "adapter r={} α={} scaling={} rslora={} dora={}",
+            a.config.r,
+            a.config.lora_alpha,
+            s.into_iter().collect::<Vec<_>>().join("/"),
+            a.config.use_rslora,
+            a.config.use_dora
+        ));
+    }
+    App::new(rows, format!("{base} → {tuned}"), inputs, k, epsilon, user)
+}
+
+/// Apply one event; true when the screen must be redrawn.
+fn handle(app: &mut App, ev: Event, cmds: &mut Vec<Cmd>) -> bool {
+    match ev {
+        Event::Key(k) => {
+            cmds.extend(app.on_key(k));
+            true
+        }
+        Event::Resize => true,
+        // Ticks only refresh elapsed times and the ETA while work is under way.
+        Event::Tick => app
+            .rows
+            .iter()
+            .any(|r| matches!(r.status, Status::Computing(_))),
+        Event::Started(r) => {
+            app.on_started(r);
+            true
+        }
+        Event::Done(r, res) => {
+            app.on_done(r, res);
+            true
+        }
+        Event::Heat(h) => {
+            app.on_heat(h);
+            true
+        }
+    }
+}
+
+pub fn run(engine: Engine, settings: Settings) -> Result<()> {
+    let engine = Arc::new(engine);
+    let state_path = settings
+        .state_root
+        .as_ref()
+        .map(|r| persist::state_path(r, &engine.inputs));
+    let mut user = UserState::default();
+    let mut startup_msg = None;
+    if let Some(p) = &state_path {
+        match persist::load(p) {
+            Ok(u) => user = u,
+            Err(e) => startup_msg = Some(e),
+        }
+    }
+    let mut app = build_app(&engine, settings.k, settings.epsilon, user);
+    app.message = startup_msg;
+    let theme = Theme::new(settings.depth);
+    let (tx, rx) = mpsc::channel();
+    let sched = worker::Scheduler::new(app.rows.len());
+    if let Some(r) = app.selected_row() {
+        sched.focus(r);
+    }
+    worker::spawn(engine.clone(), sched.clone(), tx.clone(), settings.workers);
+
+    let mut terminal = ratatui::try_init()
+        .map_err(|e| Error::Usage(format!("cannot start the terminal UI: {e}")))?;
+    // Input on its own thread, so a key is handled as soon as it arrives.
+    std::thread::spawn(move || loop {
+        let ev = match event::poll(Duration::from_secs(1)) {
+            Ok(true) => match event::read() {
+                Ok(event::Event::Key(k)) if k.kind == KeyEventKind::Press => Event::Key(k),
+                Ok(event::Event::Resize(..)) => Event::Resize,
+                Ok(_) => continue,
+                Err(_) => return,
+            },
+            Ok(false) => Event::Tick,
+            Err(_) => return,
+        };
+        if tx.send(ev).is_err() {
+            return;
+        }
+    });
+
+    let result = (|| -> std::io::Result<()> {
+        terminal.draw(|f| ui::render(&app, &theme, f))?;
+        while let Ok(ev) = rx.recv() {
+            let mut cmds = Vec::new();
+            let mut dirty = handle(&mut app, ev, &mut cmds);
+            // Coalesce a burst (key repeat, many results) into one frame.
+            while let Ok(ev) = rx.try_recv() {
+                dirty |= handle(&mut app, ev, &mut cmds);
+            }
+            for c in cmds {
+                match c {
+                    Cmd::Focus(r) => sched.focus(r),
+                    Cmd::SetPaused(p) => sched.set_paused(p),
+                    Cmd::SaveState => match &state_path {
+                        Some(p) => {
+                            if let Err(e) = persist::save(p, &app.user) {
+                                app.message = Some(format!("could not save flags: {e}"));
+                            }
+                        }
+                        None => app.message = Some("no cache folder: flags are not saved".into()),
+                    },
+                    Cmd::Suspend => {
+                        suspend();
+                        terminal = ratatui::try_init()?;
+                        terminal.clear()?;
+                        dirty = true;
+                    }
+                    Cmd::Quit => {}
+                }
+            }
+            if app.quit {
+                break;
+            }
+            if dirty {
+                terminal.draw(|f| ui::render(&app, &theme, f))?;
+            }
+        }
+        Ok(())
+    })();
+    // Stop at once: an SVD in progress is abandoned; cache writes are atomic.
+    sched.stop();
+    ratatui::restore();
+    result.map_err(|e| Error::Usage(format!("terminal error: {e}")))
+}
+
+#[cfg(unix)]
+fn suspend() {
+    ratatui::restore();
+    // SAFETY: raising a signal on ourselves; the shell resumes us with SIGCONT.
+    unsafe {
+        libc::raise(libc::SIGTSTP);
+    }
+}
+
+#[cfg(not(unix))]
+fn suspend() {}

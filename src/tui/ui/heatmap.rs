@@ -1,0 +1,179 @@
+//! The similarity heatmap (paper Fig. 1/3): x = tuned vector j, y = base vector i, colour =
+//! |cos|. Two matrix rows per terminal row with `▀` (fg = upper, bg = lower); without colour,
+//! one row per line in density glyphs.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::widgets::Widget;
+
+use crate::tui::app::Heat;
+use crate::tui::theme::{ramp_index, Theme, MONO_RAMP};
+
+pub struct HeatmapView<'a> {
+    pub heat: &'a Heat,
+    /// First tuned vector (column) and base vector (row) shown.
+    pub col0: usize,
+    pub row0: usize,
+    /// Columns available (the heatmap's K).
+    pub cols: usize,
+    pub cursor: (usize, usize),
+    /// Per tuned vector: is it an intruder (rule or flag)?
+    pub intruder: &'a [bool],
+    pub theme: Theme,
+}
+
+impl HeatmapView<'_> {
+    /// Matrix rows one terminal row shows.
+    pub fn rows_per_line(theme: &Theme) -> usize {
+        if theme.colored() {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+impl Widget for HeatmapView<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        if area.height < 2 || area.width == 0 {
+            return;
+        }
+        let h = self.heat;
+        // First line: markers over intruder columns and the cursor column.
+        let width = (area.width as usize).min(self.cols.min(h.cols).saturating_sub(self.col0));
+        for x in 0..width {
+            let j = self.col0 + x;
+            let (sym, style) = if j == self.cursor.1 {
+                ("▼", Style::new().add_modifier(Modifier::BOLD))
+            } else if self.intruder.get(j).copied().unwrap_or(false) {
+                ("▲", self.theme.intruder())
+            } else {
+                (" ", Style::new())
+            };
+            buf[(area.x + x as u16, area.y)]
+                .set_symbol(sym)
+                .set_style(style);
+        }
+        let per = HeatmapView::rows_per_line(&self.theme);
+        for line in 0..(area.height - 1) as usize {
+            let y = area.y + 1 + line as u16;
+            let i_top = self.row0 + line * per;
+            if i_top >= h.rows {
+                break;
+            }
+            for x in 0..width {
+                let j = self.col0 + x;
+                let cell = &mut buf[(area.x + x as u16, y)];
+                if self.theme.colored() {
+                    let top = self.theme.heat(h.at(i_top, j));
+                    let bottom = if i_top + 1 < h.rows {
+                        self.theme.heat(h.at(i_top + 1, j))
+                    } else {
+                        ratatui::style::Color::Reset
+                    };
+                    cell.set_symbol("▀").set_fg(top).set_bg(bottom);
+                } else {
+                    let g = MONO_RAMP[ramp_index(h.at(i_top, j), MONO_RAMP.len())];
+                    cell.set_char(g);
+                }
+                let (ci, cj) = self.cursor;
+                if j == cj && (ci == i_top || (per == 2 && ci == i_top + 1)) {
+                    cell.set_symbol(if per == 1 || ci == i_top {
+                        "▀"
+                    } else {
+                        "▄"
+                    });
+                    cell.set_fg(if self.theme.colored() {
+                        ratatui::style::Color::White
+                    } else {
+                        ratatui::style::Color::Reset
+                    });
+                    cell.modifier.insert(Modifier::BOLD);
+                    if !self.theme.colored() {
+                        cell.set_char('X');
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::theme::Depth;
+    use ratatui::style::Color;
+
+    fn heat() -> Heat {
+        // 4 base × 3 tuned: column 1 is an intruder (all low).
+        Heat {
+            row: 0,
+            rows: 4,
+            cols: 3,
+            data: vec![1.0, 0.0, 0.0, 0.0, 0.05, 1.0, 0.0, 0.1, 0.0, 0.5, 0.0, 0.0],
+        }
+    }
+
+    #[test]
+    fn half_blocks_carry_two_rows_in_fg_and_bg() {
+        let h = heat();
+        let theme = Theme::new(Depth::True);
+        let mut buf = Buffer::empty(Rect::new(0, 0, 3, 3));
+        HeatmapView {
+            heat: &h,
+            col0: 0,
+            row0: 0,
+            cols: 3,
+            cursor: (3, 2),
+            intruder: &[false, true, false],
+            theme,
+        }
+        .render(buf.area, &mut buf);
+        // Marker line: intruder ▲ over column 1, cursor ▼ over column 2.
+        assert_eq!(buf[(1, 0)].symbol(), "▲");
+        assert_eq!(buf[(2, 0)].symbol(), "▼");
+        // Cell (x=0, line 1) shows base rows 0 and 1 of tuned vector 0: |cos| 1.0 over 0.0.
+        let c = &buf[(0, 1)];
+        assert_eq!(c.symbol(), "▀");
+        assert_eq!(c.fg, Color::Rgb(253, 231, 37));
+        assert_eq!(c.bg, Color::Rgb(68, 1, 84));
+        // Column 2, line 2 holds base rows 2 and 3, with the cursor on row 3: ▄.
+        let c = &buf[(2, 2)];
+        assert_eq!(c.symbol(), "▄");
+        assert_eq!(c.fg, Color::White);
+        // Column 1, line 2: rows 2 and 3 of the intruder, 0.1 and 0.0.
+        assert_eq!(buf[(1, 2)].fg, Color::Rgb(72, 26, 108));
+        assert_eq!(buf[(1, 2)].bg, Color::Rgb(68, 1, 84));
+    }
+
+    #[test]
+    fn without_colour_one_row_per_line_in_glyphs() {
+        let h = heat();
+        let theme = Theme::new(Depth::Mono);
+        let mut buf = Buffer::empty(Rect::new(0, 0, 3, 5));
+        HeatmapView {
+            heat: &h,
+            col0: 0,
+            row0: 0,
+            cols: 3,
+            cursor: (9, 9),
+            intruder: &[false, true, false],
+            theme,
+        }
+        .render(buf.area, &mut buf);
+        let line = |y: u16| {
+            (0..3)
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect::<String>()
+        };
+        assert_eq!(line(1), "@  ");
+        assert_eq!(line(2), "  @");
+        assert_eq!(line(3), "   ");
+        assert_eq!(line(4), "=  ");
+        assert!(buf
+            .content
+            .iter()
+            .all(|c| c.fg == Color::Reset && c.bg == Color::Reset));
+    }
+}

@@ -1,0 +1,643 @@
+//! Drawing: a pure function of the state. One function per pane.
+
+pub mod heatmap;
+
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{
+    Axis, Bar, BarChart, BarGroup, Block, Cell, Chart, Clear, Dataset, GraphType, Paragraph, Row,
+    Sparkline, SparklineBar, Table, TableState,
+};
+use ratatui::Frame;
+
+use super::app::{App, Pane, Popup, Prompt, SortBy, Status, Tab};
+use super::keys::{hints, BINDINGS};
+use super::theme::Theme;
+use heatmap::HeatmapView;
+
+pub const MIN_WIDTH: u16 = 60;
+pub const MIN_HEIGHT: u16 = 16;
+
+pub fn render(app: &App, theme: &Theme, f: &mut Frame) {
+    let area = f.area();
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        let msg = format!(
+            "terminal too small ({}×{}): lorascope needs at least {MIN_WIDTH}×{MIN_HEIGHT}",
+            area.width, area.height
+        );
+        f.render_widget(
+            Paragraph::new(msg).wrap(ratatui::widgets::Wrap { trim: true }),
+            area,
+        );
+        return;
+    }
+    let [title, body, status] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Fill(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    render_title(app, theme, f, title);
+    match app.tab {
+        Tab::Main => render_main(app, theme, f, body),
+        Tab::Overview => render_overview(app, theme, f, body),
+    }
+    render_status(app, theme, f, status);
+    match &app.popup {
+        Some(Popup::Help) => render_help(theme, f, area),
+        Some(Popup::Input { prompt, text }) => render_input(prompt, text, f, area),
+        None => {}
+    }
+}
+
+fn block<'a>(title: impl Into<Line<'a>>, focused: bool, theme: &Theme) -> Block<'a> {
+    let b = Block::bordered().title(title);
+    if focused {
+        b.border_style(theme.focus_border())
+    } else {
+        b
+    }
+}
+
+fn render_title(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
+    let progress = if app.done() < app.rows.len() {
+        let eta = app
+            .eta()
+            .map(|d| format!(" eta {}s", d.as_secs()))
+            .unwrap_or_default();
+        format!(
+            "  [{}/{}{eta}{}]",
+            app.done(),
+            app.rows.len(),
+            if app.paused { " paused" } else { "" }
+        )
+    } else {
+        String::new()
+    };
+    let line = Line::from(vec![
+        Span::styled("lorascope ", Style::new().add_modifier(Modifier::BOLD)),
+        Span::raw(format!("{}  ", app.title)),
+        Span::styled(
+            format!("k={} ε={:.2}", app.k, app.epsilon),
+            Style::new().add_modifier(Modifier::BOLD),
+        ),
+        Span::styled(
+            format!("  intruders {}", app.total_intruders()),
+            theme.intruder(),
+        ),
+        Span::raw(progress),
+    ]);
+    f.render_widget(Paragraph::new(line), area);
+}
+
+fn render_main(app: &App, theme: &Theme, f: &mut Frame, body: Rect) {
+    if app.zoom {
+        match app.focus {
+            Pane::Layers => render_layers(app, theme, f, body),
+            Pane::Spectrum => render_spectrum(app, theme, f, body),
+            Pane::Heatmap => render_heatmap(app, theme, f, body),
+            Pane::Details => render_details(app, theme, f, body),
+        }
+        return;
+    }
+    let left_w = (body.width * 2 / 5).clamp(28, 60);
+    let [left, right] =
+        Layout::horizontal([Constraint::Length(left_w), Constraint::Fill(1)]).areas(body);
+    render_layers(app, theme, f, left);
+    let spec_h = if right.height >= 40 { 8 } else { 5 };
+    let prof_h = if right.height >= 40 { 8 } else { 4 };
+    let [spec, mid, prof] = Layout::vertical([
+        Constraint::Length(spec_h),
+        Constraint::Fill(1),
+        Constraint::Length(prof_h),
+    ])
+    .areas(right);
+    render_spectrum(app, theme, f, spec);
+    let details_w = if mid.width >= 100 {
+        mid.width / 2
+    } else {
+        30.min(mid.width / 2 + 6)
+    };
+    let [heat, details] =
+        Layout::horizontal([Constraint::Fill(1), Constraint::Length(details_w)]).areas(mid);
+    render_heatmap(app, theme, f, heat);
+    render_details(app, theme, f, details);
+    render_profile(app, theme, f, prof);
+}
+
+/// `bert.encoder.layer.3.attention.self.query.weight` → `L3 attention.self.query`.
+pub fn short_name(name: &str, block: &str) -> String {
+    let rest = name
+        .strip_prefix(block)
+        .map(|r| r.trim_start_matches('.'))
+        .unwrap_or(name);
+    let rest = rest.strip_suffix(".weight").unwrap_or(rest);
+    match block.rsplit('.').next() {
+        Some(n) if !block.is_empty() => format!("L{n} {rest}"),
+        _ => rest.to_string(),
+    }
+}
+
+fn render_layers(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
+    let title = format!(
+        " matrices {}{}{} ",
+        app.visible.len(),
+        app.filter
+            .as_ref()
+            .map(|(t, _)| format!(" /{t}"))
+            .unwrap_or_default(),
+        if app.sort == SortBy::Intruders {
+            " by count"
+        } else {
+            ""
+        }
+    );
+    let b = block(title, app.focus == Pane::Layers, theme);
+    let inner_h = area.height.saturating_sub(2) as usize;
+    let rows: Vec<Row> = app
+        .visible
+        .iter()
+        .map(|&i| {
+            let r = &app.rows[i];
+            let mark = if app.user.marks.contains(&r.name) {
+                "●"
+            } else {
+                " "
+            };
+            let flagged = app.user.flags.contains_key(&r.name);
+            let (count, style) = match &r.status {
+                Status::Queued => ("·".to_string(), theme.dim()),
+                Status::Computing(t) => (format!("{}s", t.elapsed().as_secs()), theme.dim()),
+                Status::Failed(_) => ("✗".to_string(), theme.intruder()),
+                Status::Done(_) => {
+                    let n = app.intruders(i).map_or(0, |v| v.len());
+                    (
+                        n.to_string(),
+                        if n > 0 {
+                            theme.intruder()
+                        } else {
+                            Style::new()
+                        },
+                    )
+                }
+            };
+            Row::new(vec![
+                Cell::from(mark),
+                Cell::from(short_name(&r.name, &r.block)),
+                Cell::from(format!("{}×{}", r.shape.0, r.shape.1)).style(theme.dim()),
+                Cell::from(Line::from(count).alignment(Alignment::Right)).style(style),
+                Cell::from(if flagged { "f" } else { "" }).style(theme.flagged()),
+            ])
+        })
+        .collect();
+    let offset = app
+        .sel
+        .saturating_sub(inner_h.saturating_sub(1) / 2)
+        .min(app.visible.len().saturating_sub(inner_h));
+    let mut state = TableState::default()
+        .with_offset(offset)
+        .with_selected(Some(app.sel));
+    // Narrow panes drop the shape column (the spectrum pane shows it).
+    let shape_w = if area.width >= 50 { 9 } else { 0 };
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(1),
+            Constraint::Fill(1),
+            Constraint::Length(shape_w),
+            Constraint::Length(3),
+            Constraint::Length(1),
+        ],
+    )
+    .column_spacing(1)
+    .block(b)
+    .row_highlight_style(theme.selected());
+    f.render_stateful_widget(table, area, &mut state);
+}
+
+/// log10 σ quantised to sparkline heights over a shared range.
+fn spectrum_bars(values: &[f64], lo: f64, hi: f64) -> Vec<u64> {
+    values
+        .iter()
+        .map(|s| {
+            let l = s.max(1e-30).log10();
+            (1.0 + 99.0 * ((l - lo) / (hi - lo).max(1e-12)).clamp(0.0, 1.0)) as u64
+        })
+        .collect()
+}
+
+fn render_spectrum(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
+    let shape = app
+        .selected_row()
+        .map(|r| format!(" {}×{}", app.rows[r].shape.0, app.rows[r].shape.1))
+        .unwrap_or_default();
+    let b = block(
+        format!(" spectrum log σ: tuned / base{shape} "),
+        app.focus == Pane::Spectrum,
+        theme,
+    );
+    let inner = b.inner(area);
+    f.render_widget(b, area);
+    let Some(r) = app.selected_report() else {
+        f.render_widget(Paragraph::new(status_text(app)).style(theme.dim()), inner);
+        return;
+    };
+    let row = app.selected_row().unwrap();
+    let name = &app.rows[row].name;
+    let n = (inner.width as usize).min(r.sigma_tuned.len());
+    // Keep the cursor in view.
+    let start = app.cursor_j.saturating_sub(n.saturating_sub(1));
+    let t = &r.sigma_tuned[start..(start + n).min(r.sigma_tuned.len())];
+    let b0 = &r.sigma_base[start..(start + n).min(r.sigma_base.len())];
+    let all = t.iter().chain(b0).filter(|s| **s > 0.0).map(|s| s.log10());
+    let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        (a.min(x), b.max(x))
+    });
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let spark_h = inner.height.saturating_sub(1) / 2;
+    let [tuned_area, base_area, text] = Layout::vertical([
+        Constraint::Length(spark_h.max(1)),
+        Constraint::Length(spark_h.max(1)),
+        Constraint::Length(1),
+    ])
+    .areas(inner);
+    let tuned_bars: Vec<SparklineBar> = spectrum_bars(t, lo, hi)
+        .into_iter()
+        .enumerate()
+        .map(|(x, v)| {
+            let j = start + x;
+            let style = if j == app.cursor_j {
+                Some(Style::new().add_modifier(Modifier::REVERSED))
+            } else if r
+                .vectors
+                .get(j)
+                .is_some_and(|m| app.is_intruder(name, j, m.max_cos))
+            {
+                Some(theme.intruder())
+            } else {
+                None
+            };
+            SparklineBar::from(v).style(style)
+        })
+        .collect();
+    f.render_widget(
+        Sparkline::default()
+            .data(tuned_bars)
+            .max(100)
+            .style(theme.tuned_series()),
+        tuned_area,
+    );
+    f.render_widget(
+        Sparkline::default()
+            .data(spectrum_bars(b0, lo, hi))
+            .max(100)
+            .style(theme.base_series()),
+        base_area,
+    );
+    let j = app.cursor_j;
+    let info = format!(
+        "j={j} σ={:.4} σ0[{j}]={:.4} σ/σ1={:.3}",
+        r.sigma_tuned.get(j).copied().unwrap_or(f64::NAN),
+        r.sigma_base.get(j).copied().unwrap_or(f64::NAN),
+        r.vectors.get(j).map_or(f64::NAN, |v| v.sigma_ratio)
+    );
+    f.render_widget(Paragraph::new(info), text);
+}
+
+fn status_text(app: &App) -> String {
+    match app.selected_row().map(|r| &app.rows[r].status) {
+        None => "no matrix".into(),
+        Some(Status::Queued) => "queued".into(),
+        Some(Status::Computing(t)) => format!("computing… {}s", t.elapsed().as_secs()),
+        Some(Status::Failed(e)) => format!("failed: {e}"),
+        Some(Status::Done(_)) => String::new(),
+    }
+}
+
+fn render_heatmap(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
+    let focused = app.focus == Pane::Heatmap;
+    let heat = app
+        .heat
+        .as_ref()
+        .filter(|h| Some(h.row) == app.selected_row());
+    let (Some(h), Some(r)) = (heat, app.selected_report()) else {
+        let b = block(" |cos| base (y) × tuned (x) ", focused, theme);
+        let inner = b.inner(area);
+        f.render_widget(b, area);
+        let t = if app.selected_report().is_some() {
+            "loading…".to_string()
+        } else {
+            status_text(app)
+        };
+        f.render_widget(Paragraph::new(t).style(theme.dim()), inner);
+        return;
+    };
+    let (i, j) = (app.cursor_i.min(h.rows - 1), app.cursor_j.min(h.cols - 1));
+    let title = format!(" |cos| base {i} × tuned {j} = {:.3} ", h.at(i, j));
+    let b = block(title, focused, theme);
+    let inner = b.inner(area);
+    f.render_widget(b, area);
+    if inner.height < 3 {
+        return;
+    }
+    let [map, legend] = Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(inner);
+    let cols = app.heat_k.min(h.cols);
+    let width = map.width as usize;
+    let col0 = if j >= width { j + 1 - width } else { 0 }.min(cols.saturating_sub(width.min(cols)));
+    let per = HeatmapView::rows_per_line(theme);
+    let lines = map.height.saturating_sub(1) as usize;
+    let visible_rows = lines * per;
+    let row0 = if i >= visible_rows {
+        (i + 1 - visible_rows).div_ceil(per) * per
+    } else {
+        0
+    };
+    let name = &app.rows[h.row].name;
+    let intruder: Vec<bool> = (0..h.cols)
+        .map(|c| {
+            r.vectors
+                .get(c)
+                .is_some_and(|v| app.is_intruder(name, c, v.max_cos))
+        })
+        .collect();
+    f.render_widget(
+        HeatmapView {
+            heat: h,
+            col0,
+            row0,
+            cols,
+            cursor: (i, j),
+            intruder: &intruder,
+            theme: *theme,
+        },
+        map,
+    );
+    let mut spans = vec![Span::raw("0 ")];
+    for s in 0..8 {
+        let v = (s as f32 + 0.5) / 8.0;
+        if theme.colored() {
+            spans.push(Span::styled("█", Style::new().fg(theme.heat(v))));
+        } else {
+            spans.push(Span::raw(super::theme::MONO_RAMP[s].to_string()));
+        }
+    }
+    spans.push(Span::raw(format!(" 1  K={cols} rows {row0}…")));
+    f.render_widget(Paragraph::new(Line::from(spans)), legend);
+}
+
+fn render_details(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
+    let b = block(" top vectors ", app.focus == Pane::Details, theme);
+    let Some(r) = app.selected_report() else {
+        let inner = b.inner(area);
+        f.render_widget(b, area);
+        f.render_widget(Paragraph::new(status_text(app)).style(theme.dim()), inner);
+        return;
+    };
+    let name = &app.rows[app.selected_row().unwrap()].name;
+    let shown = app.k.max(app.cursor_j + 1).min(r.vectors.len());
+    let rows: Vec<Row> = r.vectors[..shown]
+        .iter()
+        .enumerate()
+        .map(|(j, v)| {
+            let flag = app.flag(name, j);
+            let intr = app.is_intruder(name, j, v.max_cos);
+            let verdict = match (intr, flag.is_some()) {
+                (true, false) => Cell::from("intr").style(theme.intruder()),
+                (true, true) => Cell::from("intr*").style(theme.flagged()),
+                (false, true) => Cell::from("ok*").style(theme.flagged()),
+                (false, false) => Cell::from("ok"),
+            };
+            Row::new(vec![
+                Cell::from(j.to_string()),
+                Cell::from(format!("{:.3}", v.sigma_ratio)),
+                Cell::from(format!("{:.3}", v.max_cos)),
+                Cell::from(v.best_base_index.to_string()),
+                verdict,
+                Cell::from(format!("{:.3e}", v.sigma)),
+            ])
+        })
+        .collect();
+    let inner_h = area.height.saturating_sub(3) as usize;
+    let offset = app.cursor_j.saturating_sub(inner_h.saturating_sub(1));
+    let mut state = TableState::default()
+        .with_offset(offset)
+        .with_selected(Some(app.cursor_j));
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(3),
+            Constraint::Length(5),
+            Constraint::Length(5),
+            Constraint::Length(4),
+            Constraint::Length(5),
+            Constraint::Fill(1),
+        ],
+    )
+    .column_spacing(1)
+    .header(
+        Row::new(vec!["j", "σ/σ1", "c_j", "base", "rule", "σ"])
+            .style(Style::new().add_modifier(Modifier::BOLD)),
+    )
+    .block(b)
+    .row_highlight_style(theme.selected());
+    f.render_stateful_widget(table, area, &mut state);
+}
+
+fn render_profile(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
+    let heat = app
+        .heat
+        .as_ref()
+        .filter(|h| Some(h.row) == app.selected_row());
+    let Some(h) = heat else {
+        f.render_widget(block(" profile ", false, theme), area);
+        return;
+    };
+    let j = app.cursor_j.min(h.cols - 1);
+    let col: Vec<f32> = (0..h.rows).map(|i| h.at(i, j)).collect();
+    let (best_i, best) = col
+        .iter()
+        .enumerate()
+        .fold((0, 0f32), |a, (i, v)| if *v > a.1 { (i, *v) } else { a });
+    let title = format!(" profile of u_{j}: |cos| vs base index, max {best:.3} at {best_i} ");
+    let b = block(title, false, theme);
+    let inner = b.inner(area);
+    f.render_widget(b, area);
+    // One bar per bucket of base vectors; the bucket's max keeps a spike visible.
+    let w = inner.width.max(1) as usize;
+    let per = h.rows.div_ceil(w);
+    let bars: Vec<u64> = col
+        .chunks(per)
+        .map(|c| (c.iter().fold(0f32, |a, v| a.max(*v)) * 100.0) as u64)
+        .collect();
+    f.render_widget(
+        Sparkline::default()
+            .data(bars)
+            .max(100)
+            .style(theme.tuned_series()),
+        inner,
+    );
+}
+
+fn render_overview(app: &App, theme: &Theme, f: &mut Frame, body: Rect) {
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(body);
+    let blocks = app.per_block();
+    let bars: Vec<Bar> = blocks
+        .iter()
+        .map(|(b, n)| {
+            let label = b.rsplit('.').next().unwrap_or(b).to_string();
+            Bar::default()
+                .value(*n as u64)
+                .label(Line::from(label))
+                .style(if *n > 0 {
+                    theme.intruder()
+                } else {
+                    Style::new()
+                })
+        })
+        .collect();
+    let bar_w = ((left.width.saturating_sub(2) as usize / blocks.len().max(1)).saturating_sub(1))
+        .clamp(1, 6) as u16;
+    let [chart_area, info] =
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(9)]).areas(left);
+    f.render_widget(
+        BarChart::default()
+            .block(Block::bordered().title(format!(
+                " intruders per layer (k={}, ε={:.2}) ",
+                app.k, app.epsilon
+            )))
+            .data(BarGroup::default().bars(&bars))
+            .bar_width(bar_w)
+            .bar_gap(1),
+        chart_area,
+    );
+    let mut lines = vec![Line::from(format!(
+        "{} intruders in {} matrices ({} analysed); {} user overrides, {} marked",
+        app.total_intruders(),
+        app.rows.len(),
+        app.done(),
+        app.overrides(),
+        app.user.marks.len()
+    ))
+    .style(Style::new().add_modifier(Modifier::BOLD))];
+    lines.extend(app.inputs.iter().map(|s| Line::from(s.clone())));
+    f.render_widget(
+        Paragraph::new(lines)
+            .block(Block::bordered().title(" inputs "))
+            .wrap(ratatui::widgets::Wrap { trim: true }),
+        info,
+    );
+
+    let curve = app.curve();
+    let pts: Vec<(f64, f64)> = curve.iter().map(|(e, n)| (*e, *n as f64)).collect();
+    let ymax = pts.iter().map(|p| p.1).fold(1.0, f64::max);
+    let cur = vec![(app.epsilon, 0.0), (app.epsilon, ymax)];
+    let chart = Chart::new(vec![
+        Dataset::default()
+            .name("intruders")
+            .graph_type(GraphType::Line)
+            .style(theme.tuned_series())
+            .data(&pts),
+        Dataset::default()
+            .name("current ε")
+            .graph_type(GraphType::Line)
+            .style(theme.dim())
+            .data(&cur),
+    ])
+    .block(Block::bordered().title(format!(" count vs ε (k={}) ", app.k)))
+    .x_axis(
+        Axis::default()
+            .title("ε")
+            .bounds([0.0, 1.0])
+            .labels(["0", "0.5", "1"]),
+    )
+    .y_axis(
+        Axis::default()
+            .bounds([0.0, ymax])
+            .labels(["0".to_string(), format!("{}", ymax as usize)]),
+    );
+    f.render_widget(chart, right);
+}
+
+fn render_status(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
+    let text = match &app.message {
+        Some(m) => Span::styled(m.clone(), Style::new().add_modifier(Modifier::BOLD)),
+        None => Span::styled(hints().join("  "), theme.dim()),
+    };
+    f.render_widget(Paragraph::new(Line::from(text)), area);
+}
+
+fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+fn render_help(theme: &Theme, f: &mut Frame, area: Rect) {
+    // Two columns when one does not fit the height.
+    let n = BINDINGS.len();
+    let per_col = if n as u16 + 2 <= area.height {
+        n
+    } else {
+        n.div_ceil(2)
+    };
+    let cell = |i: usize| -> Vec<Cell> {
+        match BINDINGS.get(i) {
+            Some(b) => vec![
+                Cell::from(b.label).style(Style::new().add_modifier(Modifier::BOLD)),
+                Cell::from(b.help),
+            ],
+            None => vec![Cell::from(""), Cell::from("")],
+        }
+    };
+    let rows: Vec<Row> = (0..per_col)
+        .map(|i| {
+            let mut cells = cell(i);
+            if per_col < n {
+                cells.extend(cell(i + per_col));
+            }
+            Row::new(cells)
+        })
+        .collect();
+    let two = per_col < n;
+    let widths: Vec<Constraint> = if two {
+        vec![
+            Constraint::Length(6),
+            Constraint::Length(30),
+            Constraint::Length(6),
+            Constraint::Length(30),
+        ]
+    } else {
+        vec![Constraint::Length(6), Constraint::Fill(1)]
+    };
+    let r = centered(area, if two { 78 } else { 44 }, per_col as u16 + 2);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Table::new(rows, widths).column_spacing(1).block(
+            Block::bordered()
+                .title(" keys (any key closes) ")
+                .border_style(theme.focus_border()),
+        ),
+        r,
+    );
+}
+
+fn render_input(prompt: &Prompt, text: &str, f: &mut Frame, area: Rect) {
+    let label = match prompt {
+        Prompt::Filter => "filter (regex, empty clears)",
+        Prompt::Epsilon => "ε in (0, 1]",
+        Prompt::K => "k",
+    };
+    let r = centered(area, 50, 3);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(format!("{text}▏")).block(Block::bordered().title(format!(" {label} "))),
+        r,
+    );
+}
