@@ -346,19 +346,20 @@ impl App {
             }
             return cmds;
         }
-        let Some(action) = action_for(&key) else {
-            return cmds;
-        };
+        let action = action_for(&key);
         if self.popup == Some(Popup::Help) {
-            match action {
-                Action::Quit if key.code != KeyCode::Char('q') => {}
-                Action::Suspend => {}
-                _ => {
-                    self.popup = None;
-                    return cmds;
-                }
+            // Any key closes help; Ctrl-C still quits and Ctrl-Z still suspends.
+            let ctrl = key
+                .modifiers
+                .contains(ratatui::crossterm::event::KeyModifiers::CONTROL);
+            if !(ctrl && matches!(action, Some(Action::Quit | Action::Suspend))) {
+                self.popup = None;
+                return cmds;
             }
         }
+        let Some(action) = action else {
+            return cmds;
+        };
         let page = 10;
         match action {
             Action::Quit => {

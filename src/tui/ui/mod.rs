@@ -414,7 +414,11 @@ fn render_details(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
                 Cell::from(format!("{:.3}", v.max_cos)),
                 Cell::from(v.best_base_index.to_string()),
                 verdict,
-                Cell::from(format!("{:.3e}", v.sigma)),
+                Cell::from(if v.sigma >= 1e4 || v.sigma < 1e-3 {
+                    format!("{:.2e}", v.sigma)
+                } else {
+                    format!("{:.3}", v.sigma)
+                }),
             ])
         })
         .collect();
@@ -431,7 +435,8 @@ fn render_details(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
             Constraint::Length(5),
             Constraint::Length(4),
             Constraint::Length(5),
-            Constraint::Fill(1),
+            // σ only where it fits whole.
+            Constraint::Length(if area.width >= 40 { 9 } else { 0 }),
         ],
     )
     .column_spacing(1)

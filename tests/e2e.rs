@@ -1,0 +1,115 @@
+//! The real binary in a real terminal (tmux): it starts on the demo, responds to keys, quits
+//! with exit code 0 and leaves the alternate screen.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let o = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux is installed (.ci/run installs it)");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "e2e"])
+    }
+    fn wait_for(&self, what: &str) -> String {
+        let t = Instant::now();
+        loop {
+            let s = self.screen();
+            if s.contains(what) {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "timed out waiting for `{what}`; screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn explorer_starts_responds_quits_and_restores_the_terminal() {
+    let d = tempfile::tempdir().unwrap();
+    let tmux = Tmux {
+        socket: format!("lorascope-e2e-{}", std::process::id()),
+    };
+    let cmd = format!(
+        "TERM=xterm-256color NO_COLOR= {} demo --cache-dir {}; echo EXIT=$?; sleep 30",
+        env!("CARGO_BIN_EXE_lorascope"),
+        d.path().display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "e2e",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &cmd,
+    ]);
+    let s = tmux.wait_for("top vectors");
+    assert!(s.contains("lorascope base → lora-r4  k=10 ε=0.50"), "{s}");
+    // Wait for the background work to finish: the title shows the total and no progress.
+    tmux.wait_for("intruders 30\n");
+    assert_eq!(
+        tmux.run(&["display", "-p", "-t", "e2e", "#{alternate_on}"])
+            .trim(),
+        "1"
+    );
+    // Jump to the first matrix with intruders, move to its first intruder, raise ε, flag.
+    tmux.run(&["send-keys", "-t", "e2e", "n"]);
+    tmux.wait_for("L2 mlp.down_proj");
+    tmux.run(&["send-keys", "-t", "e2e", "l", "l", "]"]);
+    tmux.wait_for("ε=0.55");
+    tmux.run(&["send-keys", "-t", "e2e", "f"]);
+    tmux.wait_for("vector 2 of model.layers.2.mlp.down_proj.weight: not an intruder");
+    tmux.run(&["send-keys", "-t", "e2e", "q"]);
+    let s = tmux.wait_for("EXIT=");
+    assert!(s.contains("EXIT=0"), "{s}");
+    assert_eq!(
+        tmux.run(&["display", "-p", "-t", "e2e", "#{alternate_on}"])
+            .trim(),
+        "0",
+        "alternate screen left"
+    );
+    // The flag was saved for this (base, tuned) pair.
+    let state: Vec<_> = std::fs::read_dir(d.path().join("state")).unwrap().collect();
+    assert_eq!(state.len(), 1);
+    let text = std::fs::read_to_string(state[0].as_ref().unwrap().path()).unwrap();
+    assert!(
+        text.contains("model.layers.2.mlp.down_proj.weight") && text.contains("\"2\": false"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_input_fails_before_the_terminal_is_touched() {
+    let o = Command::new(env!("CARGO_BIN_EXE_lorascope"))
+        .args(["/nonexistent/base", "/nonexistent/tuned"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: /nonexistent/base: "), "{err}");
+    // Nothing was written to stdout: no alternate-screen or raw-mode escapes.
+    assert!(o.stdout.is_empty());
+}

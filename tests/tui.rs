@@ -1,0 +1,256 @@
+//! The explorer without a terminal: key-driven state changes, persistence, and whole screens
+//! on a TestBackend (insta snapshots at 80×24 and 160×48).
+
+use std::path::Path;
+
+use lorascope::cache::Cache;
+use lorascope::checkpoint::{Inputs, Selection};
+use lorascope::engine::{Engine, Options};
+use lorascope::tui::app::{App, Cmd, Pane, Tab, UserState};
+use lorascope::tui::theme::{Depth, Theme};
+use lorascope::tui::{build_app, persist, ui, worker};
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+
+fn demo_engine(dir: &Path) -> Engine {
+    let p = lorascope::demo::ensure(dir).unwrap();
+    let inputs = Inputs::open(&p.base, &p.lora, &Selection::default()).unwrap();
+    Engine::new(inputs, Cache::disabled(), Options::default())
+}
+
+/// An app with every matrix analysed, as after the background work finished.
+fn analysed(engine: &Engine) -> App {
+    let mut app = build_app(engine, 10, 0.5, UserState::default());
+    for (i, p) in engine.matrices().into_iter().enumerate() {
+        let (r, ..) = engine.analyze_with_decompositions(p).unwrap();
+        app.on_done(i, Ok(std::sync::Arc::new(r)));
+    }
+    app
+}
+
+fn give_heat(engine: &Engine, app: &mut App) {
+    let row = app.selected_row().unwrap();
+    let (b, t) = engine.decompositions_of(engine.matrices()[row]).unwrap();
+    app.on_heat(worker::heat_of(row, &b, &t));
+}
+
+fn press(app: &mut App, keys: &str) -> Vec<Cmd> {
+    keys.chars()
+        .flat_map(|c| app.on_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)))
+        .collect()
+}
+
+fn code(app: &mut App, c: KeyCode) -> Vec<Cmd> {
+    app.on_key(KeyEvent::new(c, KeyModifiers::NONE))
+}
+
+/// Intruders by the rule alone, from the reports: an independent count.
+fn rule_total(app: &App, k: usize, eps: f64) -> usize {
+    (0..app.rows.len())
+        .map(|r| app.report(r).unwrap().intruders(k, eps).len())
+        .sum()
+}
+
+#[test]
+fn navigation_filter_and_jumps() {
+    let d = tempfile::tempdir().unwrap();
+    let e = demo_engine(d.path());
+    let mut app = analysed(&e);
+    assert_eq!(app.visible.len(), 24);
+    assert_eq!(press(&mut app, "j"), [Cmd::Focus(1)]);
+    assert_eq!(code(&mut app, KeyCode::Down), [Cmd::Focus(2)]);
+    press(&mut app, "G");
+    assert_eq!(app.sel, 23);
+    press(&mut app, "g");
+    assert_eq!(app.sel, 0);
+    // n: the first matrix with intruders is the first of block 2.
+    assert_eq!(press(&mut app, "n"), [Cmd::Focus(12)]);
+    assert!(app.rows[12].name.starts_with("model.layers.2."));
+    press(&mut app, "N"); // wraps backwards to the last one with intruders
+    assert_eq!(app.selected_row(), Some(23));
+    // Filter with a regex; Esc clears it and keeps the selection.
+    press(&mut app, "/q_proj");
+    code(&mut app, KeyCode::Enter);
+    assert_eq!(app.visible.len(), 4);
+    assert!(app
+        .visible
+        .iter()
+        .all(|&i| app.rows[i].name.contains("q_proj")));
+    code(&mut app, KeyCode::Esc);
+    assert_eq!(app.visible.len(), 24);
+    press(&mut app, "/[");
+    code(&mut app, KeyCode::Enter);
+    assert!(app
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("not a valid regex"));
+    // Panes cycle; s sorts by count.
+    code(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus, Pane::Spectrum);
+    code(&mut app, KeyCode::BackTab);
+    assert_eq!(app.focus, Pane::Layers);
+    press(&mut app, "s");
+    let first = app.visible[0];
+    let counts: Vec<usize> = app
+        .visible
+        .iter()
+        .map(|&i| app.intruders(i).unwrap().len())
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
+    assert_eq!(app.intruders(first).unwrap().len(), counts[0]);
+    assert_eq!(press(&mut app, "p"), [Cmd::SetPaused(true)]);
+    assert_eq!(press(&mut app, "q"), [Cmd::Quit]);
+    assert!(app.quit);
+}
+
+#[test]
+fn epsilon_and_k_change_live_from_stored_cj() {
+    let d = tempfile::tempdir().unwrap();
+    let e = demo_engine(d.path());
+    let mut app = analysed(&e);
+    assert_eq!(app.total_intruders(), rule_total(&app, 10, 0.5));
+    press(&mut app, "]]");
+    assert_eq!(app.epsilon, 0.6);
+    assert_eq!(app.total_intruders(), rule_total(&app, 10, 0.6));
+    assert!(app.total_intruders() > rule_total(&app, 10, 0.5));
+    press(&mut app, "[-");
+    assert_eq!(app.epsilon, 0.5);
+    press(&mut app, "e");
+    code(&mut app, KeyCode::Backspace);
+    code(&mut app, KeyCode::Backspace);
+    code(&mut app, KeyCode::Backspace);
+    press(&mut app, "0.3");
+    code(&mut app, KeyCode::Enter);
+    assert_eq!(app.epsilon, 0.3);
+    assert_eq!(app.total_intruders(), rule_total(&app, 10, 0.3));
+    // The prompt starts with the current value: typing appends.
+    press(&mut app, "e7");
+    code(&mut app, KeyCode::Enter);
+    assert_eq!(app.epsilon, 0.37);
+    press(&mut app, "K");
+    code(&mut app, KeyCode::Backspace);
+    code(&mut app, KeyCode::Backspace);
+    press(&mut app, "3");
+    code(&mut app, KeyCode::Enter);
+    assert_eq!(app.k, 3);
+    assert_eq!(app.total_intruders(), rule_total(&app, 3, 0.37));
+    press(&mut app, "K");
+    code(&mut app, KeyCode::Backspace);
+    press(&mut app, "0");
+    code(&mut app, KeyCode::Enter);
+    assert_eq!(app.k, 3, "k = 0 is refused");
+    assert!(app.message.as_deref().unwrap().contains("k must be"));
+    code(&mut app, KeyCode::Esc); // Esc on the main screen with no filter quits
+    assert!(app.quit);
+}
+
+#[test]
+fn flags_override_the_rule_and_persist() {
+    let d = tempfile::tempdir().unwrap();
+    let e = demo_engine(d.path());
+    let mut app = analysed(&e);
+    press(&mut app, "n");
+    let row = app.selected_row().unwrap();
+    let name = app.rows[row].name.clone();
+    let first = app.intruders(row).unwrap()[0];
+    let before = app.total_intruders();
+    press(&mut app, &"l".repeat(first));
+    assert_eq!(app.cursor_j, first);
+    assert_eq!(press(&mut app, "f"), [Cmd::SaveState]);
+    assert_eq!(app.flag(&name, first), Some(false));
+    assert_eq!(app.total_intruders(), before - 1);
+    assert_eq!(app.overrides(), 1);
+    // Flag a non-intruder (vector 0 of the first matrix) as an intruder.
+    press(&mut app, "g");
+    press(&mut app, "f");
+    assert_eq!(app.flag(&app.rows[0].name.clone(), 0), Some(true));
+    assert_eq!(app.total_intruders(), before);
+    press(&mut app, " ");
+    assert!(app.user.marks.contains(&app.rows[0].name));
+
+    // Round trip through the state file; the key is stable for the same inputs.
+    let path = persist::state_path(d.path(), &e.inputs);
+    assert_eq!(
+        path,
+        persist::state_path(d.path(), &demo_engine(d.path()).inputs)
+    );
+    persist::save(&path, &app.user).unwrap();
+    let loaded = persist::load(&path).unwrap();
+    assert_eq!(loaded, app.user);
+    let app2 = build_app(&e, 10, 0.5, loaded);
+    assert_eq!(app2.flag(&name, first), Some(false));
+    // Unflagging returns to the rule and drops the entry.
+    press(&mut app, "f");
+    assert_eq!(app.flag(&app.rows[0].name.clone(), 0), None);
+    // The full fine-tune of the same base has its own state.
+    let p = lorascope::demo::ensure(d.path()).unwrap();
+    let full = Inputs::open(&p.base, &p.full, &Selection::default()).unwrap();
+    assert_ne!(path, persist::state_path(d.path(), &full));
+}
+
+fn screen(app: &App, theme: Theme, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| ui::render(app, &theme, f)).unwrap();
+    let buf = t.backend().buffer();
+    (0..h)
+        .map(|y| {
+            (0..w)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn screens_at_80x24_and_160x48() {
+    let d = tempfile::tempdir().unwrap();
+    let e = demo_engine(d.path());
+    let mut app = analysed(&e);
+    press(&mut app, "n");
+    give_heat(&e, &mut app);
+    press(&mut app, "ll");
+    let theme = Theme::new(Depth::C256);
+    let path = d.path().to_string_lossy().into_owned();
+    insta::with_settings!({filters => vec![(path.as_str(), "[DEMO]")]}, {
+        for (w, h) in [(80, 24), (160, 48)] {
+            insta::assert_snapshot!(format!("main_{w}x{h}"), screen(&app, theme, w, h));
+        }
+        press(&mut app, "o");
+        assert_eq!(app.tab, Tab::Overview);
+        for (w, h) in [(80, 24), (160, 48)] {
+            insta::assert_snapshot!(format!("overview_{w}x{h}"), screen(&app, theme, w, h));
+        }
+        press(&mut app, "o?");
+        insta::assert_snapshot!("help_80x24", screen(&app, theme, 80, 24));
+        press(&mut app, "x"); // any key closes help
+        code(&mut app, KeyCode::Tab);
+        code(&mut app, KeyCode::Tab);
+        code(&mut app, KeyCode::Enter);
+        insta::assert_snapshot!("heatmap_zoomed_80x24_no_color", screen(&app, Theme::new(Depth::Mono), 80, 24));
+    });
+    let small = screen(&app, theme, 50, 12);
+    assert!(small.contains("terminal too small (50×12)"), "{small}");
+}
+
+#[test]
+fn the_status_line_and_help_come_from_the_key_table() {
+    let d = tempfile::tempdir().unwrap();
+    let e = demo_engine(d.path());
+    let mut app = analysed(&e);
+    let s = screen(&app, Theme::new(Depth::Mono), 80, 24);
+    assert!(s
+        .lines()
+        .last()
+        .unwrap()
+        .starts_with(&lorascope::tui::keys::hints().join("  ")));
+    press(&mut app, "?");
+    let s = screen(&app, Theme::new(Depth::Mono), 80, 24);
+    for b in lorascope::tui::keys::BINDINGS {
+        assert!(s.contains(b.help), "help lacks `{}`", b.help);
+    }
+}
