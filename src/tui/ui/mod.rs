@@ -133,9 +133,14 @@ pub fn short_name(name: &str, block: &str) -> String {
         .map(|r| r.trim_start_matches('.'))
         .unwrap_or(name);
     let rest = rest.strip_suffix(".weight").unwrap_or(rest);
+    // The list is narrow; the spectrum title shows the full name.
+    let rest = rest
+        .replace("self_attn.", "attn.")
+        .replace("attention.", "attn.")
+        .replace("intermediate.", "inter.");
     match block.rsplit('.').next() {
         Some(n) if !block.is_empty() => format!("L{n} {rest}"),
-        _ => rest.to_string(),
+        _ => rest,
     }
 }
 
@@ -228,15 +233,18 @@ fn spectrum_bars(values: &[f64], lo: f64, hi: f64) -> Vec<u64> {
 }
 
 fn render_spectrum(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
-    let shape = app
+    let title = app
         .selected_row()
-        .map(|r| format!(" {}×{}", app.rows[r].shape.0, app.rows[r].shape.1))
+        .map(|r| {
+            let row = &app.rows[r];
+            let name = row.name.strip_suffix(".weight").unwrap_or(&row.name);
+            format!(
+                " {name} {}×{} · log σ tuned/base ",
+                row.shape.0, row.shape.1
+            )
+        })
         .unwrap_or_default();
-    let b = block(
-        format!(" spectrum log σ: tuned / base{shape} "),
-        app.focus == Pane::Spectrum,
-        theme,
-    );
+    let b = block(title, app.focus == Pane::Spectrum, theme);
     let inner = b.inner(area);
     f.render_widget(b, area);
     let Some(r) = app.selected_report() else {
