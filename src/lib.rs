@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod flags;
 pub mod report;
 pub mod spectral;
 pub mod tui;

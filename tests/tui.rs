@@ -8,7 +8,7 @@ use lorascope::checkpoint::{Inputs, Selection};
 use lorascope::engine::{Engine, Options};
 use lorascope::tui::app::{App, Cmd, Pane, Tab, UserState};
 use lorascope::tui::theme::{Depth, Theme};
-use lorascope::tui::{build_app, persist, ui, worker};
+use lorascope::tui::{build_app, ui, worker};
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
@@ -171,13 +171,13 @@ fn flags_override_the_rule_and_persist() {
     assert!(app.user.marks.contains(&app.rows[0].name));
 
     // Round trip through the state file; the key is stable for the same inputs.
-    let path = persist::state_path(d.path(), &e.inputs);
+    let path = lorascope::flags::state_path(d.path(), &e.inputs);
     assert_eq!(
         path,
-        persist::state_path(d.path(), &demo_engine(d.path()).inputs)
+        lorascope::flags::state_path(d.path(), &demo_engine(d.path()).inputs)
     );
-    persist::save(&path, &app.user).unwrap();
-    let loaded = persist::load(&path).unwrap();
+    lorascope::flags::save(&path, &app.user).unwrap();
+    let loaded = lorascope::flags::load(&path).unwrap();
     assert_eq!(loaded, app.user);
     let app2 = build_app(&e, 10, 0.5, loaded);
     assert_eq!(app2.flag(&name, first), Some(false));
@@ -187,7 +187,7 @@ fn flags_override_the_rule_and_persist() {
     // The full fine-tune of the same base has its own state.
     let p = lorascope::demo::ensure(d.path()).unwrap();
     let full = Inputs::open(&p.base, &p.full, &Selection::default()).unwrap();
-    assert_ne!(path, persist::state_path(d.path(), &full));
+    assert_ne!(path, lorascope::flags::state_path(d.path(), &full));
 }
 
 fn screen(app: &App, theme: Theme, w: u16, h: u16) -> String {
@@ -243,11 +243,13 @@ fn the_status_line_and_help_come_from_the_key_table() {
     let e = demo_engine(d.path());
     let mut app = analysed(&e);
     let s = screen(&app, Theme::new(Depth::Mono), 80, 24);
-    assert!(s
-        .lines()
-        .last()
-        .unwrap()
-        .starts_with(&lorascope::tui::keys::hints().join("  ")));
+    let status = s.lines().last().unwrap();
+    assert_eq!(status, lorascope::tui::keys::hints_line(80));
+    assert!(lorascope::tui::keys::hints().join("  ").starts_with(status));
+    assert!(
+        status.contains("x export") && status.chars().count() <= 80,
+        "{status}"
+    );
     press(&mut app, "?");
     let s = screen(&app, Theme::new(Depth::Mono), 80, 24);
     for b in lorascope::tui::keys::BINDINGS {

@@ -7,6 +7,7 @@ macro_rules! outln {
 
 mod cache_cmd;
 mod inspect;
+mod report;
 mod scan;
 
 use std::path::PathBuf;
@@ -39,6 +40,38 @@ pub enum Command {
     Cache(CacheCmdArgs),
     /// Explore interactively (also `lorascope BASE TUNED`).
     Tui(TuiArgs),
+    /// Write a layer report: Markdown, self-contained HTML with plots, JSON or CSV.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Base model: a .safetensors file or a (sharded) model folder.
+    pub base: PathBuf,
+    /// Fine-tuned model, or a PEFT LoRA adapter folder.
+    pub tuned: PathBuf,
+    /// Matrices that get a detailed section [default: those with intruders or user flags].
+    #[arg(long, value_name = "REGEX")]
+    pub select: Option<String>,
+    #[arg(long, value_enum, default_value = "md")]
+    pub format: lorascope::report::ReportFormat,
+    /// Output file; `-` for stdout [default: stdout, or a new lorascope-report.html for HTML].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[arg(long, default_value_t = lorascope::spectral::DEFAULT_K)]
+    pub k: usize,
+    #[arg(long, default_value_t = lorascope::spectral::DEFAULT_EPSILON)]
+    pub epsilon: f64,
+    #[command(flatten)]
+    pub filter: SelectArgs,
+    #[arg(long, value_enum, default_value = "left")]
+    pub vectors: lorascope::spectral::Side,
+    #[arg(long, value_enum, default_value = "f64")]
+    pub precision: lorascope::engine::Precision,
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 #[derive(Args, Debug)]
@@ -187,6 +220,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Cache(a) => cache_cmd::run(a),
         Command::Demo(a) => demo(a),
         Command::Tui(a) => tui(a),
+        Command::Report(a) => report::run(a),
     }
 }
 
@@ -282,7 +316,7 @@ fn demo(a: DemoArgs) -> Result<ExitCode, Error> {
 
 /// `lorascope BASE TUNED …` means `lorascope tui BASE TUNED …`.
 pub fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    const COMMANDS: &[&str] = &["inspect", "scan", "demo", "cache", "tui", "help"];
+    const COMMANDS: &[&str] = &["inspect", "scan", "demo", "cache", "tui", "report", "help"];
     if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
         if !first.starts_with('-') && !COMMANDS.contains(&first) {
             args.insert(1, "tui".into());

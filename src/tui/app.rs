@@ -1,7 +1,6 @@
 //! The explorer's state and its pure update: keys and worker events in, commands out. Nothing
 //! here touches the terminal, so tests drive it directly.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,7 +59,12 @@ pub enum Prompt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Popup {
     Help,
-    Input { prompt: Prompt, text: String },
+    /// Choose the export format.
+    Export,
+    Input {
+        prompt: Prompt,
+        text: String,
+    },
 }
 
 /// |cos| of base vectors (rows, all of them) against the top tuned vectors (cols).
@@ -85,17 +89,13 @@ pub enum Cmd {
     Focus(usize),
     SetPaused(bool),
     SaveState,
+    /// Write a report of these matrices in this format.
+    Export(crate::report::ReportFormat, Vec<String>),
     Suspend,
     Quit,
 }
 
-/// The user's verdicts, persisted per (base, tuned) pair.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct UserState {
-    /// (matrix, vector index) → the user's verdict: intruder or not.
-    pub flags: BTreeMap<String, BTreeMap<usize, bool>>,
-    pub marks: BTreeSet<String>,
-}
+pub use crate::flags::UserState;
 
 pub struct App {
     pub rows: Vec<Row>,
@@ -185,28 +185,21 @@ impl App {
 
     /// The user's verdict on vector j of a matrix, if any.
     pub fn flag(&self, name: &str, j: usize) -> Option<bool> {
-        self.user.flags.get(name)?.get(&j).copied()
+        self.user.flag(name, j)
     }
 
     /// The rule's verdict, overridden by the user's flag where there is one.
     pub fn is_intruder(&self, name: &str, j: usize, c: f64) -> bool {
-        self.flag(name, j)
-            .unwrap_or(j < self.k && rule::is_intruder(c, self.epsilon))
+        self.user.verdict(name, j, c, self.k, self.epsilon)
     }
 
     /// Intruders of a matrix under the current k and ε and the user's flags.
     pub fn intruders(&self, row: usize) -> Option<Vec<usize>> {
         let r = self.report(row)?;
-        let name = &self.rows[row].name;
-        let mut v: Vec<usize> = r
-            .vectors
-            .iter()
-            .enumerate()
-            .filter(|(j, m)| self.is_intruder(name, *j, m.max_cos))
-            .map(|(j, _)| j)
-            .collect();
-        v.sort_unstable();
-        Some(v)
+        Some(
+            self.user
+                .intruders(&self.rows[row].name, &r.max_cos(), self.k, self.epsilon),
+        )
     }
 
     pub fn total_intruders(&self) -> usize {
@@ -217,7 +210,7 @@ impl App {
     }
 
     pub fn overrides(&self) -> usize {
-        self.user.flags.values().map(|m| m.len()).sum()
+        self.user.overrides()
     }
 
     pub fn done(&self) -> usize {
@@ -344,6 +337,19 @@ impl App {
                 KeyCode::Char(c) => text.push(c),
                 _ => {}
             }
+            return cmds;
+        }
+        if self.popup == Some(Popup::Export) {
+            use crate::report::ReportFormat as F;
+            self.popup = None;
+            let format = match key.code {
+                KeyCode::Char('m') => F::Md,
+                KeyCode::Char('h') => F::Html,
+                KeyCode::Char('j') => F::Json,
+                KeyCode::Char('c') => F::Csv,
+                _ => return cmds,
+            };
+            cmds.push(Cmd::Export(format, self.export_set()));
             return cmds;
         }
         let action = action_for(&key);
@@ -508,6 +514,14 @@ impl App {
                 cmds.push(Cmd::SetPaused(self.paused));
             }
             Action::Suspend => cmds.push(Cmd::Suspend),
+            Action::Export => {
+                if self.export_set().is_empty() {
+                    self.message =
+                        Some("nothing to export yet: no analysed matrix marked or selected".into());
+                } else {
+                    self.popup = Some(Popup::Export);
+                }
+            }
         }
         cmds
     }
@@ -552,6 +566,39 @@ impl App {
                     ))
                 }
             },
+        }
+    }
+
+    /// The marked matrices that are analysed, or else the selected one.
+    pub fn export_set(&self) -> Vec<String> {
+        let marked: Vec<String> = self
+            .rows
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| self.user.marks.contains(&r.name) && self.report(*i).is_some())
+            .map(|(_, r)| r.name.clone())
+            .collect();
+        if !marked.is_empty() {
+            return marked;
+        }
+        self.selected_row()
+            .filter(|&r| self.report(r).is_some())
+            .map(|r| vec![self.rows[r].name.clone()])
+            .unwrap_or_default()
+    }
+
+    /// The analysed matrices as a scan, for reports.
+    pub fn as_scan(&self) -> crate::engine::Scan {
+        crate::engine::Scan {
+            results: self
+                .rows
+                .iter()
+                .filter_map(|r| match &r.status {
+                    Status::Done(m) => Some((r.name.clone(), Ok(m.as_ref().clone()))),
+                    Status::Failed(e) => Some((r.name.clone(), Err(e.clone()))),
+                    _ => None,
+                })
+                .collect(),
         }
     }
 

@@ -33,6 +33,7 @@ pub enum Action {
     Mark,
     Pause,
     Overview,
+    Export,
     Suspend,
 }
 
@@ -227,6 +228,13 @@ pub const BINDINGS: &[Binding] = &[
         hint: None,
     },
     Binding {
+        keys: &[(Char('x'), NONE)],
+        label: "x",
+        action: Action::Export,
+        help: "export marked (or this) matrix",
+        hint: Some("x export"),
+    },
+    Binding {
         keys: &[(Char('p'), NONE)],
         label: "p",
         action: Action::Pause,
@@ -284,6 +292,22 @@ pub fn action_for(key: &KeyEvent) -> Option<Action> {
 /// Status-bar hints, in table order.
 pub fn hints() -> Vec<&'static str> {
     BINDINGS.iter().filter_map(|b| b.hint).collect()
+}
+
+/// As many whole hints as fit in `width` columns.
+pub fn hints_line(width: usize) -> String {
+    let mut line = String::new();
+    for h in hints() {
+        let extra = if line.is_empty() { 0 } else { 2 } + h.chars().count();
+        if line.chars().count() + extra > width {
+            break;
+        }
+        if !line.is_empty() {
+            line.push_str("  ");
+        }
+        line.push_str(h);
+    }
+    line
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 
 pub mod app;
 pub mod keys;
-pub mod persist;
 pub mod theme;
 pub mod ui;
 pub mod worker;
@@ -28,6 +27,7 @@ pub enum Event {
     Started(usize),
     Done(usize, std::result::Result<Arc<MatrixReport>, String>),
     Heat(Heat),
+    Exported(std::result::Result<PathBuf, String>),
 }
 
 pub struct Settings {
@@ -119,6 +119,13 @@ fn handle(app: &mut App, ev: Event, cmds: &mut Vec<Cmd>) -> bool {
             app.on_heat(h);
             true
         }
+        Event::Exported(r) => {
+            app.message = Some(match r {
+                Ok(p) => format!("wrote {}", p.display()),
+                Err(e) => format!("export failed: {e}"),
+            });
+            true
+        }
     }
 }
 
@@ -127,11 +134,11 @@ pub fn run(engine: Engine, settings: Settings) -> Result<()> {
     let state_path = settings
         .state_root
         .as_ref()
-        .map(|r| persist::state_path(r, &engine.inputs));
+        .map(|r| crate::flags::state_path(r, &engine.inputs));
     let mut user = UserState::default();
     let mut startup_msg = None;
     if let Some(p) = &state_path {
-        match persist::load(p) {
+        match crate::flags::load(p) {
             Ok(u) => user = u,
             Err(e) => startup_msg = Some(e),
         }
@@ -139,7 +146,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<()> {
     let mut app = build_app(&engine, settings.k, settings.epsilon, user);
     app.message = startup_msg;
     let theme = Theme::new(settings.depth);
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::channel::<Event>();
     let sched = worker::Scheduler::new(app.rows.len());
     if let Some(r) = app.selected_row() {
         sched.focus(r);
@@ -149,6 +156,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<()> {
     let mut terminal = ratatui::try_init()
         .map_err(|e| Error::Usage(format!("cannot start the terminal UI: {e}")))?;
     // Input on its own thread, so a key is handled as soon as it arrives.
+    let input_tx = tx.clone();
     std::thread::spawn(move || loop {
         let ev = match event::poll(Duration::from_secs(1)) {
             Ok(true) => match event::read() {
@@ -160,7 +168,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<()> {
             Ok(false) => Event::Tick,
             Err(_) => return,
         };
-        if tx.send(ev).is_err() {
+        if input_tx.send(ev).is_err() {
             return;
         }
     });
@@ -180,7 +188,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<()> {
                     Cmd::SetPaused(p) => sched.set_paused(p),
                     Cmd::SaveState => match &state_path {
                         Some(p) => {
-                            if let Err(e) = persist::save(p, &app.user) {
+                            if let Err(e) = crate::flags::save(p, &app.user) {
                                 app.message = Some(format!("could not save flags: {e}"));
                             }
                         }
@@ -191,6 +199,15 @@ pub fn run(engine: Engine, settings: Settings) -> Result<()> {
                         terminal = ratatui::try_init()?;
                         terminal.clear()?;
                         dirty = true;
+                    }
+                    Cmd::Export(format, names) => {
+                        app.message = Some("exporting…".into());
+                        let dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+                        let job = export_job(&engine, &app, format, names, dir);
+                        let tx = tx.clone();
+                        std::thread::spawn(move || {
+                            let _ = tx.send(Event::Exported(job()));
+                        });
                     }
                     Cmd::Quit => {}
                 }
@@ -208,6 +225,39 @@ pub fn run(engine: Engine, settings: Settings) -> Result<()> {
     sched.stop();
     ratatui::restore();
     result.map_err(|e| Error::Usage(format!("terminal error: {e}")))
+}
+
+/// Build and write a report off the UI thread (heatmaps may need the cache or an SVD).
+pub fn export_job(
+    engine: &Arc<Engine>,
+    app: &App,
+    format: crate::report::ReportFormat,
+    names: Vec<String>,
+    dir: PathBuf,
+) -> impl FnOnce() -> std::result::Result<PathBuf, String> + Send + 'static {
+    let engine = engine.clone();
+    let scan = app.as_scan();
+    let user = app.user.clone();
+    let (k, eps, total) = (app.k, app.epsilon, app.rows.len());
+    move || {
+        let select = |name: &str, _: usize| names.iter().any(|n| n == name);
+        let r = crate::report::build(
+            &engine,
+            &scan,
+            &user,
+            (k, eps),
+            &select,
+            &crate::report::now_rfc3339(),
+            total,
+        );
+        crate::report::write_new(
+            &dir,
+            "lorascope-report",
+            format.extension(),
+            format.render(&r).as_bytes(),
+        )
+        .map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(unix)]

@@ -12,7 +12,7 @@ use ratatui::widgets::{
 use ratatui::Frame;
 
 use super::app::{App, Pane, Popup, Prompt, SortBy, Status, Tab};
-use super::keys::{hints, BINDINGS};
+use super::keys::{hints_line, BINDINGS};
 use super::theme::Theme;
 use heatmap::HeatmapView;
 
@@ -46,6 +46,25 @@ pub fn render(app: &App, theme: &Theme, f: &mut Frame) {
     render_status(app, theme, f, status);
     match &app.popup {
         Some(Popup::Help) => render_help(theme, f, area),
+        Some(Popup::Export) => {
+            let n = app.export_set().len();
+            let r = centered(area, 50, 4);
+            f.render_widget(Clear, r);
+            f.render_widget(
+                Paragraph::new(vec![
+                    Line::from(format!(
+                        "export {n} matrix report(s) to the working folder as"
+                    )),
+                    Line::from("m Markdown · h HTML · j JSON · c CSV · Esc cancel"),
+                ])
+                .block(
+                    Block::bordered()
+                        .title(" export ")
+                        .border_style(theme.focus_border()),
+                ),
+                r,
+            );
+        }
         Some(Popup::Input { prompt, text }) => render_input(prompt, text, f, area),
         None => {}
     }
@@ -576,7 +595,7 @@ fn render_overview(app: &App, theme: &Theme, f: &mut Frame, body: Rect) {
 fn render_status(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
     let text = match &app.message {
         Some(m) => Span::styled(m.clone(), Style::new().add_modifier(Modifier::BOLD)),
-        None => Span::styled(hints().join("  "), theme.dim()),
+        None => Span::styled(hints_line(area.width as usize), theme.dim()),
     };
     f.render_widget(Paragraph::new(Line::from(text)), area);
 }

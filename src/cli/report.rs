@@ -1,0 +1,85 @@
+use std::path::Path;
+use std::process::ExitCode;
+
+use lorascope::checkpoint::Inputs;
+use lorascope::engine::{Engine, Options};
+use lorascope::flags::{self, UserState};
+use lorascope::report::{self, model::wants_section, ReportFormat};
+use lorascope::Error;
+
+use super::scan::{check_rule, default_jobs, open_cache, run_scan};
+use super::{print_warnings, ReportArgs};
+
+pub fn run(a: ReportArgs) -> Result<ExitCode, Error> {
+    check_rule(a.k, a.epsilon)?;
+    let select = a
+        .select
+        .as_deref()
+        .map(|s| {
+            regex::Regex::new(s)
+                .map_err(|e| Error::Usage(format!("invalid --select regex `{s}`: {e}")))
+        })
+        .transpose()?;
+    let inputs = Inputs::open(&a.base, &a.tuned, &a.filter.selection()?)?;
+    print_warnings(&inputs.warnings);
+    if inputs.selected().next().is_none() {
+        return Err(Error::Usage(
+            "no matrices selected: check --include/--exclude".into(),
+        ));
+    }
+    let cache = open_cache(&a.cache);
+    // The explorer's flags for this pair, so the report shows where the user overrode the rule.
+    let state = cache
+        .dir()
+        .and_then(|d| d.parent())
+        .map(|root| flags::state_path(root, &inputs));
+    let user = match state.as_deref().map(flags::load) {
+        Some(Ok(u)) => u,
+        Some(Err(e)) => {
+            eprintln!("warning: {e}");
+            UserState::default()
+        }
+        None => UserState::default(),
+    };
+    let opts = Options {
+        side: a.vectors,
+        precision: a.precision,
+        ..Options::default()
+    };
+    let engine = Engine::new(inputs, cache, opts);
+    let scan = run_scan(&engine, a.jobs.unwrap_or_else(default_jobs));
+    print_warnings(&engine.cache.take_warnings());
+    let pick =
+        |name: &str, intruders: usize| wants_section(name, intruders, &user, select.as_ref());
+    let total = engine.matrices().len();
+    let r = report::build(
+        &engine,
+        &scan,
+        &user,
+        (a.k, a.epsilon),
+        &pick,
+        &report::now_rfc3339(),
+        total,
+    );
+    let text = a.format.render(&r);
+    match a.output.as_deref() {
+        Some(p) if p == Path::new("-") => outln!("{}", text.trim_end()),
+        None if a.format != ReportFormat::Html => outln!("{}", text.trim_end()),
+        None => {
+            let dir = std::env::current_dir().map_err(|e| Error::Usage(e.to_string()))?;
+            let p = report::write_new(&dir, "lorascope-report", "html", text.as_bytes())
+                .map_err(|e| Error::file(&dir, format!("cannot write the report: {e}")))?;
+            eprintln!("wrote {}", p.display());
+        }
+        Some(p) => {
+            report::write_atomic(p, text.as_bytes())
+                .map_err(|e| Error::file(p, format!("cannot write: {e}")))?;
+            eprintln!("wrote {}", p.display());
+        }
+    }
+    Ok(if scan.failed() > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,278 @@
+//! Text reports: Markdown (tables to paste into an issue or an appendix), JSON (versioned,
+//! consistent with `scan --format json`) and CSV (one row per matrix and top vector).
+
+use std::fmt::Write;
+
+use serde_json::{json, Value};
+
+use super::model::{Report, Section};
+use super::SCHEMA_VERSION;
+
+/// Fixed formatting keeps golden files stable.
+fn f(x: f64) -> String {
+    format!("{x:.4}")
+}
+
+fn g(x: f64) -> String {
+    if x != 0.0 && (x.abs() >= 1e4 || x.abs() < 1e-3) {
+        format!("{x:.3e}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+/// Round for JSON so outputs compare across machines (c_j to 1e-6 is far below any ε step).
+fn r6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// Unicode sparkline of log σ over a shared range.
+pub fn sparkline(values: &[f64], lo: f64, hi: f64) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    values
+        .iter()
+        .map(|s| {
+            let l = s.max(1e-30).log10();
+            let t = ((l - lo) / (hi - lo).max(1e-12)).clamp(0.0, 1.0);
+            BARS[((t * 7.0).round()) as usize]
+        })
+        .collect()
+}
+
+pub fn spark_range(a: &[f64], b: &[f64]) -> (f64, f64) {
+    a.iter()
+        .chain(b)
+        .filter(|s| **s > 0.0)
+        .map(|s| s.log10())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+fn verdict(v: &super::model::VectorRow) -> &'static str {
+    match (v.intruder, v.flag.is_some()) {
+        (true, false) => "intruder",
+        (true, true) => "intruder (user flag)",
+        (false, true) => "not an intruder (user flag)",
+        (false, false) => "",
+    }
+}
+
+pub fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# lorascope report\n");
+    let _ = writeln!(
+        s,
+        "lorascope {} · {} · k = {} · ε = {} · {} singular vectors\n",
+        r.lorascope_version,
+        r.time,
+        r.k,
+        r.epsilon,
+        match r.vectors {
+            crate::spectral::Side::Left => "left",
+            crate::spectral::Side::Right => "right",
+        }
+    );
+    let _ = writeln!(
+        s,
+        "| input | path | kind | bytes | header xxh3 |\n|---|---|---|---|---|"
+    );
+    for (label, fi) in [("base", &r.base), ("tuned", &r.tuned)] {
+        let _ = writeln!(
+            s,
+            "| {label} | `{}` | {} | {} | {} |",
+            fi.path,
+            fi.kind,
+            fi.bytes,
+            fi.header_hashes.join(" ")
+        );
+    }
+    if let Some(a) = &r.adapter {
+        let sc: Vec<String> = a.scaling.iter().map(|x| format!("{x}")).collect();
+        let _ = writeln!(
+            s,
+            "\nAdapter: r = {}, lora_alpha = {}, scaling = {}, rsLoRA = {}, DoRA = {}, {} modules.",
+            a.r,
+            a.lora_alpha,
+            sc.join("/"),
+            a.use_rslora,
+            a.use_dora,
+            a.modules
+        );
+    }
+    let _ = writeln!(s, "\n## Summary\n");
+    let _ = writeln!(
+        s,
+        "**{} intruder(s)** in {} matrices ({} analysed){}.",
+        r.total_intruders,
+        r.matrices_total,
+        r.matrices_analysed,
+        if r.overrides > 0 {
+            format!(
+                "; the rule alone finds {}, the user overrode it on {} vectors",
+                r.total_rule, r.overrides
+            )
+        } else {
+            String::new()
+        }
+    );
+    for (n, e) in &r.failed {
+        let _ = writeln!(s, "\n- `{n}` could not be analysed: {e}");
+    }
+    let _ = writeln!(s, "\n| layer | intruders |\n|---|---:|");
+    for (b, n) in &r.per_layer {
+        let _ = writeln!(s, "| `{b}` | {n} |");
+    }
+    let _ = writeln!(s, "\nIntruders by ε (rule only, k = {}):\n", r.k);
+    let _ = writeln!(
+        s,
+        "| ε | {} |",
+        r.sweep
+            .iter()
+            .map(|(e, _)| format!("{e:.1}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let _ = writeln!(s, "|---|{}", "---:|".repeat(r.sweep.len()));
+    let _ = writeln!(
+        s,
+        "| intruders | {} |",
+        r.sweep
+            .iter()
+            .map(|(_, n)| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let _ = writeln!(s, "\n## Matrices\n");
+    if r.sections.is_empty() {
+        let _ = writeln!(
+            s,
+            "No matrix selected (by default: those with intruders or user flags)."
+        );
+    }
+    for m in &r.sections {
+        section_md(&mut s, m, r.k);
+    }
+    s
+}
+
+fn section_md(s: &mut String, m: &Section, k: usize) {
+    let _ = writeln!(s, "### `{}`\n", m.name);
+    let _ = writeln!(
+        s,
+        "{}×{} · {} · ‖ΔW‖/‖W0‖ = {} · effective rank of ΔW = {:.2}\n",
+        m.shape[0],
+        m.shape[1],
+        super::model::intruder_summary(&m.intruders),
+        g(m.delta_rel_norm),
+        m.delta_effective_rank
+    );
+    let n = m.sigma_tuned.len().min(32);
+    let (lo, hi) = spark_range(
+        &m.sigma_tuned[..n],
+        &m.sigma_base[..n.min(m.sigma_base.len())],
+    );
+    let _ = writeln!(
+        s,
+        "```\nlog σ, top {n}\ntuned {}\nbase  {}\n```\n",
+        sparkline(&m.sigma_tuned[..n], lo, hi),
+        sparkline(&m.sigma_base[..n.min(m.sigma_base.len())], lo, hi)
+    );
+    let _ = writeln!(s, "| j | σ tuned | σ base | σ/σ1 | c_j | best base i | σ of base i | verdict |\n|---:|---:|---:|---:|---:|---:|---:|---|");
+    for v in &m.vectors {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            v.j,
+            g(v.sigma),
+            m.sigma_base.get(v.j).map_or("".into(), |x| g(*x)),
+            f(v.sigma_ratio),
+            f(v.max_cos),
+            v.best_base_index,
+            g(v.best_base_sigma),
+            if v.j >= k && v.flag.is_none() {
+                ""
+            } else {
+                verdict(v)
+            }
+        );
+    }
+    let _ = writeln!(s);
+}
+
+pub fn json(r: &Report) -> Value {
+    let sections: Vec<Value> = r.sections.iter().map(|m| {
+        let top: Vec<_> = m.vectors.iter().filter(|v| v.j < r.k).collect();
+        json!({
+            "name": m.name,
+            "shape": m.shape,
+            "intruders": m.intruders,
+            "max_cos": top.iter().map(|v| r6(v.max_cos)).collect::<Vec<_>>(),
+            "best_base_index": top.iter().map(|v| v.best_base_index).collect::<Vec<_>>(),
+            "best_base_sigma": top.iter().map(|v| r6(v.best_base_sigma)).collect::<Vec<_>>(),
+            "sigma_tuned": top.iter().map(|v| r6(v.sigma)).collect::<Vec<_>>(),
+            "sigma_ratio": top.iter().map(|v| r6(v.sigma_ratio)).collect::<Vec<_>>(),
+            "sigma_base": m.sigma_base.iter().take(r.k).map(|x| r6(*x)).collect::<Vec<_>>(),
+            "delta_rel_norm": r6(m.delta_rel_norm),
+            "delta_effective_rank": r6(m.delta_effective_rank),
+            "rule_intruders": m.vectors.iter().filter(|v| v.rule).map(|v| v.j).collect::<Vec<_>>(),
+            "user_flags": m.vectors.iter().filter_map(|v| v.flag.map(|f| json!({"j": v.j, "intruder": f}))).collect::<Vec<_>>(),
+        })
+    }).collect();
+    json!({
+        "schema_version": SCHEMA_VERSION,
+        "lorascope_version": r.lorascope_version,
+        "time": r.time,
+        "k": r.k,
+        "epsilon": r.epsilon,
+        "vectors": r.vectors,
+        "total_intruders": r.total_intruders,
+        "total_rule_intruders": r.total_rule,
+        "user_overrides": r.overrides,
+        "matrices_total": r.matrices_total,
+        "matrices_analysed": r.matrices_analysed,
+        "failed": r.failed.iter().map(|(n, e)| json!({"name": n, "error": e})).collect::<Vec<_>>(),
+        "inputs": {"base": r.base, "tuned": r.tuned, "adapter": r.adapter},
+        "per_layer": r.per_layer.iter().map(|(b, n)| json!({"layer": b, "intruders": n})).collect::<Vec<_>>(),
+        "sweep": r.sweep.iter().map(|(e, n)| json!({"epsilon": e, "intruders": n})).collect::<Vec<_>>(),
+        "matrices": sections,
+    })
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+pub fn csv(r: &Report) -> String {
+    let mut s = String::from("matrix,rows,cols,j,sigma,sigma_base,sigma_ratio,max_cos,best_base_index,best_base_sigma,rule_intruder,user_flag,intruder,delta_rel_norm,delta_effective_rank\n");
+    for m in &r.sections {
+        for v in &m.vectors {
+            let _ = writeln!(
+                s,
+                "{},{},{},{},{:.6e},{},{:.6},{:.6},{},{:.6e},{},{},{},{:.6e},{:.4}",
+                csv_field(&m.name),
+                m.shape[0],
+                m.shape[1],
+                v.j,
+                v.sigma,
+                m.sigma_base
+                    .get(v.j)
+                    .map_or(String::new(), |x| format!("{x:.6e}")),
+                v.sigma_ratio,
+                v.max_cos,
+                v.best_base_index,
+                v.best_base_sigma,
+                v.rule,
+                v.flag.map_or(String::new(), |f| f.to_string()),
+                v.intruder,
+                m.delta_rel_norm,
+                m.delta_effective_rank
+            );
+        }
+    }
+    s
+}

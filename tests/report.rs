@@ -1,0 +1,236 @@
+//! Layer reports on the demo pair: golden Markdown / JSON / CSV (time injected), well-formed
+//! inline SVG, user flags shown where they override the rule, and the explorer's export.
+
+use std::path::Path;
+
+use lorascope::cache::Cache;
+use lorascope::checkpoint::{Inputs, Selection};
+use lorascope::engine::{Engine, Options, Scan};
+use lorascope::flags::UserState;
+use lorascope::report::{self, model::wants_section, ReportFormat};
+use lorascope::tui::{build_app, export_job};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+const TIME: &str = "2026-01-01T00:00:00Z";
+
+fn demo(dir: &Path) -> (Engine, Scan) {
+    let p = lorascope::demo::ensure(dir).unwrap();
+    let inputs = Inputs::open(&p.base, &p.lora, &Selection::default()).unwrap();
+    let e = Engine::new(inputs, Cache::disabled(), Options::default());
+    let s = e.scan(2, &|_, _, _| {});
+    (e, s)
+}
+
+fn build(e: &Engine, s: &Scan, user: &UserState, select: Option<&str>) -> report::Report {
+    let re = select.map(|s| regex::Regex::new(s).unwrap());
+    let pick = |n: &str, i: usize| wants_section(n, i, user, re.as_ref());
+    report::build(e, s, user, (10, 0.5), &pick, TIME, e.matrices().len())
+}
+
+#[test]
+fn golden_markdown_json_csv_on_the_demo() {
+    let d = tempfile::tempdir().unwrap();
+    let (e, s) = demo(d.path());
+    let mut user = UserState::default();
+    // One override each way, so the goldens show them.
+    user.flags
+        .entry("model.layers.2.mlp.down_proj.weight".into())
+        .or_default()
+        .insert(2, false);
+    user.flags
+        .entry("model.layers.0.self_attn.q_proj.weight".into())
+        .or_default()
+        .insert(0, true);
+    let r = build(
+        &e,
+        &s,
+        &user,
+        Some(r"layers\.(0\.self_attn\.q|2\.mlp\.down)_proj"),
+    );
+    assert_eq!(r.sections.len(), 2);
+    assert_eq!(r.total_rule, 30);
+    assert_eq!(
+        r.total_intruders, 30,
+        "one flag removes an intruder, the other adds one"
+    );
+    let path = d.path().to_string_lossy().into_owned();
+    insta::with_settings!({filters => vec![(path.as_str(), "[DEMO]")]}, {
+        insta::assert_snapshot!("report_md", ReportFormat::Md.render(&r));
+        insta::assert_snapshot!("report_json", ReportFormat::Json.render(&r));
+        insta::assert_snapshot!("report_csv", ReportFormat::Csv.render(&r));
+    });
+    // JSON agrees with the scan JSON's fields and numbers.
+    let j: serde_json::Value = serde_json::from_str(&ReportFormat::Json.render(&r)).unwrap();
+    let scan = report::scan_json(&e.inputs, &s, &e.opts, 10, 0.5);
+    let m = &j["matrices"][1];
+    let sm = scan["matrices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == m["name"])
+        .unwrap();
+    for (a, b) in m["max_cos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(sm["max_cos"].as_array().unwrap())
+    {
+        assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-6);
+    }
+    assert_eq!(
+        m["user_flags"],
+        serde_json::json!([{"j": 2, "intruder": false}])
+    );
+    assert!(m["rule_intruders"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!(2)));
+    assert!(!m["intruders"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!(2)));
+    // CSV: one row per (matrix, top-k vector).
+    assert_eq!(ReportFormat::Csv.render(&r).lines().count(), 1 + 2 * 10);
+}
+
+#[test]
+fn html_is_self_contained_and_every_svg_is_well_formed() {
+    let d = tempfile::tempdir().unwrap();
+    let (e, s) = demo(d.path());
+    let r = build(&e, &s, &UserState::default(), None);
+    // Default selection: the matrices with intruders (blocks 2 and 3).
+    assert_eq!(r.sections.len(), 12);
+    assert!(r.sections.iter().all(|m| !m.intruders.is_empty()));
+    let html = ReportFormat::Html.render(&r);
+    for bad in ["<script", "http://", "https://", "@import", "url("] {
+        let outside_svg_ns = html.replace("http://www.w3.org/2000/svg", "");
+        assert!(!outside_svg_ns.contains(bad), "external reference `{bad}`");
+    }
+    let mut n = 0;
+    let mut rest = html.as_str();
+    while let Some(a) = rest.find("<svg") {
+        let b = rest[a..].find("</svg>").unwrap() + a + 6;
+        let doc =
+            roxmltree::Document::parse(&rest[a..b]).unwrap_or_else(|e| panic!("SVG {n}: {e}"));
+        assert_eq!(doc.root_element().tag_name().name(), "svg");
+        n += 1;
+        rest = &rest[b..];
+    }
+    // Per layer, count vs ε, and a spectrum and a heatmap per section.
+    assert_eq!(n, 2 + 2 * 12);
+    // Heatmap cells: 30×30 per section, titled with their value.
+    assert_eq!(html.matches("<title>i = 0, j = 0:").count(), 12);
+}
+
+#[test]
+fn explorer_export_writes_exactly_the_marked_matrices_without_overwriting() {
+    let d = tempfile::tempdir().unwrap();
+    let (e, s) = demo(d.path());
+    let e = std::sync::Arc::new(e);
+    let mut app = build_app(&e, 10, 0.5, UserState::default());
+    for (i, (_, r)) in s.results.into_iter().enumerate() {
+        app.on_done(i, r.map(std::sync::Arc::new));
+    }
+    let key = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);
+    app.on_key(key(' '));
+    app.on_key(key('j'));
+    app.on_key(key('j'));
+    app.on_key(key(' '));
+    let marked: Vec<String> = vec![app.rows[0].name.clone(), app.rows[2].name.clone()];
+    app.on_key(key('x'));
+    let cmds = app.on_key(key('j'));
+    let lorascope::tui::app::Cmd::Export(format, names) = &cmds[0] else {
+        panic!("{cmds:?}")
+    };
+    assert_eq!(*format, ReportFormat::Json);
+    assert_eq!(names, &marked);
+    let out = tempfile::tempdir().unwrap();
+    let p1 = export_job(&e, &app, *format, names.clone(), out.path().to_path_buf())().unwrap();
+    let p2 = export_job(&e, &app, *format, names.clone(), out.path().to_path_buf())().unwrap();
+    assert_eq!(p1.file_name().unwrap(), "lorascope-report.json");
+    assert_eq!(
+        p2.file_name().unwrap(),
+        "lorascope-report-2.json",
+        "never overwrites"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p1).unwrap()).unwrap();
+    let got: Vec<&str> = j["matrices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, marked);
+    assert_eq!(
+        j["total_intruders"], 30,
+        "the summary still covers the whole model"
+    );
+}
+
+#[test]
+fn report_command_writes_stdout_or_new_files_and_reads_the_explorers_flags() {
+    let d = tempfile::tempdir().unwrap();
+    let p = lorascope::demo::ensure(d.path()).unwrap();
+    let run = |args: &[&str], cwd: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lorascope"))
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+    };
+    let cache = d.path().join("cache");
+    let (base, lora) = (p.base.to_str().unwrap(), p.lora.to_str().unwrap());
+    let c = cache.to_str().unwrap();
+    // A flag saved by the explorer for this pair shows up in the report.
+    let inputs = Inputs::open(&p.base, &p.lora, &Selection::default()).unwrap();
+    let mut user = UserState::default();
+    user.flags
+        .entry("model.layers.3.mlp.up_proj.weight".into())
+        .or_default()
+        .insert(0, true);
+    lorascope::flags::save(&lorascope::flags::state_path(&cache, &inputs), &user).unwrap();
+    let o = run(
+        &["report", base, lora, "--format", "json", "--cache-dir", c],
+        d.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["user_overrides"], 1);
+    assert_eq!(j["total_rule_intruders"], 30);
+    // HTML without -o goes to a new file in the working folder, never over an existing one.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("lorascope-report.html"), "mine").unwrap();
+    let o = run(
+        &["report", base, lora, "--format", "html", "--cache-dir", c],
+        work.path(),
+    );
+    assert!(o.status.success());
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("lorascope-report.html")).unwrap(),
+        "mine"
+    );
+    assert!(
+        std::fs::read_to_string(work.path().join("lorascope-report-2.html"))
+            .unwrap()
+            .starts_with("<!DOCTYPE html>")
+    );
+    let o = run(
+        &[
+            "report",
+            base,
+            lora,
+            "--format",
+            "csv",
+            "-o",
+            "out.csv",
+            "--cache-dir",
+            c,
+        ],
+        work.path(),
+    );
+    assert!(o.status.success());
+    assert!(std::fs::read_to_string(work.path().join("out.csv"))
+        .unwrap()
+        .starts_with("matrix,rows,cols,j,"));
+}
