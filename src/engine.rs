@@ -156,6 +156,13 @@ impl Engine {
             Role::Base => self.inputs.base_matrix::<T>(pair)?,
             Role::Tuned => self.inputs.tuned_matrix::<T>(pair)?,
         };
+        // The base needs every vector: the Gram route does that in about half the time where
+        // it is accurate, and declines otherwise.
+        if matches!(role, Role::Base) {
+            if let Some(d) = spectral::decompose_gram(&w, self.opts.side, keep, self.opts.par)? {
+                return Ok(d);
+            }
+        }
         spectral::decompose(&w, self.opts.side, keep, self.opts.par)
     }
 

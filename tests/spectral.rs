@@ -234,3 +234,58 @@ fn non_finite_weights_are_an_error_naming_the_position() {
         .to_string();
     assert!(e.contains("row 1, column 1"), "{e}");
 }
+
+#[test]
+fn gram_route_matches_the_svd_and_declines_where_it_would_be_inaccurate() {
+    let mut rng = Rng(8);
+    for (m, n, side) in [
+        (60, 60, Side::Left),
+        (40, 90, Side::Left),
+        (90, 40, Side::Right),
+    ] {
+        let w0 = gaussian(&mut rng, m, n);
+        let mut w = w0.clone();
+        w.data
+            .iter_mut()
+            .for_each(|x| *x += 0.05 * rng.normal() / (n as f64).sqrt());
+        let svd = spectral::decompose(&w0, side, usize::MAX, Par::Seq).unwrap();
+        let gram = spectral::decompose_gram(&w0, side, usize::MAX, Par::Seq)
+            .unwrap()
+            .expect("well conditioned");
+        assert_eq!((gram.dim, gram.keep), (svd.dim, svd.keep));
+        for (a, b) in gram.sigma.iter().zip(&svd.sigma) {
+            assert!((a - b).abs() < 1e-10 * svd.sigma[0], "{a} vs {b}");
+        }
+        // Same c_j and best matches for a fine-tune of it.
+        let tuned = spectral::decompose(&w, side, 10, Par::Seq).unwrap();
+        let (a, b) = (
+            spectral::best_matches(&svd, &tuned),
+            spectral::best_matches(&gram, &tuned),
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x.0 - y.0).abs() < 1e-6 && x.1 == y.1, "{x:?} vs {y:?}");
+        }
+    }
+    // The vectors' side is the larger one: declined.
+    let tall = gaussian(&mut rng, 90, 40);
+    assert!(
+        spectral::decompose_gram(&tall, Side::Left, usize::MAX, Par::Seq)
+            .unwrap()
+            .is_none()
+    );
+    // Nearly rank-deficient (σ_min/σ_max = 1e-9): declined, the SVD is used instead.
+    let u = gaussian(&mut rng, 30, 1);
+    let v = gaussian(&mut rng, 1, 30);
+    let mut w = gaussian(&mut rng, 30, 30);
+    w.data.iter_mut().for_each(|x| *x *= 1e-9);
+    for i in 0..30 {
+        for j in 0..30 {
+            w.data[i * 30 + j] += u.data[i] * v.data[j];
+        }
+    }
+    assert!(
+        spectral::decompose_gram(&w, Side::Left, usize::MAX, Par::Seq)
+            .unwrap()
+            .is_none()
+    );
+}

@@ -44,81 +44,9 @@ pub enum Command {
     Report(ReportArgs),
 }
 
-#[derive(Args, Debug)]
-pub struct ReportArgs {
-    /// Base model: a .safetensors file or a (sharded) model folder.
-    pub base: PathBuf,
-    /// Fine-tuned model, or a PEFT LoRA adapter folder.
-    pub tuned: PathBuf,
-    /// Matrices that get a detailed section [default: those with intruders or user flags].
-    #[arg(long, value_name = "REGEX")]
-    pub select: Option<String>,
-    #[arg(long, value_enum, default_value = "md")]
-    pub format: lorascope::report::ReportFormat,
-    /// Output file; `-` for stdout [default: stdout, or a new lorascope-report.html for HTML].
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    #[arg(long, default_value_t = lorascope::spectral::DEFAULT_K)]
-    pub k: usize,
-    #[arg(long, default_value_t = lorascope::spectral::DEFAULT_EPSILON)]
-    pub epsilon: f64,
-    #[command(flatten)]
-    pub filter: SelectArgs,
-    #[arg(long, value_enum, default_value = "left")]
-    pub vectors: lorascope::spectral::Side,
-    #[arg(long, value_enum, default_value = "f64")]
-    pub precision: lorascope::engine::Precision,
-    #[arg(long, value_name = "N")]
-    pub jobs: Option<usize>,
-    #[command(flatten)]
-    pub cache: CacheArgs,
-}
-
-#[derive(Args, Debug)]
-pub struct TuiArgs {
-    /// Base model: a .safetensors file or a (sharded) model folder.
-    pub base: PathBuf,
-    /// Fine-tuned model, or a PEFT LoRA adapter folder.
-    pub tuned: PathBuf,
-    #[arg(long, default_value_t = lorascope::spectral::DEFAULT_K)]
-    pub k: usize,
-    #[arg(long, default_value_t = lorascope::spectral::DEFAULT_EPSILON)]
-    pub epsilon: f64,
-    #[command(flatten)]
-    pub select: SelectArgs,
-    #[arg(long, value_enum, default_value = "left")]
-    pub vectors: lorascope::spectral::Side,
-    #[arg(long, value_enum, default_value = "f64")]
-    pub precision: lorascope::engine::Precision,
-    /// Colours: auto honours NO_COLOR and falls back to 256 colours when truecolor is not known.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub color: lorascope::tui::theme::ColorChoice,
-    /// Matrices computed at once in the background [default: cores − 1, at least 1].
-    #[arg(long, value_name = "N")]
-    pub jobs: Option<usize>,
-    #[command(flatten)]
-    pub cache: CacheArgs,
-}
-
+/// What every analysing command takes: the inputs, the rule, the selection, how to compute.
 #[derive(Args, Debug, Clone)]
-pub struct CacheArgs {
-    /// Cache location [default: $LORASCOPE_CACHE_DIR, $XDG_CACHE_HOME/lorascope, ~/.cache/lorascope].
-    #[arg(long, value_name = "DIR", global = true)]
-    pub cache_dir: Option<PathBuf>,
-    /// Neither read nor write the cache.
-    #[arg(long, global = true)]
-    pub no_cache: bool,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ScanFormat {
-    Table,
-    Json,
-    Csv,
-}
-
-#[derive(Args, Debug)]
-pub struct ScanArgs {
+pub struct AnalysisArgs {
     /// Base model: a .safetensors file or a (sharded) model folder.
     pub base: PathBuf,
     /// Fine-tuned model, or a PEFT LoRA adapter folder.
@@ -131,52 +59,87 @@ pub struct ScanArgs {
     pub epsilon: f64,
     #[command(flatten)]
     pub select: SelectArgs,
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: ScanFormat,
-    /// Also count at ε = 0.1, 0.2, …, 0.9 (from the same similarities).
-    #[arg(long)]
-    pub sweep: bool,
-    /// Exit with code 1 when the total number of intruders exceeds N.
-    #[arg(long, value_name = "N")]
-    pub fail_above: Option<usize>,
-    /// Matrices analysed at once [default: number of cores].
-    #[arg(long, value_name = "N")]
-    pub jobs: Option<usize>,
     /// Compare left (output space, the paper's rule) or right (input space) singular vectors.
     #[arg(long, value_enum, default_value = "left")]
     pub vectors: lorascope::spectral::Side,
-    /// Arithmetic of the decompositions (f32 is faster; near-tied singular vectors then move c_j by up to ~1e-3).
+    /// Arithmetic of the decompositions (f32 is faster; near-tied singular vectors then move
+    /// c_j by up to ~1e-3).
     #[arg(long, value_enum, default_value = "f64")]
     pub precision: lorascope::engine::Precision,
+    /// Matrices analysed at once [default: cores; the explorer: cores − 1].
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
 
+impl AnalysisArgs {
+    /// Defaults on given inputs (the demo).
+    pub fn on(base: PathBuf, tuned: PathBuf, cache: CacheArgs) -> AnalysisArgs {
+        AnalysisArgs {
+            base,
+            tuned,
+            k: lorascope::spectral::DEFAULT_K,
+            epsilon: lorascope::spectral::DEFAULT_EPSILON,
+            select: SelectArgs {
+                include: vec![],
+                exclude: vec![],
+            },
+            vectors: lorascope::spectral::Side::Left,
+            precision: lorascope::engine::Precision::F64,
+            jobs: None,
+            cache,
+        }
+    }
+
+    /// Check the options, open and pair the inputs, open the cache: everything that can fail
+    /// on bad input happens here, before any work or terminal.
+    pub fn engine(&self) -> Result<lorascope::engine::Engine, Error> {
+        scan::check_rule(self.k, self.epsilon)?;
+        let inputs = lorascope::checkpoint::Inputs::open(
+            &self.base,
+            &self.tuned,
+            &self.select.selection()?,
+        )?;
+        print_warnings(&inputs.warnings);
+        if inputs.selected().next().is_none() {
+            return Err(Error::Usage(
+                "no matrices selected: check --include/--exclude, or run `lorascope inspect`"
+                    .into(),
+            ));
+        }
+        let cache = scan::open_cache(&self.cache);
+        print_warnings(&cache.take_warnings());
+        let opts = lorascope::engine::Options {
+            side: self.vectors,
+            precision: self.precision,
+            ..Default::default()
+        };
+        Ok(lorascope::engine::Engine::new(inputs, cache, opts))
+    }
+}
+
 #[derive(Args, Debug)]
-pub struct DemoArgs {
-    /// Print the scans instead of opening the explorer (the default when stdout is not a terminal).
-    #[arg(long)]
-    pub scan: bool,
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+    /// Matrices that get a detailed section [default: those with intruders or user flags].
+    #[arg(long = "select", value_name = "REGEX")]
+    pub sections: Option<String>,
+    #[arg(long, value_enum, default_value = "md")]
+    pub format: lorascope::report::ReportFormat,
+    /// Output file; `-` for stdout [default: stdout, or a new lorascope-report.html for HTML].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct TuiArgs {
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+    /// Colours: auto honours NO_COLOR and falls back to 256 colours when truecolor is not known.
     #[arg(long, value_enum, default_value = "auto")]
     pub color: lorascope::tui::theme::ColorChoice,
-    #[command(flatten)]
-    pub cache: CacheArgs,
-}
-
-#[derive(Subcommand, Debug, Clone, Copy)]
-pub enum CacheAction {
-    /// Location, number of entries and size.
-    Info,
-    /// Remove every entry.
-    Clear,
-}
-
-#[derive(Args, Debug)]
-pub struct CacheCmdArgs {
-    #[command(subcommand)]
-    pub action: CacheAction,
-    #[command(flatten)]
-    pub cache: CacheArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -211,6 +174,64 @@ pub struct InspectArgs {
     pub select: SelectArgs,
     #[arg(long, value_enum, default_value = "table")]
     pub format: TextOrJson,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CacheArgs {
+    /// Cache location [default: $LORASCOPE_CACHE_DIR, $XDG_CACHE_HOME/lorascope, ~/.cache/lorascope].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Neither read nor write the cache.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Args, Debug)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ScanFormat,
+    /// Also count at ε = 0.1, 0.2, …, 0.9 (from the same similarities).
+    #[arg(long)]
+    pub sweep: bool,
+    /// Exit with code 1 when the total number of intruders exceeds N.
+    #[arg(long, value_name = "N")]
+    pub fail_above: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Print the scans instead of opening the explorer (the default when stdout is not a terminal).
+    #[arg(long)]
+    pub scan: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: lorascope::tui::theme::ColorChoice,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum CacheAction {
+    /// Location, number of entries and size.
+    Info,
+    /// Remove every entry.
+    Clear,
+}
+
+#[derive(Args, Debug)]
+pub struct CacheCmdArgs {
+    #[command(subcommand)]
+    pub action: CacheAction,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
@@ -263,20 +284,10 @@ fn demo(a: DemoArgs) -> Result<ExitCode, Error> {
         .map_err(|e| Error::file(&root, format!("cannot write the demo: {e}")))?;
     use std::io::IsTerminal;
     if !a.scan && std::io::stdout().is_terminal() {
+        let analysis = AnalysisArgs::on(paths.base, paths.lora, a.cache);
         return tui(TuiArgs {
-            base: paths.base,
-            tuned: paths.lora,
-            k: lorascope::spectral::DEFAULT_K,
-            epsilon: lorascope::spectral::DEFAULT_EPSILON,
-            select: SelectArgs {
-                include: vec![],
-                exclude: vec![],
-            },
-            vectors: lorascope::spectral::Side::Left,
-            precision: lorascope::engine::Precision::F64,
+            analysis,
             color: a.color,
-            jobs: None,
-            cache: a.cache,
         });
     }
     for (title, tuned) in [
@@ -288,24 +299,13 @@ fn demo(a: DemoArgs) -> Result<ExitCode, Error> {
             paths.base.display(),
             tuned.display()
         );
-        let args = ScanArgs {
-            base: paths.base.clone(),
-            tuned: tuned.clone(),
-            k: lorascope::spectral::DEFAULT_K,
-            epsilon: lorascope::spectral::DEFAULT_EPSILON,
-            select: SelectArgs {
-                include: vec![],
-                exclude: vec![],
-            },
+        let analysis = AnalysisArgs::on(paths.base.clone(), tuned.clone(), a.cache.clone());
+        let code = scan::run(ScanArgs {
+            analysis,
             format: ScanFormat::Table,
             sweep: false,
             fail_above: None,
-            jobs: None,
-            vectors: lorascope::spectral::Side::Left,
-            precision: lorascope::engine::Precision::F64,
-            cache: a.cache.clone(),
-        };
-        let code = scan::run(args)?;
+        })?;
         if code != ExitCode::SUCCESS {
             return Ok(code);
         }
@@ -327,41 +327,26 @@ pub fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::
 
 fn tui(a: TuiArgs) -> Result<ExitCode, Error> {
     use lorascope::tui::{self, theme::Depth, Settings};
-    scan::check_rule(a.k, a.epsilon)?;
-    let sel = a.select.selection()?;
     // Bad input fails here, before the terminal is touched.
-    let inputs = lorascope::checkpoint::Inputs::open(&a.base, &a.tuned, &sel)?;
-    print_warnings(&inputs.warnings);
-    if inputs.selected().next().is_none() {
-        return Err(Error::Usage(
-            "no matrices selected: check --include/--exclude, or run `lorascope inspect`".into(),
-        ));
-    }
-    let cache = scan::open_cache(&a.cache);
-    print_warnings(&cache.take_warnings());
-    let state_root = cache
+    let engine = a.analysis.engine()?;
+    let state_root = engine
+        .cache
         .dir()
         .and_then(|d| d.parent())
         .map(|d| d.to_path_buf());
-    let opts = lorascope::engine::Options {
-        side: a.vectors,
-        precision: a.precision,
-        ..Default::default()
-    };
-    let engine = lorascope::engine::Engine::new(inputs, cache, opts);
     let depth = Depth::detect(a.color, &|k| std::env::var(k).ok());
+    // One core stays free for the interface.
     let workers = a
+        .analysis
         .jobs
         .unwrap_or_else(|| scan::default_jobs().saturating_sub(1).max(1));
-    tui::run(
-        engine,
-        Settings {
-            k: a.k,
-            epsilon: a.epsilon,
-            depth,
-            state_root,
-            workers,
-        },
-    )?;
+    let settings = Settings {
+        k: a.analysis.k,
+        epsilon: a.analysis.epsilon,
+        depth,
+        state_root,
+        workers,
+    };
+    tui::run(engine, settings)?;
     Ok(ExitCode::SUCCESS)
 }

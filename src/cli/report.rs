@@ -1,38 +1,29 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use lorascope::checkpoint::Inputs;
-use lorascope::engine::{Engine, Options};
 use lorascope::flags::{self, UserState};
 use lorascope::report::{self, model::wants_section, ReportFormat};
 use lorascope::Error;
 
-use super::scan::{check_rule, default_jobs, open_cache, run_scan};
+use super::scan::{default_jobs, run_scan};
 use super::{print_warnings, ReportArgs};
 
 pub fn run(a: ReportArgs) -> Result<ExitCode, Error> {
-    check_rule(a.k, a.epsilon)?;
     let select = a
-        .select
+        .sections
         .as_deref()
         .map(|s| {
             regex::Regex::new(s)
                 .map_err(|e| Error::Usage(format!("invalid --select regex `{s}`: {e}")))
         })
         .transpose()?;
-    let inputs = Inputs::open(&a.base, &a.tuned, &a.filter.selection()?)?;
-    print_warnings(&inputs.warnings);
-    if inputs.selected().next().is_none() {
-        return Err(Error::Usage(
-            "no matrices selected: check --include/--exclude".into(),
-        ));
-    }
-    let cache = open_cache(&a.cache);
+    let engine = a.analysis.engine()?;
     // The explorer's flags for this pair, so the report shows where the user overrode the rule.
-    let state = cache
+    let state = engine
+        .cache
         .dir()
         .and_then(|d| d.parent())
-        .map(|root| flags::state_path(root, &inputs));
+        .map(|root| flags::state_path(root, &engine.inputs));
     let user = match state.as_deref().map(flags::load) {
         Some(Ok(u)) => u,
         Some(Err(e)) => {
@@ -41,13 +32,7 @@ pub fn run(a: ReportArgs) -> Result<ExitCode, Error> {
         }
         None => UserState::default(),
     };
-    let opts = Options {
-        side: a.vectors,
-        precision: a.precision,
-        ..Options::default()
-    };
-    let engine = Engine::new(inputs, cache, opts);
-    let scan = run_scan(&engine, a.jobs.unwrap_or_else(default_jobs));
+    let scan = run_scan(&engine, a.analysis.jobs.unwrap_or_else(default_jobs));
     print_warnings(&engine.cache.take_warnings());
     let pick =
         |name: &str, intruders: usize| wants_section(name, intruders, &user, select.as_ref());
@@ -56,7 +41,7 @@ pub fn run(a: ReportArgs) -> Result<ExitCode, Error> {
         &engine,
         &scan,
         &user,
-        (a.k, a.epsilon),
+        (a.analysis.k, a.analysis.epsilon),
         &pick,
         &report::now_rfc3339(),
         total,

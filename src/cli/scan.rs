@@ -3,8 +3,7 @@ use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lorascope::cache::Cache;
-use lorascope::checkpoint::Inputs;
-use lorascope::engine::{Engine, Options, Scan, TUNED_KEEP};
+use lorascope::engine::{Engine, Scan, TUNED_KEEP};
 use lorascope::report;
 use lorascope::Error;
 
@@ -60,25 +59,11 @@ pub fn run_scan(engine: &Engine, jobs: usize) -> Scan {
 }
 
 pub fn run(a: ScanArgs) -> Result<ExitCode, Error> {
-    check_rule(a.k, a.epsilon)?;
-    let sel = a.select.selection()?;
-    let inputs = Inputs::open(&a.base, &a.tuned, &sel)?;
-    print_warnings(&inputs.warnings);
-    if inputs.selected().next().is_none() {
-        return Err(Error::Usage(
-            "no matrices selected: check --include/--exclude, or run `lorascope inspect`".into(),
-        ));
-    }
-    let opts = Options {
-        side: a.vectors,
-        precision: a.precision,
-        ..Options::default()
-    };
-    let engine = Engine::new(inputs, open_cache(&a.cache), opts);
-    let scan = run_scan(&engine, a.jobs.unwrap_or_else(default_jobs));
+    let engine = a.analysis.engine()?;
+    let scan = run_scan(&engine, a.analysis.jobs.unwrap_or_else(default_jobs));
     print_warnings(&engine.cache.take_warnings());
     print_scan(&engine, &scan, &a);
-    let total = scan.total(a.k, a.epsilon);
+    let total = scan.total(a.analysis.k, a.analysis.epsilon);
     if scan.failed() > 0 {
         eprintln!(
             "error: {} matrices could not be analysed (see their rows)",
@@ -101,7 +86,7 @@ pub fn default_jobs() -> usize {
 }
 
 fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs) {
-    let (k, eps) = (a.k, a.epsilon);
+    let (k, eps) = (a.analysis.k, a.analysis.epsilon);
     match a.format {
         ScanFormat::Json => {
             let v = report::scan_json(&engine.inputs, scan, &engine.opts, k, eps);

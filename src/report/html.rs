@@ -460,24 +460,14 @@ td:first-child,th:first-child{text-align:left}code{font-size:.9em}.intr{color:#e
         let _ = write!(s, "<tr><td>{label}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>", escape(&fi.path), fi.kind, fi.bytes, fi.header_hashes.join(" "));
     }
     s.push_str("</table>");
-    if let Some(a) = &r.adapter {
-        let sc: Vec<String> = a.scaling.iter().map(|x| format!("{x}")).collect();
-        let _ = write!(s, "<p>Adapter: r = {}, lora_alpha = {}, scaling = {}, rsLoRA = {}, DoRA = {}, {} modules.</p>", a.r, a.lora_alpha, sc.join("/"), a.use_rslora, a.use_dora, a.modules);
+    if let Some(line) = r.adapter_line() {
+        let _ = write!(s, "<p>{}</p>", escape(&line));
     }
     let _ = write!(
         s,
-        "<h2>Summary</h2><p><b class=intr>{} intruder(s)</b> in {} matrices ({} analysed){}.</p>",
+        "<h2>Summary</h2><p><b class=intr>{} intruder(s)</b> {}</p>",
         r.total_intruders,
-        r.matrices_total,
-        r.matrices_analysed,
-        if r.overrides > 0 {
-            format!(
-                "; the rule alone finds {}, the user overrode it on {} vectors",
-                r.total_rule, r.overrides
-            )
-        } else {
-            String::new()
-        }
+        escape(&r.summary_tail())
     );
     for (n, e) in &r.failed {
         let _ = write!(

@@ -231,6 +231,38 @@ pub fn build(
     }
 }
 
+impl Report {
+    /// After the bold total: "in 36 matrices (36 analysed); the rule alone finds …".
+    pub fn summary_tail(&self) -> String {
+        let overrides = if self.overrides > 0 {
+            format!(
+                "; the rule alone finds {}, the user overrode it on {} vectors",
+                self.total_rule, self.overrides
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "in {} matrices ({} analysed){overrides}.",
+            self.matrices_total, self.matrices_analysed
+        )
+    }
+
+    pub fn adapter_line(&self) -> Option<String> {
+        let a = self.adapter.as_ref()?;
+        let sc: Vec<String> = a.scaling.iter().map(|x| format!("{x}")).collect();
+        Some(format!(
+            "Adapter: r = {}, lora_alpha = {}, scaling = {}, rsLoRA = {}, DoRA = {}, {} modules.",
+            a.r,
+            a.lora_alpha,
+            sc.join("/"),
+            a.use_rslora,
+            a.use_dora,
+            a.modules
+        ))
+    }
+}
+
 /// "none" or "2 intruder(s) (j = 0, 3)".
 pub fn intruder_summary(j: &[usize]) -> String {
     if j.is_empty() {

@@ -87,34 +87,15 @@ pub fn markdown(r: &Report) -> String {
             fi.header_hashes.join(" ")
         );
     }
-    if let Some(a) = &r.adapter {
-        let sc: Vec<String> = a.scaling.iter().map(|x| format!("{x}")).collect();
-        let _ = writeln!(
-            s,
-            "\nAdapter: r = {}, lora_alpha = {}, scaling = {}, rsLoRA = {}, DoRA = {}, {} modules.",
-            a.r,
-            a.lora_alpha,
-            sc.join("/"),
-            a.use_rslora,
-            a.use_dora,
-            a.modules
-        );
+    if let Some(line) = r.adapter_line() {
+        let _ = writeln!(s, "\n{line}");
     }
     let _ = writeln!(s, "\n## Summary\n");
     let _ = writeln!(
         s,
-        "**{} intruder(s)** in {} matrices ({} analysed){}.",
+        "**{} intruder(s)** {}",
         r.total_intruders,
-        r.matrices_total,
-        r.matrices_analysed,
-        if r.overrides > 0 {
-            format!(
-                "; the rule alone finds {}, the user overrode it on {} vectors",
-                r.total_rule, r.overrides
-            )
-        } else {
-            String::new()
-        }
+        r.summary_tail()
     );
     for (n, e) in &r.failed {
         let _ = writeln!(s, "\n- `{n}` could not be analysed: {e}");

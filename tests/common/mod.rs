@@ -98,25 +98,15 @@ pub fn write_sparse_from_header(path: &Path, header: &serde_json::Value) {
     f.set_len(8 + h.len() as u64 + end).unwrap();
 }
 
-/// splitmix64 → uniform and normal draws.
-pub struct Rng(pub u64);
+pub use lorascope::demo::Rng;
 
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    pub fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform().max(1e-300), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-    pub fn vec(&mut self, n: usize, scale: f64) -> Vec<f32> {
+/// Test data helpers on the library's deterministic RNG.
+pub trait RngExt {
+    fn vec(&mut self, n: usize, scale: f64) -> Vec<f32>;
+}
+
+impl RngExt for Rng {
+    fn vec(&mut self, n: usize, scale: f64) -> Vec<f32> {
         (0..n).map(|_| (self.normal() * scale) as f32).collect()
     }
 }
