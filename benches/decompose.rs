@@ -11,12 +11,7 @@ use lorascope::demo::Rng;
 use lorascope::spectral::{self, Side};
 
 fn gaussian(rng: &mut Rng, rows: usize, cols: usize) -> Dense<f64> {
-    let s = 1.0 / (cols as f64).sqrt();
-    Dense {
-        rows,
-        cols,
-        data: (0..rows * cols).map(|_| rng.normal() * s).collect(),
-    }
+    rng.dense(rows, cols)
 }
 
 fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {

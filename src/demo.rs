@@ -26,6 +26,15 @@ impl Rng {
     pub fn gaussian(&mut self, rows: usize, cols: usize, scale: f64) -> Mat<f64> {
         Mat::from_fn(rows, cols, |_, _| self.normal() * scale)
     }
+    /// A rows×cols matrix of N(0, 1/cols) entries (unit-scale rows), row-major.
+    pub fn dense(&mut self, rows: usize, cols: usize) -> crate::checkpoint::Dense<f64> {
+        let s = 1.0 / (cols as f64).sqrt();
+        crate::checkpoint::Dense {
+            rows,
+            cols,
+            data: (0..rows * cols).map(|_| self.normal() * s).collect(),
+        }
+    }
 }
 
 const HIDDEN: usize = 128;

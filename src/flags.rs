@@ -26,7 +26,7 @@ impl UserState {
     /// The verdict shown everywhere: the user's flag where there is one, else the rule.
     pub fn verdict(&self, matrix: &str, j: usize, c: f64, k: usize, epsilon: f64) -> bool {
         self.flag(matrix, j)
-            .unwrap_or(j < k && rule::is_intruder(c, epsilon))
+            .unwrap_or_else(|| rule::is_intruder_at(j, c, k, epsilon))
     }
 
     /// Intruder indices of a matrix under the verdict, ascending.

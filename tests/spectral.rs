@@ -9,12 +9,7 @@ use lorascope::checkpoint::Dense;
 use lorascope::spectral::{self, rule, Decomposition, Side};
 
 fn gaussian(rng: &mut Rng, rows: usize, cols: usize) -> Dense<f64> {
-    let s = 1.0 / (cols as f64).sqrt();
-    Dense {
-        rows,
-        cols,
-        data: (0..rows * cols).map(|_| rng.normal() * s).collect(),
-    }
+    rng.dense(rows, cols)
 }
 
 fn dot(a: &[f32], b: &[f64]) -> f64 {

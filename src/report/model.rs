@@ -180,7 +180,7 @@ pub fn build(
                 max_cos: v.max_cos,
                 best_base_index: v.best_base_index,
                 best_base_sigma: v.best_base_sigma,
-                rule: j < k && spectral::is_intruder(v.max_cos, epsilon),
+                rule: spectral::rule::is_intruder_at(j, v.max_cos, k, epsilon),
                 flag: user.flag(&m.name, j),
                 intruder: intr.contains(&j),
             })

@@ -8,6 +8,11 @@ pub fn is_intruder(c: f64, epsilon: f64) -> bool {
     c < epsilon
 }
 
+/// The rule for tuned vector j: among the top k, and c_j < ε.
+pub fn is_intruder_at(j: usize, c: f64, k: usize, epsilon: f64) -> bool {
+    j < k && is_intruder(c, epsilon)
+}
+
 /// Intruder indices among the first `k` of `max_cos`.
 pub fn intruders(max_cos: &[f64], k: usize, epsilon: f64) -> Vec<usize> {
     max_cos

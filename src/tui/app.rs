@@ -480,7 +480,7 @@ impl App {
                     let name = self.rows[row].name.clone();
                     if let Some(v) = r.vectors.get(self.cursor_j) {
                         let rule_says =
-                            self.cursor_j < self.k && rule::is_intruder(v.max_cos, self.epsilon);
+                            rule::is_intruder_at(self.cursor_j, v.max_cos, self.k, self.epsilon);
                         let now = !self.is_intruder(&name, self.cursor_j, v.max_cos);
                         let entry = self.user.flags.entry(name.clone()).or_default();
                         if now == rule_says {
