@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
@@ -66,19 +66,9 @@ impl KeyBuilder {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    pub hits: usize,
-    pub misses: usize,
-    pub corrupt: usize,
-}
-
 pub struct Cache {
     dir: Option<PathBuf>,
     writable: AtomicBool,
-    hits: AtomicUsize,
-    misses: AtomicUsize,
-    corrupt: AtomicUsize,
     warnings: Mutex<Vec<String>>,
 }
 
@@ -107,9 +97,6 @@ impl Cache {
         Cache {
             writable: AtomicBool::new(dir.is_some()),
             dir,
-            hits: AtomicUsize::new(0),
-            misses: AtomicUsize::new(0),
-            corrupt: AtomicUsize::new(0),
             warnings: Mutex::new(Vec::new()),
         }
     }
@@ -127,14 +114,6 @@ impl Cache {
         std::mem::take(&mut *self.warnings.lock().unwrap())
     }
 
-    pub fn stats(&self) -> Stats {
-        Stats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            corrupt: self.corrupt.load(Ordering::Relaxed),
-        }
-    }
-
     fn path(&self, key: Key) -> Option<PathBuf> {
         Some(self.dir.as_ref()?.join(format!("{}.lsd", key.hex())))
     }
@@ -143,19 +122,11 @@ impl Cache {
         let path = self.path(key)?;
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(_) => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
+            Err(_) => return None,
         };
         match decode(&bytes) {
-            Some(d) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                Some(d)
-            }
+            Some(d) => Some(d),
             None => {
-                self.corrupt.fetch_add(1, Ordering::Relaxed);
-                self.misses.fetch_add(1, Ordering::Relaxed);
                 self.warn(format!(
                     "cache entry {} is damaged (bad checksum or size); recomputing it",
                     path.display()
