@@ -287,8 +287,14 @@ fn gram_route_matches_the_svd_and_declines_where_it_would_be_inaccurate() {
 
 #[test]
 fn an_empty_matrix_is_an_error_not_a_panic() {
-    let w = Dense { rows: 0, cols: 5, data: Vec::<f64>::new() };
-    let e = spectral::decompose(&w, Side::Left, 10, Par::Seq).unwrap_err().to_string();
+    let w = Dense {
+        rows: 0,
+        cols: 5,
+        data: Vec::<f64>::new(),
+    };
+    let e = spectral::decompose(&w, Side::Left, 10, Par::Seq)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("empty matrix (0×5)"), "{e}");
     assert!(spectral::decompose_gram(&w, Side::Left, 10, Par::Seq).is_err());
     assert!(spectral::singular_values(&w, Par::Seq).is_err());

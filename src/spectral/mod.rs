@@ -46,7 +46,10 @@ impl Decomposition {
 
 fn check_finite<T: Element>(w: &Dense<T>) -> Result<()> {
     if w.rows == 0 || w.cols == 0 {
-        return Err(Error::Compute(format!("empty matrix ({}×{})", w.rows, w.cols)));
+        return Err(Error::Compute(format!(
+            "empty matrix ({}×{})",
+            w.rows, w.cols
+        )));
     }
     if let Some(pos) = w
         .data
