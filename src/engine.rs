@@ -18,6 +18,17 @@ const ALGORITHM: &str = "lorascope-svd-1";
 /// heatmap's largest view.
 pub const TUNED_KEEP: usize = 256;
 
+/// The valid range of the rule's parameters, for every face (CLI flags, explorer prompts).
+pub fn check_rule(k: usize, epsilon: f64) -> std::result::Result<(), String> {
+    if !(1..=TUNED_KEEP).contains(&k) {
+        return Err(format!("k must be between 1 and {TUNED_KEEP}, got {k}"));
+    }
+    if !(epsilon > 0.0 && epsilon <= 1.0) {
+        return Err(format!("ε (epsilon) must be in (0, 1], got {epsilon}"));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
@@ -92,6 +103,9 @@ pub struct Engine {
     pub cache: Cache,
     pub opts: Options,
     decompositions: AtomicUsize,
+    /// Content hashes per matrix: hashing reads the whole tensor, so do it once per run
+    /// (heatmaps and reports ask again after the scan).
+    keys: std::sync::Mutex<std::collections::HashMap<String, (u128, u128)>>,
 }
 
 enum Role {
@@ -106,7 +120,17 @@ impl Engine {
             cache,
             opts,
             decompositions: AtomicUsize::new(0),
+            keys: Default::default(),
         }
+    }
+
+    fn content_keys(&self, pair: &TensorPair) -> Result<(u128, u128)> {
+        if let Some(k) = self.keys.lock().unwrap().get(&pair.name) {
+            return Ok(*k);
+        }
+        let k = self.inputs.content_keys(pair)?;
+        self.keys.lock().unwrap().insert(pair.name.clone(), k);
+        Ok(k)
     }
 
     pub fn matrices(&self) -> Vec<&TensorPair> {
@@ -196,7 +220,7 @@ impl Engine {
 
     /// Both decompositions and the match of every kept tuned vector.
     pub fn decompositions_of(&self, pair: &TensorPair) -> Result<(Decomposition, Decomposition)> {
-        self.decompositions_keyed(pair, self.inputs.content_keys(pair)?)
+        self.decompositions_keyed(pair, self.content_keys(pair)?)
     }
 
     fn decompositions_keyed(
@@ -231,7 +255,7 @@ impl Engine {
         &self,
         pair: &TensorPair,
     ) -> Result<(MatrixReport, Decomposition, Decomposition)> {
-        let (base_src, tuned_src) = self.inputs.content_keys(pair)?;
+        let (base_src, tuned_src) = self.content_keys(pair)?;
         let (base, tuned) = self.decompositions_keyed(pair, (base_src, tuned_src))?;
         let delta = self.cached(self.key("delta", &[base_src, tuned_src]), || {
             let sigma = self.delta_sigma(pair)?;

@@ -521,9 +521,36 @@ fn opening_a_16_gib_sharded_model_reads_headers_only() {
         serde_json::json!({"weight_map": map}).to_string(),
     )
     .unwrap();
+    // Resident memory (Linux): touching the mapped data would fault in pages by the gigabyte.
+    let rss = || -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        statm
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 4096
+    };
+    let before = rss();
     let m = Model::open(d.path()).unwrap();
+    let grew = rss().saturating_sub(before);
     assert_eq!(m.tensors.len(), 32);
     assert!(m.total_bytes() > 16 << 30);
+    assert!(grew < 64 << 20, "opening grew RSS by {grew} bytes");
+    // The check can see data being read: decoding one 512 MiB tensor does grow it.
+    let before = rss();
+    let bytes: u64 = m
+        .bytes("model.layers.0.mlp.up_proj.weight")
+        .unwrap()
+        .iter()
+        .map(|b| *b as u64)
+        .sum();
+    assert_eq!(bytes, 0);
+    assert!(
+        rss().saturating_sub(before) > 256 << 20,
+        "the RSS probe does not see reads"
+    );
 }
 
 // ---- bad input: one line naming the file and the problem, exit 2, no panic ----

@@ -34,7 +34,15 @@ fn scan_json_has_the_documented_fields_and_counts() {
     assert_eq!(v["epsilon"], 0.5);
     assert_eq!(v["total_intruders"], 1);
     assert_eq!(v["inputs"]["tuned"]["kind"], "adapter");
-    assert_eq!(v["inputs"]["tuned"]["scaling"][0], 2.0);
+    assert_eq!(v["inputs"]["adapter"]["scaling"][0], 2.0);
+    assert_eq!(v["inputs"]["adapter"]["r"], 8);
+    assert_eq!(
+        v["inputs"]["base"]["header_hashes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let m = &v["matrices"][0];
     assert_eq!(
         m["name"],
@@ -111,7 +119,11 @@ fn table_csv_and_exit_codes() {
     // Bad options are usage errors.
     let r = lorascope(&["scan", &base, &lora, "--epsilon", "1.5"], &[]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("--epsilon must be in (0, 1]"));
+    assert!(
+        r.stderr.contains("must be in (0, 1], got 1.5"),
+        "{}",
+        r.stderr
+    );
     let r = lorascope(&["scan", &base, &lora, "--include", "nothing-matches"], &[]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("no matrices selected"));

@@ -330,6 +330,30 @@ impl Adapter {
         })
     }
 
+    /// The distinct scalings of its modules, ascending (one unless patterns differ per module).
+    pub fn scalings(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = self.modules.values().map(|m| m.scaling).collect();
+        v.sort_by(f64::total_cmp);
+        v.dedup();
+        v
+    }
+
+    /// One line for people: `r=8 lora_alpha=16 scaling=2 rslora=false dora=false …`.
+    pub fn summary(&self) -> String {
+        let c = &self.config;
+        let s: Vec<String> = self.scalings().iter().map(|x| x.to_string()).collect();
+        format!(
+            "r={} lora_alpha={} scaling={} rslora={} dora={} fan_in_fan_out={} modules={}",
+            c.r,
+            c.lora_alpha,
+            s.join("/"),
+            c.use_rslora,
+            c.use_dora,
+            c.fan_in_fan_out,
+            self.modules.len()
+        )
+    }
+
     /// The base tensor a module changes: `<module>.weight`.
     pub fn target_tensor(m: &LoraModule) -> String {
         format!("{}.weight", m.module)

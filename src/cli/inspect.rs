@@ -41,16 +41,10 @@ pub fn run(a: InspectArgs) -> Result<ExitCode, Error> {
                 inputs.tuned.format().as_str()
             );
             if let Tuned::Adapter(ad) = &inputs.tuned {
-                let c = &ad.config;
-                let scalings: std::collections::BTreeSet<String> = ad
-                    .modules
-                    .values()
-                    .map(|m| format!("{}", m.scaling))
-                    .collect();
                 outln!(
-                    "adapter: r={} lora_alpha={} scaling={} rslora={} dora={} fan_in_fan_out={} modules={} targets={}",
-                    c.r, c.lora_alpha, scalings.into_iter().collect::<Vec<_>>().join("/"),
-                    c.use_rslora, c.use_dora, c.fan_in_fan_out, ad.modules.len(), c.target_modules
+                    "adapter: {} targets={}",
+                    ad.summary(),
+                    ad.config.target_modules
                 );
             }
             let w = inputs

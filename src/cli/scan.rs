@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lorascope::cache::Cache;
-use lorascope::engine::{Engine, Scan, TUNED_KEEP};
+use lorascope::engine::{Engine, Scan};
 use lorascope::report;
 use lorascope::Error;
 
@@ -20,17 +20,7 @@ pub fn open_cache(c: &CacheArgs) -> Cache {
 }
 
 pub fn check_rule(k: usize, epsilon: f64) -> Result<(), Error> {
-    if k == 0 || k > TUNED_KEEP {
-        return Err(Error::Usage(format!(
-            "--k must be between 1 and {TUNED_KEEP}, got {k}"
-        )));
-    }
-    if !(epsilon > 0.0 && epsilon <= 1.0) {
-        return Err(Error::Usage(format!(
-            "--epsilon must be in (0, 1], got {epsilon}"
-        )));
-    }
-    Ok(())
+    lorascope::engine::check_rule(k, epsilon).map_err(Error::Usage)
 }
 
 /// Progress on stderr when it is a terminal, nothing in pipes.

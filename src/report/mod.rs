@@ -76,32 +76,10 @@ pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> std::io::Result<
 
 use serde_json::{json, Value};
 
-use crate::checkpoint::{Inputs, Tuned};
+use crate::checkpoint::Inputs;
 use crate::engine::{Options, Scan};
 
 pub const SCHEMA_VERSION: u32 = 1;
-
-pub fn inputs_json(inputs: &Inputs) -> Value {
-    let tuned = match &inputs.tuned {
-        Tuned::Model(m) => json!({"path": m.path, "kind": m.format.as_str()}),
-        Tuned::Adapter(a) => {
-            let c = &a.config;
-            let scalings: Vec<f64> = {
-                let mut v: Vec<f64> = a.modules.values().map(|m| m.scaling).collect();
-                v.sort_by(f64::total_cmp);
-                v.dedup();
-                v
-            };
-            json!({"path": a.dir, "kind": "adapter", "r": c.r, "lora_alpha": c.lora_alpha,
-                   "scaling": scalings, "use_rslora": c.use_rslora, "use_dora": c.use_dora,
-                   "modules": a.modules.len()})
-        }
-    };
-    json!({
-        "base": {"path": inputs.base.path, "kind": inputs.base.format.as_str()},
-        "tuned": tuned,
-    })
-}
 
 /// `scan --format json`.
 pub fn scan_json(inputs: &Inputs, scan: &Scan, opts: &Options, k: usize, epsilon: f64) -> Value {
@@ -128,6 +106,8 @@ pub fn scan_json(inputs: &Inputs, scan: &Scan, opts: &Options, k: usize, epsilon
             Err(e) => json!({"name": name, "error": e}),
         })
         .collect();
+    // The same description of the inputs as a report's.
+    let (base, tuned, adapter) = model::inputs_info(inputs);
     json!({
         "schema_version": SCHEMA_VERSION,
         "lorascope_version": env!("CARGO_PKG_VERSION"),
@@ -137,7 +117,7 @@ pub fn scan_json(inputs: &Inputs, scan: &Scan, opts: &Options, k: usize, epsilon
         "precision": opts.precision,
         "total_intruders": scan.total(k, epsilon),
         "failed": scan.failed(),
-        "inputs": inputs_json(inputs),
+        "inputs": {"base": base, "tuned": tuned, "adapter": adapter},
         "per_layer": scan.per_layer(k, epsilon).into_iter()
             .map(|(b, n)| json!({"layer": b, "intruders": n})).collect::<Vec<_>>(),
         "sweep": scan.sweep(k).into_iter()

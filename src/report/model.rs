@@ -111,13 +111,10 @@ pub fn inputs_info(inputs: &Inputs) -> (FileInfo, FileInfo, Option<AdapterInfo>)
             (base, file_info(&m.path, m.format.as_str(), &files), None)
         }
         Tuned::Adapter(a) => {
-            let mut scaling: Vec<f64> = a.modules.values().map(|m| m.scaling).collect();
-            scaling.sort_by(f64::total_cmp);
-            scaling.dedup();
             let info = AdapterInfo {
                 r: a.config.r,
                 lora_alpha: a.config.lora_alpha,
-                scaling,
+                scaling: a.scalings(),
                 use_rslora: a.config.use_rslora,
                 use_dora: a.config.use_dora,
                 modules: a.modules.len(),

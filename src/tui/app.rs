@@ -8,7 +8,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent};
 use regex::Regex;
 
 use super::keys::{action_for, Action};
-use crate::engine::{MatrixReport, TUNED_KEEP};
+use crate::engine::MatrixReport;
 use crate::spectral::rule;
 
 #[derive(Debug, Clone)]
@@ -548,24 +548,27 @@ impl App {
                     self.message = Some("no matrix matches the filter".into());
                 }
             }
-            Prompt::Epsilon => match text.trim().parse::<f64>() {
-                Ok(e) if e > 0.0 && e <= 1.0 => {
-                    self.epsilon = e;
-                    self.refresh_visible();
+            Prompt::Epsilon | Prompt::K => {
+                let (k, epsilon) = match prompt {
+                    Prompt::Epsilon => (Ok(self.k), text.trim().parse::<f64>().map_err(|_| ())),
+                    _ => (
+                        text.trim().parse::<usize>().map_err(|_| ()),
+                        Ok(self.epsilon),
+                    ),
+                };
+                let checked = match (k, epsilon) {
+                    (Ok(k), Ok(e)) => crate::engine::check_rule(k, e).map(|_| (k, e)),
+                    _ => Err(format!("not a number: `{text}`")),
+                };
+                match checked {
+                    Ok((k, e)) => {
+                        self.k = k;
+                        self.epsilon = e;
+                        self.refresh_visible();
+                    }
+                    Err(m) => self.message = Some(m),
                 }
-                _ => self.message = Some(format!("ε must be a number in (0, 1], got `{text}`")),
-            },
-            Prompt::K => match text.trim().parse::<usize>() {
-                Ok(k) if (1..=TUNED_KEEP).contains(&k) => {
-                    self.k = k;
-                    self.refresh_visible();
-                }
-                _ => {
-                    self.message = Some(format!(
-                        "k must be a whole number in 1..={TUNED_KEEP}, got `{text}`"
-                    ))
-                }
-            },
+            }
         }
     }
 

@@ -77,19 +77,7 @@ pub fn build_app(engine: &Engine, k: usize, epsilon: f64, user: UserState) -> Ap
         ),
     ];
     if let Tuned::Adapter(a) = &inp.tuned {
-        let s: std::collections::BTreeSet<String> = a
-            .modules
-            .values()
-            .map(|m| format!("{}", m.scaling))
-            .collect();
-        inputs.push(format!(
-            "adapter r={} α={} scaling={} rslora={} dora={}",
-            a.config.r,
-            a.config.lora_alpha,
-            s.into_iter().collect::<Vec<_>>().join("/"),
-            a.config.use_rslora,
-            a.config.use_dora
-        ));
+        inputs.push(format!("adapter {}", a.summary()));
     }
     App::new(rows, format!("{base} → {tuned}"), inputs, k, epsilon, user)
 }
