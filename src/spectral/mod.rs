@@ -4,6 +4,7 @@
 //! decomposition here runs on that zero-copy view: U of W is V of Wᵀ.
 
 pub mod rule;
+pub mod topk;
 
 use faer::diag::Diag;
 use faer::dyn_stack::{MemBuffer, MemStack};
@@ -44,7 +45,7 @@ impl Decomposition {
     }
 }
 
-fn check_finite<T: Element>(w: &Dense<T>) -> Result<()> {
+pub(crate) fn check_finite<T: Element>(w: &Dense<T>) -> Result<()> {
     if w.rows == 0 || w.cols == 0 {
         return Err(Error::Compute(format!(
             "empty matrix ({}×{})",

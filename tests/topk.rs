@@ -1,0 +1,257 @@
+//! The fast paths against the exact SVD: the tuned top-k by block Krylov (dense matrices, a
+//! flat top spectrum, both sides) and the LoRA route that never forms W (square and tall, on
+//! planted updates and on the real MiniLM adapter).
+
+mod common;
+
+use common::*;
+use faer::{Mat, Par};
+use lorascope::checkpoint::{Dense, Inputs, Selection};
+use lorascope::spectral::{self, topk, Decomposition, Side};
+
+fn dense_of(m: &Mat<f64>) -> Dense<f64> {
+    Dense {
+        rows: m.nrows(),
+        cols: m.ncols(),
+        data: (0..m.nrows())
+            .flat_map(|i| (0..m.ncols()).map(move |j| m[(i, j)]))
+            .collect(),
+    }
+}
+
+fn orthogonal(rng: &mut Rng, n: usize, k: usize) -> Mat<f64> {
+    rng.gaussian(n, k, 1.0).qr().compute_thin_Q()
+}
+
+/// U·diag(s)·Vᵀ with random orthogonal factors.
+fn with_spectrum(rng: &mut Rng, m: usize, n: usize, s: &[f64]) -> Dense<f64> {
+    let p = s.len();
+    let u = orthogonal(rng, m, p);
+    let v = orthogonal(rng, n, p);
+    let us = Mat::from_fn(m, p, |i, j| u[(i, j)] * s[j]);
+    dense_of(&(us * v.transpose()))
+}
+
+/// Same σ (relative to σ₁) and same c_j against `base` as the exact SVD, for the first `keep`.
+fn assert_matches_exact(
+    fast: &Decomposition,
+    exact: &Decomposition,
+    base: &Decomposition,
+    keep: usize,
+    tol_cj: f64,
+    what: &str,
+) {
+    assert_eq!((fast.dim, fast.keep), (exact.dim, keep), "{what}");
+    for j in 0..keep {
+        let (a, b) = (fast.sigma[j], exact.sigma[j]);
+        assert!(
+            (a - b).abs() < 1e-9 * exact.sigma[0],
+            "{what} σ{j}: {a} vs {b}"
+        );
+    }
+    let (cf, ce) = (
+        spectral::best_matches(base, fast),
+        spectral::best_matches(base, exact),
+    );
+    for j in 0..keep {
+        let d = (cf[j].0 - ce[j].0).abs();
+        assert!(
+            d < tol_cj,
+            "{what} c_{j}: {} vs {} (Δ {d:e})",
+            cf[j].0,
+            ce[j].0
+        );
+    }
+    // Unit vectors, each the same as the exact one up to sign (the spectra here have no ties).
+    for j in 0..keep {
+        let dot: f64 = fast
+            .column(j)
+            .iter()
+            .zip(exact.column(j))
+            .map(|(x, y)| *x as f64 * *y as f64)
+            .sum();
+        assert!(
+            (dot.abs() - 1.0).abs() < 1e-5,
+            "{what} vector {j}: |⟨u, u*⟩| = {dot}"
+        );
+    }
+}
+
+#[test]
+fn krylov_top_k_matches_the_svd_on_gaussian_matrices_both_sides() {
+    let mut rng = Rng(11);
+    for (m, n, side) in [
+        (300, 500, Side::Left),
+        (500, 300, Side::Left),
+        (300, 500, Side::Right),
+    ] {
+        let base = rng.dense(m, n);
+        let mut w = base.clone();
+        w.data
+            .iter_mut()
+            .for_each(|x| *x += 0.3 * rng.normal() / (n as f64).sqrt());
+        let exact = spectral::decompose(&w, side, 32, Par::Seq).unwrap();
+        let b = spectral::decompose(&base, side, usize::MAX, Par::Seq).unwrap();
+        let fast = topk::dense_top(&w, side, 32, Par::Seq)
+            .unwrap()
+            .expect("converges");
+        assert_matches_exact(&fast, &exact, &b, 32, 1e-6, &format!("{m}×{n} {side:?}"));
+    }
+}
+
+#[test]
+fn krylov_top_k_is_exact_on_a_flat_top_spectrum() {
+    // 40 values within 1% of each other (gaps of 2.5e-4·σ₁), then a flat bulk at half of that:
+    // the case where a fixed number of power iterations gets c_j wrong.
+    let mut rng = Rng(12);
+    let (m, n) = (400, 400);
+    let s: Vec<f64> = (0..n)
+        .map(|i| {
+            if i < 40 {
+                1.0 - 2.5e-4 * i as f64
+            } else {
+                0.5 - 1e-4 * i as f64
+            }
+        })
+        .collect();
+    let w = with_spectrum(&mut rng, m, n, &s);
+    let mut w0 = w.clone();
+    w0.data
+        .iter_mut()
+        .for_each(|x| *x += 0.02 * rng.normal() / (n as f64).sqrt());
+    let base = spectral::decompose(&w0, Side::Left, usize::MAX, Par::Seq).unwrap();
+    let exact = spectral::decompose(&w, Side::Left, 32, Par::Seq).unwrap();
+    let fast = topk::dense_top(&w, Side::Left, 32, Par::Seq)
+        .unwrap()
+        .expect("converges");
+    assert_matches_exact(&fast, &exact, &base, 32, 1e-4, "flat top");
+}
+
+#[test]
+fn krylov_declines_when_the_wanted_vectors_are_not_few() {
+    let mut rng = Rng(13);
+    let w = rng.dense(60, 60);
+    assert!(topk::dense_top(&w, Side::Left, 32, Par::Seq)
+        .unwrap()
+        .is_none());
+}
+
+fn planted_lora(
+    rng: &mut Rng,
+    m: usize,
+    n: usize,
+    r: usize,
+) -> (Dense<f64>, Dense<f64>, Dense<f64>) {
+    // A decaying base spectrum, like real weights, and an update strong enough to intrude.
+    let p = m.min(n);
+    let s: Vec<f64> = (0..p).map(|i| 1.0 / (1.0 + 0.05 * i as f64)).collect();
+    let w0 = with_spectrum(rng, m, n, &s);
+    let b = dense_of(&rng.gaussian(m, r, 2.0 / (m as f64).sqrt()));
+    let a = dense_of(&rng.gaussian(r, n, 1.0 / (n as f64).sqrt()));
+    (w0, b, a)
+}
+
+fn merged(w0: &Dense<f64>, b: &Dense<f64>, a: &Dense<f64>, s: f64) -> Dense<f64> {
+    let bm = faer::MatRef::from_row_major_slice(&b.data, b.rows, b.cols);
+    let am = faer::MatRef::from_row_major_slice(&a.data, a.rows, a.cols);
+    let d = bm * am;
+    let mut w = w0.clone();
+    for i in 0..w.rows {
+        for j in 0..w.cols {
+            w.data[i * w.cols + j] += s * d[(i, j)];
+        }
+    }
+    w
+}
+
+#[test]
+fn lora_route_matches_the_svd_of_the_merged_matrix() {
+    let mut rng = Rng(14);
+    // Square, wide and tall (there U0 does not span R^m and the update leaves its span).
+    for (m, n, side, r, s) in [
+        (300, 300, Side::Left, 4, 2.0),
+        (240, 400, Side::Left, 8, 1.0),
+        (400, 240, Side::Left, 8, 1.0),
+        (400, 240, Side::Right, 1, 4.0),
+    ] {
+        let (w0, b, a) = planted_lora(&mut rng, m, n, r);
+        let w = merged(&w0, &b, &a, s);
+        let base = spectral::decompose(&w0, side, usize::MAX, Par::Seq).unwrap();
+        let exact = spectral::decompose(&w, side, 32, Par::Seq).unwrap();
+        let fast = topk::lora_top(&base, &w0, &b, &a, s, side, 32, Par::Seq)
+            .unwrap()
+            .expect("converges");
+        let what = format!("{m}×{n} {side:?} r={r}");
+        assert_matches_exact(&fast, &exact, &base, 32, 1e-6, &what);
+        // The planted update does intrude: some c_j is low, so the test is not vacuous.
+        let low = spectral::best_matches(&base, &exact)
+            .iter()
+            .take(10)
+            .any(|c| c.0 < 0.5);
+        assert!(low, "{what}: no intruder planted");
+    }
+}
+
+#[test]
+fn fast_paths_match_the_svd_on_the_real_minilm_checkpoints() {
+    let f = fixtures().join("minilm");
+    let base_path = f.join("base.safetensors");
+    for side in [Side::Left, Side::Right] {
+        // Full fine-tune: Krylov on the dense tuned matrix.
+        let full = Inputs::open(
+            &base_path,
+            &f.join("full-ft.safetensors"),
+            &Selection::default(),
+        )
+        .unwrap();
+        // LoRA: the route that never forms W, against the SVD of the merged matrix.
+        let lora = Inputs::open(&base_path, &f.join("lora-r8"), &Selection::default()).unwrap();
+        for p in full.selected() {
+            let w0 = full.base_matrix::<f64>(p).unwrap();
+            let base = spectral::decompose(&w0, side, usize::MAX, Par::Seq).unwrap();
+            let w = full.tuned_matrix::<f64>(p).unwrap();
+            let exact = spectral::decompose(&w, side, 32, Par::Seq).unwrap();
+            let fast = topk::dense_top(&w, side, 32, Par::Seq)
+                .unwrap()
+                .expect("converges");
+            assert_matches_cj(&fast, &exact, &base, &format!("full {} {side:?}", p.name));
+        }
+        for p in lora.selected() {
+            let w0 = lora.base_matrix::<f64>(p).unwrap();
+            let base = spectral::decompose(&w0, side, usize::MAX, Par::Seq).unwrap();
+            let w = lora.tuned_matrix::<f64>(p).unwrap();
+            let exact = spectral::decompose(&w, side, 32, Par::Seq).unwrap();
+            let lf = lora.lora_factors(p).unwrap().expect("a LoRA module");
+            let fast = topk::lora_top(&base, &w0, &lf.b, &lf.a, lf.scaling, side, 32, Par::Seq)
+                .unwrap()
+                .expect("converges");
+            assert_matches_cj(&fast, &exact, &base, &format!("lora {} {side:?}", p.name));
+        }
+    }
+}
+
+/// Real spectra have near-ties, where single vectors are ill-defined: compare σ and c_j only.
+fn assert_matches_cj(
+    fast: &Decomposition,
+    exact: &Decomposition,
+    base: &Decomposition,
+    what: &str,
+) {
+    for j in 0..fast.keep {
+        let (a, b) = (fast.sigma[j], exact.sigma[j]);
+        assert!(
+            (a - b).abs() < 1e-9 * exact.sigma[0],
+            "{what} σ{j}: {a} vs {b}"
+        );
+    }
+    let (cf, ce) = (
+        spectral::best_matches(base, fast),
+        spectral::best_matches(base, exact),
+    );
+    let worst = cf
+        .iter()
+        .zip(&ce)
+        .map(|(a, b)| (a.0 - b.0).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-4, "{what}: max |Δc_j| = {worst:e}");
+}
