@@ -9,19 +9,24 @@ use serde::Serialize;
 use crate::cache::{Cache, Key, KeyBuilder};
 use crate::checkpoint::{Element, Inputs, TensorPair};
 use crate::error::Result;
-use crate::spectral::{self, rule, Decomposition, Side};
+use crate::spectral::{self, rule, topk, Decomposition, Side};
 
 /// Bump when what a cache entry holds or how it is computed changes.
 const ALGORITHM: &str = "lorascope-svd-1";
 
-/// How many tuned singular vectors are kept and matched: enough for any k and for the
-/// heatmap's largest view.
-pub const TUNED_KEEP: usize = 256;
+/// Tuned singular vectors computed per matrix by default: the rule's k and the heatmap's
+/// default view (30) fit. `--keep` (or a larger k) asks for more.
+pub const DEFAULT_KEEP: usize = 32;
+/// The largest k and `--keep`.
+pub const MAX_KEEP: usize = 1024;
+/// From this size (the smaller dimension) on, the tuned side uses the top-k solvers instead of
+/// a full SVD. Below it a full SVD takes well under 0.1 s and gives the whole spectrum.
+pub const FAST_MIN_DIM: usize = 512;
 
 /// The valid range of the rule's parameters, for every face (CLI flags, explorer prompts).
 pub fn check_rule(k: usize, epsilon: f64) -> std::result::Result<(), String> {
-    if !(1..=TUNED_KEEP).contains(&k) {
-        return Err(format!("k must be between 1 and {TUNED_KEEP}, got {k}"));
+    if !(1..=MAX_KEEP).contains(&k) {
+        return Err(format!("k must be between 1 and {MAX_KEEP}, got {k}"));
     }
     if !(epsilon > 0.0 && epsilon <= 1.0) {
         return Err(format!("ε (epsilon) must be in (0, 1], got {epsilon}"));
@@ -42,6 +47,11 @@ pub struct Options {
     pub precision: Precision,
     /// Parallelism inside one decomposition (Seq when matrices run in parallel).
     pub par: Par,
+    /// Tuned singular vectors computed and matched per matrix (at least the rule's k).
+    pub keep: usize,
+    /// Matrices whose smaller dimension is at least this use the top-k solvers for the tuned
+    /// side; `usize::MAX` means full SVDs everywhere (the paper's method).
+    pub fast_min_dim: usize,
 }
 
 impl Default for Options {
@@ -51,6 +61,8 @@ impl Default for Options {
             // f32 SVDs move c_j of near-tied vectors by up to 1e-3 on real checkpoints.
             precision: Precision::F64,
             par: Par::Seq,
+            keep: DEFAULT_KEEP,
+            fast_min_dim: FAST_MIN_DIM,
         }
     }
 }
@@ -73,8 +85,9 @@ pub struct MatrixReport {
     /// (rows, cols) as analysed: (out, in).
     pub shape: [usize; 2],
     pub sigma_base: Vec<f64>,
+    /// All singular values for small matrices and full SVDs; the top `keep` otherwise.
     pub sigma_tuned: Vec<f64>,
-    /// The first min(TUNED_KEEP, p) tuned vectors.
+    /// The first min(keep, p) tuned vectors.
     pub vectors: Vec<VectorMatch>,
     /// ‖ΔW‖_F / ‖W0‖_F.
     pub delta_rel_norm: f64,
@@ -108,9 +121,10 @@ pub struct Engine {
     keys: std::sync::Mutex<std::collections::HashMap<String, (u128, u128)>>,
 }
 
-enum Role {
+enum Role<'a> {
     Base,
-    Tuned,
+    /// The tuned matrix, with its base's decomposition (the LoRA route works in its basis).
+    Tuned(&'a Decomposition),
 }
 
 impl Engine {
@@ -170,30 +184,46 @@ impl Engine {
         Ok(d)
     }
 
-    fn decompose_as<T: Element>(
-        &self,
-        pair: &TensorPair,
-        role: Role,
-        keep: usize,
-    ) -> Result<Decomposition> {
-        let w = match role {
-            Role::Base => self.inputs.base_matrix::<T>(pair)?,
-            Role::Tuned => self.inputs.tuned_matrix::<T>(pair)?,
-        };
-        // The base needs every vector: the Gram route does that in about half the time where
-        // it is accurate, and declines otherwise.
-        if matches!(role, Role::Base) {
-            if let Some(d) = spectral::decompose_gram(&w, self.opts.side, keep, self.opts.par)? {
-                return Ok(d);
+    fn decompose_as<T: Element>(&self, pair: &TensorPair, role: Role<'_>) -> Result<Decomposition> {
+        let (side, par) = (self.opts.side, self.opts.par);
+        let (rows, cols) = pair.dims();
+        let fast = rows.min(cols) >= self.opts.fast_min_dim;
+        match role {
+            Role::Base => {
+                let w = self.inputs.base_matrix::<T>(pair)?;
+                // The base needs every vector: the Gram route does that in about half the time
+                // where it is accurate, and declines otherwise.
+                if let Some(d) = spectral::decompose_gram(&w, side, usize::MAX, par)? {
+                    return Ok(d);
+                }
+                spectral::decompose(&w, side, usize::MAX, par)
+            }
+            Role::Tuned(base) => {
+                let keep = self.opts.keep;
+                if fast {
+                    if let Some(f) = self.inputs.lora_factors(pair)? {
+                        let w0 = self.inputs.base_matrix::<f64>(pair)?;
+                        let d = topk::lora_top(base, &w0, &f.b, &f.a, f.scaling, side, keep, par)?;
+                        if let Some(d) = d {
+                            return Ok(d);
+                        }
+                    }
+                }
+                let w = self.inputs.tuned_matrix::<T>(pair)?;
+                if fast {
+                    if let Some(d) = topk::dense_top(&w, side, keep, par)? {
+                        return Ok(d);
+                    }
+                }
+                spectral::decompose(&w, side, keep, par)
             }
         }
-        spectral::decompose(&w, self.opts.side, keep, self.opts.par)
     }
 
-    fn decompose(&self, pair: &TensorPair, role: Role, keep: usize) -> Result<Decomposition> {
+    fn decompose(&self, pair: &TensorPair, role: Role<'_>) -> Result<Decomposition> {
         match self.opts.precision {
-            Precision::F32 => self.decompose_as::<f32>(pair, role, keep),
-            Precision::F64 => self.decompose_as::<f64>(pair, role, keep),
+            Precision::F32 => self.decompose_as::<f32>(pair, role),
+            Precision::F64 => self.decompose_as::<f64>(pair, role),
         }
     }
 
@@ -233,14 +263,22 @@ impl Engine {
             Side::Right => "right",
         };
         let base = self.cached(self.key(&format!("{side}/all"), &[base_src]), || {
-            self.decompose(pair, Role::Base, usize::MAX)
+            self.decompose(pair, Role::Base)
         })?;
         let tuned = if tuned_src == base_src {
             base.clone()
         } else {
+            // Full SVDs keep the whole spectrum, the top-k solvers only the top: separate keys.
+            let (rows, cols) = pair.dims();
+            let route = if rows.min(cols) >= self.opts.fast_min_dim {
+                "top"
+            } else {
+                "svd"
+            };
+            let keep = self.opts.keep;
             self.cached(
-                self.key(&format!("{side}/top{TUNED_KEEP}"), &[tuned_src]),
-                || self.decompose(pair, Role::Tuned, TUNED_KEEP),
+                self.key(&format!("{side}/{route}{keep}"), &[tuned_src]),
+                || self.decompose(pair, Role::Tuned(&base)),
             )?
         };
         Ok((base, tuned))

@@ -6,20 +6,25 @@ mod common;
 use common::*;
 use lorascope::cache::Cache;
 use lorascope::checkpoint::{Inputs, Selection};
-use lorascope::engine::{Engine, MatrixReport, Options};
+use lorascope::engine::{Engine, MatrixReport, Options, FAST_MIN_DIM};
 use lorascope::spectral::Side;
 use std::path::Path;
 
 fn engine(base: &Path, tuned: &Path, cache: Cache, side: Side) -> Engine {
-    let inputs = Inputs::open(base, tuned, &Selection::default()).unwrap();
-    Engine::new(
-        inputs,
+    engine_with(
+        base,
+        tuned,
         cache,
         Options {
             side,
             ..Options::default()
         },
     )
+}
+
+fn engine_with(base: &Path, tuned: &Path, cache: Cache, opts: Options) -> Engine {
+    let inputs = Inputs::open(base, tuned, &Selection::default()).unwrap();
+    Engine::new(inputs, cache, opts)
 }
 
 fn reports(e: &Engine) -> Vec<MatrixReport> {
@@ -45,11 +50,25 @@ fn minilm_cj_match_the_numpy_reference() {
         ("lora-r8", f.join("lora-r8")),
         ("full-ft", f.join("full-ft.safetensors")),
     ] {
-        for (side, key) in [(Side::Left, "left"), (Side::Right, "right")] {
-            let e = engine(&f.join("base.safetensors"), &tuned, Cache::disabled(), side);
+        // 384×384 matrices take full SVDs by default; fast_min_dim = 0 forces the top-k solvers
+        // (Krylov for the full fine-tune, the route that never forms W for the adapter).
+        for (side, key, fast_min_dim) in [
+            (Side::Left, "left", FAST_MIN_DIM),
+            (Side::Right, "right", FAST_MIN_DIM),
+            (Side::Left, "left", 0),
+            (Side::Right, "right", 0),
+        ] {
+            let opts = Options {
+                side,
+                fast_min_dim,
+                ..Options::default()
+            };
+            let e = engine_with(&f.join("base.safetensors"), &tuned, Cache::disabled(), opts);
             let reps = reports(&e);
             assert_eq!(reps.len(), 2);
             for m in &reps {
+                let fast = fast_min_dim == 0;
+                assert_eq!(m.sigma_tuned.len(), if fast { 32 } else { 384 });
                 let want: Vec<f64> = serde_json::from_value(r[run][&m.name][key].clone()).unwrap();
                 let got = &m.max_cos()[..10];
                 let err = got

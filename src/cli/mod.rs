@@ -69,6 +69,14 @@ pub struct AnalysisArgs {
     /// Matrices analysed at once [default: cores; the explorer: cores − 1].
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Tuned singular vectors computed per matrix (at least k; the explorer's heatmap shows up
+    /// to this many).
+    #[arg(long, value_name = "N", default_value_t = lorascope::engine::DEFAULT_KEEP)]
+    pub keep: usize,
+    /// Full SVDs of every tuned matrix, as in the paper, instead of the top-k solvers (slow on
+    /// large matrices; the same c_j to about 1e-6; gives whole tuned spectra).
+    #[arg(long)]
+    pub full_svd: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -88,6 +96,8 @@ impl AnalysisArgs {
             vectors: lorascope::spectral::Side::Left,
             precision: lorascope::engine::Precision::F64,
             jobs: None,
+            keep: lorascope::engine::DEFAULT_KEEP,
+            full_svd: false,
             cache,
         }
     }
@@ -96,6 +106,13 @@ impl AnalysisArgs {
     /// on bad input happens here, before any work or terminal.
     pub fn engine(&self) -> Result<lorascope::engine::Engine, Error> {
         scan::check_rule(self.k, self.epsilon)?;
+        if !(1..=lorascope::engine::MAX_KEEP).contains(&self.keep) {
+            return Err(Error::Usage(format!(
+                "--keep must be between 1 and {}, got {}",
+                lorascope::engine::MAX_KEEP,
+                self.keep
+            )));
+        }
         let inputs = lorascope::checkpoint::Inputs::open(
             &self.base,
             &self.tuned,
@@ -113,6 +130,12 @@ impl AnalysisArgs {
         let opts = lorascope::engine::Options {
             side: self.vectors,
             precision: self.precision,
+            keep: self.keep.max(self.k),
+            fast_min_dim: if self.full_svd {
+                usize::MAX
+            } else {
+                lorascope::engine::FAST_MIN_DIM
+            },
             ..Default::default()
         };
         Ok(lorascope::engine::Engine::new(inputs, cache, opts))

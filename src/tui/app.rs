@@ -104,6 +104,8 @@ pub struct App {
     /// Position in `visible`.
     pub sel: usize,
     pub k: usize,
+    /// Tuned vectors the engine computes per matrix: the largest k without a restart.
+    pub keep: usize,
     pub epsilon: f64,
     pub focus: Pane,
     pub zoom: bool,
@@ -145,6 +147,7 @@ impl App {
             rows,
             sel: 0,
             k,
+            keep: crate::engine::DEFAULT_KEEP.max(k),
             epsilon,
             focus: Pane::Layers,
             zoom: false,
@@ -557,6 +560,10 @@ impl App {
                     ),
                 };
                 let checked = match (k, epsilon) {
+                    (Ok(k), Ok(_)) if k > self.keep => Err(format!(
+                        "k is at most {} here (the tuned vectors computed); restart with --keep {k}",
+                        self.keep
+                    )),
                     (Ok(k), Ok(e)) => crate::engine::check_rule(k, e).map(|_| (k, e)),
                     _ => Err(format!("not a number: `{text}`")),
                 };

@@ -79,7 +79,9 @@ pub fn build_app(engine: &Engine, k: usize, epsilon: f64, user: UserState) -> Ap
     if let Tuned::Adapter(a) = &inp.tuned {
         inputs.push(format!("adapter {}", a.summary()));
     }
-    App::new(rows, format!("{base} → {tuned}"), inputs, k, epsilon, user)
+    let mut app = App::new(rows, format!("{base} → {tuned}"), inputs, k, epsilon, user);
+    app.keep = engine.opts.keep;
+    app
 }
 
 /// Apply one event; true when the screen must be redrawn.
