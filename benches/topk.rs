@@ -102,7 +102,7 @@ fn main() {
         let base = spectral::decompose_gram(&w0, Side::Left, usize::MAX, par)
             .unwrap()
             .unwrap();
-        for r in [1usize, 16, 256] {
+        for r in [1usize, 16, 64, 256] {
             let b = dense_of(&rng.gaussian(n, r, 1.0 / (n as f64).sqrt()));
             let a = dense_of(&rng.gaussian(r, n, 1.0 / (n as f64).sqrt()));
             let s = 2.0;
@@ -116,9 +116,11 @@ fn main() {
                 }
             }
             let (t_svd, exact) = time(|| spectral::decompose(&w, Side::Left, KEEP, par).unwrap());
+            // Above MAX_PROJECTED_RANK the route declines and the engine runs Krylov on W.
             let (t_l, fast) = time(|| {
                 topk::lora_top(&base, &w0, &b, &a, s, Side::Left, KEEP, par)
                     .unwrap()
+                    .or_else(|| topk::dense_top(&w, Side::Left, KEEP, par).unwrap())
                     .expect("converged")
             });
             println!(

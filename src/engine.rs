@@ -34,6 +34,60 @@ pub fn check_rule(k: usize, epsilon: f64) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Half of the memory available now (Linux), else 4 GiB.
+pub fn default_memory_budget() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(4 << 30, |kib| kib * 1024 / 2)
+}
+
+/// A counting semaphore over bytes: matrices wait for their estimated working memory.
+struct Budget {
+    free: std::sync::Mutex<u64>,
+    freed: std::sync::Condvar,
+    total: u64,
+}
+
+struct Held<'a> {
+    budget: &'a Budget,
+    bytes: u64,
+}
+
+impl Budget {
+    fn new(total: u64) -> Budget {
+        Budget {
+            free: std::sync::Mutex::new(total),
+            freed: std::sync::Condvar::new(),
+            total,
+        }
+    }
+    /// Waits until `bytes` (at most the whole budget, so one matrix always fits) are free.
+    fn acquire(&self, bytes: u64) -> Held<'_> {
+        let bytes = bytes.min(self.total);
+        let mut free = self.free.lock().unwrap();
+        while *free < bytes {
+            free = self.freed.wait(free).unwrap();
+        }
+        *free -= bytes;
+        Held {
+            budget: self,
+            bytes,
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        *self.budget.free.lock().unwrap() += self.bytes;
+        self.budget.freed.notify_all();
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
@@ -52,6 +106,8 @@ pub struct Options {
     /// Matrices whose smaller dimension is at least this use the top-k solvers for the tuned
     /// side; `usize::MAX` means full SVDs everywhere (the paper's method).
     pub fast_min_dim: usize,
+    /// Bytes of working memory for matrices in flight together (one always runs).
+    pub memory: u64,
 }
 
 impl Default for Options {
@@ -63,6 +119,7 @@ impl Default for Options {
             par: Par::Seq,
             keep: DEFAULT_KEEP,
             fast_min_dim: FAST_MIN_DIM,
+            memory: default_memory_budget(),
         }
     }
 }
@@ -116,6 +173,7 @@ pub struct Engine {
     pub cache: Cache,
     pub opts: Options,
     decompositions: AtomicUsize,
+    budget: Budget,
     /// Content hashes per matrix: hashing reads the whole tensor, so do it once per run
     /// (heatmaps and reports ask again after the scan).
     keys: std::sync::Mutex<std::collections::HashMap<String, (u128, u128)>>,
@@ -134,6 +192,7 @@ impl Engine {
             cache,
             opts,
             decompositions: AtomicUsize::new(0),
+            budget: Budget::new(opts.memory),
             keys: Default::default(),
         }
     }
@@ -250,7 +309,26 @@ impl Engine {
 
     /// Both decompositions and the match of every kept tuned vector.
     pub fn decompositions_of(&self, pair: &TensorPair) -> Result<(Decomposition, Decomposition)> {
+        let _held = self.budget.acquire(self.memory_estimate(pair));
         self.decompositions_keyed(pair, self.content_keys(pair)?)
+    }
+
+    /// Peak working memory of analysing `pair` when nothing is cached, from the shapes: the
+    /// decoded matrix, the Gram route's copy, Gram matrix and eigenvectors, and the vectors
+    /// (the SVD fallback and the tuned side need less). Measured peaks are within this.
+    pub fn memory_estimate(&self, pair: &TensorPair) -> u64 {
+        let (m, n) = pair.dims();
+        let (m, n) = (m as u64, n as u64);
+        let p = m.min(n);
+        let d = match self.opts.side {
+            Side::Left => m,
+            Side::Right => n,
+        };
+        let scalar = match self.opts.precision {
+            Precision::F32 => 4,
+            Precision::F64 => 8,
+        };
+        scalar * (2 * m * n + 3 * p * p + d * p) + 4 * d * p
     }
 
     fn decompositions_keyed(
@@ -293,6 +371,7 @@ impl Engine {
         &self,
         pair: &TensorPair,
     ) -> Result<(MatrixReport, Decomposition, Decomposition)> {
+        let _held = self.budget.acquire(self.memory_estimate(pair));
         let (base_src, tuned_src) = self.content_keys(pair)?;
         let (base, tuned) = self.decompositions_keyed(pair, (base_src, tuned_src))?;
         let delta = self.cached(self.key("delta", &[base_src, tuned_src]), || {

@@ -237,6 +237,9 @@ fn gram_route_matches_the_svd_and_declines_where_it_would_be_inaccurate() {
         (60, 60, Side::Left),
         (40, 90, Side::Left),
         (90, 40, Side::Right),
+        // Tall on the vectors' side: U = A·V·Σ⁻¹ from the smaller Gram matrix.
+        (90, 40, Side::Left),
+        (40, 90, Side::Right),
     ] {
         let w0 = gaussian(&mut rng, m, n);
         let mut w = w0.clone();
@@ -251,6 +254,19 @@ fn gram_route_matches_the_svd_and_declines_where_it_would_be_inaccurate() {
         for (a, b) in gram.sigma.iter().zip(&svd.sigma) {
             assert!((a - b).abs() < 1e-10 * svd.sigma[0], "{a} vs {b}");
         }
+        // The same unit vectors up to sign (Gaussian spectra have no ties).
+        for j in 0..svd.keep {
+            let dot: f64 = gram
+                .column(j)
+                .iter()
+                .zip(svd.column(j))
+                .map(|(x, y)| *x as f64 * *y as f64)
+                .sum();
+            assert!(
+                (dot.abs() - 1.0).abs() < 1e-6,
+                "{m}×{n} {side:?} u_{j}: {dot}"
+            );
+        }
         // Same c_j and best matches for a fine-tune of it.
         let tuned = spectral::decompose(&w, side, 10, Par::Seq).unwrap();
         let (a, b) = (
@@ -261,13 +277,6 @@ fn gram_route_matches_the_svd_and_declines_where_it_would_be_inaccurate() {
             assert!((x.0 - y.0).abs() < 1e-6 && x.1 == y.1, "{x:?} vs {y:?}");
         }
     }
-    // The vectors' side is the larger one: declined.
-    let tall = gaussian(&mut rng, 90, 40);
-    assert!(
-        spectral::decompose_gram(&tall, Side::Left, usize::MAX, Par::Seq)
-            .unwrap()
-            .is_none()
-    );
     // Nearly rank-deficient (σ_min/σ_max = 1e-9): declined, the SVD is used instead.
     let u = gaussian(&mut rng, 30, 1);
     let v = gaussian(&mut rng, 1, 30);

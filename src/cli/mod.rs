@@ -77,8 +77,42 @@ pub struct AnalysisArgs {
     /// large matrices; the same c_j to about 1e-6; gives whole tuned spectra).
     #[arg(long)]
     pub full_svd: bool,
+    /// Working memory for the matrices in flight, e.g. 8G or 512M; matrices wait for room (one
+    /// always runs) [default: half the memory available at start].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory: Option<u64>,
     #[command(flatten)]
     pub cache: CacheArgs,
+}
+
+/// `8G`, `512M`, `1.5GiB`, `100000` (bytes); binary units.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let x: f64 = num
+        .parse()
+        .map_err(|_| format!("not a size: `{s}` (try 8G or 512M)"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("unknown unit in `{s}` (use K, M, G or T)")),
+    };
+    let bytes = x * (1u64 << shift) as f64;
+    if !(bytes >= 1.0 && bytes < 1.8e19) {
+        return Err(format!("size out of range: `{s}`"));
+    }
+    Ok(bytes as u64)
 }
 
 impl AnalysisArgs {
@@ -98,6 +132,7 @@ impl AnalysisArgs {
             jobs: None,
             keep: lorascope::engine::DEFAULT_KEEP,
             full_svd: false,
+            memory: None,
             cache,
         }
     }
@@ -136,6 +171,9 @@ impl AnalysisArgs {
             } else {
                 lorascope::engine::FAST_MIN_DIM
             },
+            memory: self
+                .memory
+                .unwrap_or_else(lorascope::engine::default_memory_budget),
             ..Default::default()
         };
         Ok(lorascope::engine::Engine::new(inputs, cache, opts))
@@ -372,4 +410,21 @@ fn tui(a: TuiArgs) -> Result<ExitCode, Error> {
     };
     tui::run(engine, settings)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("8G"), Ok(8 << 30));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("100000"), Ok(100_000));
+        assert_eq!(parse_size("2 KB"), Ok(2048));
+        assert!(parse_size("8X").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("G").unwrap_err().contains("not a size"));
+        assert!(parse_size("0").is_err());
+    }
 }

@@ -224,11 +224,14 @@ pub fn similarity(
         .collect()
 }
 
-/// Gram route for a full set of vectors on the smaller side: with A = W (left) or Wᵀ (right) of
-/// shape d×e, d ≤ e, A·Aᵀ = U·Σ²·Uᵀ, so U comes straight from a symmetric eigensolver — about
-/// half the work of an SVD. Squaring the condition number costs accuracy for small σ, so the
-/// route declines (None) when σ_min/σ_max is below `GRAM_MIN_RATIO` for this precision, or when
-/// the vectors' side is the larger one; callers then use [`decompose`].
+/// Gram route for every vector of one side, about half the work of an SVD. With A = W (left)
+/// or Wᵀ (right) of shape d×e:
+/// - d ≤ e: A·Aᵀ = U·Σ²·Uᵀ, so U comes straight from a symmetric eigensolver;
+/// - d > e (tall): Aᵀ·A = V·Σ²·Vᵀ, then U = A·V·Σ⁻¹ (the thin U, e columns).
+///
+/// Squaring the condition number costs accuracy for small σ (eigenvector errors of about
+/// ε·(σ_max/σ_i)², also what the division by σ_i amplifies), so the route declines (None) when
+/// σ_min/σ_max is below [`gram_min_ratio`] for this precision; callers then use [`decompose`].
 pub fn decompose_gram<T: Element>(
     w: &Dense<T>,
     side: Side,
@@ -236,62 +239,67 @@ pub fn decompose_gram<T: Element>(
     par: Par,
 ) -> Result<Option<Decomposition>> {
     check_finite(w)?;
-    let (m, n) = (w.rows, w.cols);
-    let (d, e) = match side {
-        Side::Left => (m, n),
-        Side::Right => (n, m),
+    // A (d × e) as a column-major copy, so the products run on contiguous columns.
+    let a = match side {
+        Side::Left => MatRef::from_row_major_slice(&w.data, w.rows, w.cols).to_owned(),
+        Side::Right => MatRef::from_column_major_slice(&w.data, w.cols, w.rows).to_owned(),
     };
-    if d > e || d == 0 {
-        return Ok(None);
-    }
-    // Column-major copies so the product runs on contiguous columns.
-    let wt = MatRef::from_column_major_slice(&w.data, n, m); // Wᵀ, n × m
-    let gram = match side {
-        Side::Left => {
-            let wc = wt.transpose().to_owned(); // W, m × n
-            let mut g = Mat::<T>::zeros(m, m);
-            faer::linalg::matmul::matmul(
-                g.as_mut(),
-                faer::Accum::Replace,
-                wc.as_ref(),
-                wt,
-                T::from_f64(1.0),
-                par,
-            );
-            g
-        }
-        Side::Right => {
-            let wc = wt.transpose().to_owned();
-            let mut g = Mat::<T>::zeros(n, n);
-            faer::linalg::matmul::matmul(
-                g.as_mut(),
-                faer::Accum::Replace,
-                wt,
-                wc.as_ref(),
-                T::from_f64(1.0),
-                par,
-            );
-            g
-        }
+    let (d, e) = (a.nrows(), a.ncols());
+    let tall = d > e;
+    let p = d.min(e);
+    let mut gram = Mat::<T>::zeros(p, p);
+    let (lhs, rhs) = if tall {
+        (a.transpose(), a.as_ref())
+    } else {
+        (a.as_ref(), a.transpose())
     };
+    faer::linalg::matmul::matmul(
+        gram.as_mut(),
+        faer::Accum::Replace,
+        lhs,
+        rhs,
+        T::from_f64(1.0),
+        par,
+    );
     let evd = gram
         .self_adjoint_eigen(faer::Side::Lower)
         .map_err(|e| Error::Compute(format!("eigendecomposition failed: {e:?}")))?;
     let (vals, vecs) = (evd.S(), evd.U());
     // Ascending → descending.
-    let sigma: Vec<f64> = (0..d)
+    let sigma: Vec<f64> = (0..p)
         .rev()
         .map(|i| Into::<f64>::into(vals[i]).max(0.0).sqrt())
         .collect();
-    let (smax, smin) = (sigma[0], sigma[d - 1]);
+    let (smax, smin) = (sigma[0], sigma[p - 1]);
     if smax == 0.0 || smin / smax < gram_min_ratio::<T>() {
         return Ok(None);
     }
-    let keep = keep.min(d);
+    let keep = keep.min(p);
+    // Eigenvectors for the `keep` largest values, descending.
+    let top = Mat::<T>::from_fn(p, keep, |i, j| vecs[(i, p - 1 - j)]);
+    let u = if tall {
+        let mut u = Mat::<T>::zeros(d, keep);
+        faer::linalg::matmul::matmul(
+            u.as_mut(),
+            faer::Accum::Replace,
+            a.as_ref(),
+            top.as_ref(),
+            T::from_f64(1.0),
+            par,
+        );
+        for j in 0..keep {
+            let inv = T::from_f64(1.0 / sigma[j]);
+            for i in 0..d {
+                u[(i, j)] *= inv;
+            }
+        }
+        u
+    } else {
+        top
+    };
     let mut vectors = Vec::with_capacity(d * keep);
     for j in 0..keep {
-        let col = d - 1 - j;
-        vectors.extend((0..d).map(|i| Into::<f64>::into(vecs[(i, col)]) as f32));
+        vectors.extend((0..d).map(|i| Into::<f64>::into(u[(i, j)]) as f32));
     }
     Ok(Some(Decomposition {
         sigma,

@@ -59,10 +59,11 @@ impl Params {
         };
         Params {
             extra: 12,
-            steps: 4,
+            // Long Krylov runs between restarts: flat (noise-like) spectra need them.
+            steps: 8,
             max_cycles: 40,
-            // c_j moves by at most about residual/gap: 1e-6, far below the 1e-4 that matters.
-            ctol: 1e-6_f64.max(100.0 * eps),
+            // c_j moves by at most about residual/gap: 1e-5, ten times below the 1e-4 asked of it.
+            ctol: 1e-5_f64.max(100.0 * eps),
             atol: 1e-12_f64.max(100.0 * eps),
         }
     }
@@ -84,12 +85,13 @@ pub fn mul<T: Element>(a: MatRef<'_, T>, b: MatRef<'_, T>, par: Par) -> Mat<T> {
     out
 }
 
-/// Columns of `z` made orthonormal and orthogonal to the (orthonormal) columns of `k`: two
-/// passes of block Gram–Schmidt, then QR. Columns that depend on the others or on `k` (an
-/// invariant subspace was found) are replaced by random directions so the block keeps its width
-/// and stays orthogonal to `k`.
+/// An orthonormal basis of the span of `z`'s columns with `k`'s (orthonormal) columns projected
+/// out, as wide as `z`: two passes of block Gram–Schmidt, then a column-pivoted QR to find the
+/// independent part (dependent columns, which appear whenever an invariant subspace is found,
+/// would otherwise feed noise or NaN into the Householder QR); the rest of the width is filled
+/// with random directions orthogonal to everything before.
 fn orthonormalize<T: Element>(k: MatRef<'_, T>, mut z: Mat<T>, rng: &mut Rng, par: Par) -> Mat<T> {
-    let project = |z: &mut Mat<T>| {
+    let project = |z: &mut Mat<T>, k: MatRef<'_, T>| {
         if k.ncols() > 0 {
             for _ in 0..2 {
                 let c = mul(k.transpose(), z.as_ref(), par);
@@ -104,32 +106,32 @@ fn orthonormalize<T: Element>(k: MatRef<'_, T>, mut z: Mat<T>, rng: &mut Rng, pa
             }
         }
     };
-    let scale: f64 = (0..z.ncols())
+    let (n, m) = (z.nrows(), z.ncols());
+    let scale: f64 = (0..m)
         .map(|j| Into::<f64>::into(z.col(j).norm_l2()))
+        .filter(|x| x.is_finite())
         .fold(0.0, f64::max);
     let scale = if scale > 0.0 { scale } else { 1.0 };
-    project(&mut z);
-    for _ in 0..4 {
-        let qr = z.qr();
-        let r = qr.thin_R();
-        let weak: Vec<usize> = (0..z.ncols())
-            .filter(|&j| {
-                // NaN counts as weak.
-                let rjj: f64 = Into::<f64>::into(r[(j, j)]).abs();
-                rjj.is_nan() || rjj <= 1e-10 * scale
-            })
-            .collect();
-        if weak.is_empty() {
-            return qr.compute_thin_Q();
-        }
-        for &j in &weak {
-            for i in 0..z.nrows() {
-                z[(i, j)] = T::from_f64(rng.normal() * scale);
-            }
-        }
-        project(&mut z);
+    project(&mut z, k);
+    let piv = z.col_piv_qr();
+    let r = piv.thin_R();
+    let rank = (0..r.nrows().min(m))
+        .take_while(|&j| {
+            let rjj: f64 = Into::<f64>::into(r[(j, j)]).abs();
+            rjj.is_finite() && rjj > 1e-10 * scale
+        })
+        .count();
+    let (order, _) = piv.P().arrays();
+    let chosen = Mat::<T>::from_fn(n, rank, |i, j| z[(i, order[j])]);
+    let q = chosen.qr().compute_thin_Q();
+    if rank == m {
+        return q;
     }
-    z.qr().compute_thin_Q()
+    let mut extra = Mat::<T>::from_fn(n, m - rank, |_, _| T::from_f64(rng.normal()));
+    let before = hcat(&[k.to_owned(), q.clone()]);
+    project(&mut extra, before.as_ref());
+    let eq = extra.qr().compute_thin_Q();
+    hcat(&[q, eq])
 }
 
 /// Ritz pairs of S on span(k) given sk = S·k: (θ descending, rotation D×D descending).
@@ -363,6 +365,9 @@ impl SymOp<f64> for Projected {
     }
 }
 
+/// Above this adapter rank [`lora_top`] declines.
+pub const MAX_PROJECTED_RANK: usize = 32;
+
 /// Top `keep` singular values and vectors of one side of W = W0 + s·B·A (B out×r, A r×in, both
 /// in the analysed layout) without forming W: solved first in the cached base's basis, then
 /// refined and verified on W·Wᵀ applied through W0, B and A.
@@ -386,6 +391,10 @@ pub fn lora_top(
         super::Side::Right => (side_view(w0, side), am.transpose(), bm.transpose()),
     };
     let (d, rank) = (x0.nrows(), l.ncols());
+    // High ranks: the update's span is too wide for a cheap start; the dense route is faster.
+    if rank > MAX_PROJECTED_RANK {
+        return Ok(None);
+    }
     if base.dim != d || base.keep != base.sigma.len() || base.keep == 0 {
         return Ok(None); // needs the base's complete set of vectors
     }
@@ -442,24 +451,122 @@ pub fn lora_top(
         .as_mut()
         .subcols_mut(lead + width, width)
         .copy_from(&es);
-    let projected_params = Params {
-        extra: start.ncols().saturating_sub(keep).max(params.extra),
-        // Only a start: the refinement on the true operator does the verified part. (Tight
-        // convergence here is slow: the eigenvectors of diagonal + low rank are rational, not
-        // polynomial, functions of the operator.)
-        ctol: 1e-3,
-        atol: 1e-9,
-        ..params
-    };
-    let Some(guess) = top_eigen(&proj, keep, Some(start.as_ref()), projected_params, par) else {
+    let Some(guess) = projected_eigen(&proj, keep, &start, par) else {
         return Ok(None);
     };
-    let guess = mul(z.as_ref(), guess.vectors.as_ref(), par);
+    let guess = mul(z.as_ref(), guess.as_ref(), par);
     let op = LowRankUpdate { x0, l, r, s };
     let refine = Params {
-        steps: 1,
+        steps: 2,
         extra: 8,
         ..params
     };
     Ok(top_eigen(&op, keep, Some(guess.as_ref()), refine, par).map(|e| to_decomposition(&e)))
+}
+
+/// Top `keep` eigenvectors of the projected operator D + low rank, by Rayleigh–Ritz on
+/// span(start, v_j, y_j) with y_j = (θ_j − D)⁻¹·(G − D)·v_j. For an exact pair y_j = v_j, and
+/// y_j's error is of the order of θ_j's, itself quadratic in v_j's: a few passes suffice where a
+/// polynomial (Krylov) method needs many, because these eigenvectors are rational functions of D.
+fn projected_eigen(g: &Projected, keep: usize, start: &Mat<f64>, par: Par) -> Option<Mat<f64>> {
+    let dim = g.dim();
+    let mut rng = Rng(0x9a0_1ec7);
+    let empty = Mat::<f64>::zeros(dim, 0);
+    let mut q = orthonormalize(empty.as_ref(), start.clone(), &mut rng, par);
+    let mut best = None;
+    for _ in 0..10 {
+        let sq = g.apply(q.as_ref(), par);
+        let (theta, rot) = rayleigh_ritz(q.as_ref(), sq.as_ref(), par)?;
+        let keep = keep.min(theta.len());
+        let top = rot.as_ref().subcols(0, keep);
+        let v = mul(q.as_ref(), top, par);
+        let sv = mul(sq.as_ref(), top, par);
+        let theta1 = theta[0].abs().max(f64::MIN_POSITIVE);
+        let tiny = 1e-13 * theta1;
+        let mut worst = 0.0f64;
+        // For low ranks, all of (θ_j − D)⁻¹·[E F] (it holds the exact eigenvector once θ_j is
+        // exact, so the error is quadratic); for higher ranks only the combination y_j.
+        let vcols = g.e.ncols() + g.f.ncols();
+        let full = vcols <= 8;
+        let per = if full { vcols } else { 1 };
+        let mut y = Mat::<f64>::zeros(dim, keep * per);
+        for j in 0..keep {
+            let mut r2 = 0.0;
+            for i in 0..dim {
+                let res = sv[(i, j)] - theta[j] * v[(i, j)];
+                r2 += res * res;
+            }
+            worst = worst.max(r2.sqrt());
+            for c in 0..per {
+                let mut n2 = 0.0;
+                for i in 0..dim {
+                    let den = theta[j] - g.d[i];
+                    let den = if den.abs() < tiny {
+                        tiny.copysign(den)
+                    } else {
+                        den
+                    };
+                    let num = if !full {
+                        sv[(i, j)] - g.d[i] * v[(i, j)]
+                    } else if c < g.e.ncols() {
+                        g.e[(i, c)]
+                    } else {
+                        g.f[(i, c - g.e.ncols())]
+                    };
+                    let yi = num / den;
+                    y[(i, j * per + c)] = yi;
+                    n2 += yi * yi;
+                }
+                // Unit columns, so that orthonormalisation judges them on equal terms.
+                let n = n2.sqrt();
+                if n > 0.0 {
+                    for i in 0..dim {
+                        y[(i, j * per + c)] /= n;
+                    }
+                }
+            }
+        }
+        best = Some(v.clone());
+        // Far below the error that the cached f32 basis leaves; the refinement sees to the rest.
+        if worst <= 1e-9 * theta1 {
+            break;
+        }
+        q = orthonormalize(empty.as_ref(), hcat(&[start.clone(), v, y]), &mut rng, par);
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orthonormalize_keeps_the_span_and_width_with_dependent_and_zero_columns() {
+        let mut rng = Rng(5);
+        let n = 200;
+        let k = orthonormalize(
+            Mat::<f64>::zeros(n, 0).as_ref(),
+            Mat::<f64>::from_fn(n, 10, |_, _| rng.normal()),
+            &mut rng,
+            Par::Seq,
+        );
+        let mut z = Mat::<f64>::from_fn(n, 40, |_, _| rng.normal());
+        for i in 0..n {
+            z[(i, 5)] = 2.0 * z[(i, 0)]; // dependent
+            z[(i, 6)] = 0.0; // zero
+            z[(i, 7)] = k[(i, 3)]; // inside span(k)
+        }
+        let q = orthonormalize(k.as_ref(), z.clone(), &mut rng, Par::Seq);
+        assert_eq!(q.ncols(), 40);
+        let qq = q.transpose() * &q - Mat::<f64>::identity(40, 40);
+        assert!(qq.norm_max() < 1e-12, "not orthonormal: {}", qq.norm_max());
+        assert!(
+            (k.transpose() * &q).norm_max() < 1e-12,
+            "not orthogonal to k"
+        );
+        // Every column of z lies in span(k, q).
+        let kq = hcat(&[k.clone(), q]);
+        let rem = &z - &kq * (kq.transpose() * &z);
+        assert!(rem.norm_max() < 1e-10, "span lost: {}", rem.norm_max());
+    }
 }
