@@ -109,7 +109,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         _ => return Err(format!("unknown unit in `{s}` (use K, M, G or T)")),
     };
     let bytes = x * (1u64 << shift) as f64;
-    if !(bytes >= 1.0 && bytes < 1.8e19) {
+    if !(1.0..1.8e19).contains(&bytes) {
         return Err(format!("size out of range: `{s}`"));
     }
     Ok(bytes as u64)
