@@ -29,7 +29,7 @@ fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing we need.
     let big = std::env::var_os("LORASCOPE_BENCH_BIG").is_some();
-    let mut sizes = vec![(768, 768), (768, 3072), (2048, 2048)];
+    let mut sizes = vec![(768, 768), (768, 3072), (3072, 768), (2048, 2048)];
     if big {
         sizes.push((4096, 4096));
     }
