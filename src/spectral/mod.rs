@@ -184,21 +184,28 @@ pub fn effective_rank(sigma: &[f64]) -> f64 {
 /// c_j = max_i |⟨base_i, tuned_j⟩| and its argmax i. Accumulated in f64.
 pub fn best_matches(base: &Decomposition, tuned: &Decomposition) -> Vec<(f64, usize)> {
     assert_eq!(base.dim, tuned.dim, "vectors of different spaces");
-    let b = base.as_mat().to_owned().map(|x| *x as f64);
     let t = tuned.as_mat().to_owned().map(|x| *x as f64);
-    let c = b.transpose() * &t; // base.keep × tuned.keep
-    (0..tuned.keep)
-        .map(|j| {
-            let mut best = (0.0f64, 0usize);
-            for i in 0..base.keep {
+    let mut best = vec![(0.0f64, 0usize); tuned.keep];
+    // Base vectors in blocks: an f64 copy of all of them would be as large as the matrix.
+    const BLOCK: usize = 512;
+    for start in (0..base.keep).step_by(BLOCK) {
+        let n = BLOCK.min(base.keep - start);
+        let b = base
+            .as_mat()
+            .subcols(start, n)
+            .to_owned()
+            .map(|x| *x as f64);
+        let c = b.transpose() * &t; // n × tuned.keep
+        for (j, bj) in best.iter_mut().enumerate() {
+            for i in 0..n {
                 let v = c[(i, j)].abs();
-                if v > best.0 {
-                    best = (v, i);
+                if v > bj.0 {
+                    *bj = (v, start + i);
                 }
             }
-            best
-        })
-        .collect()
+        }
+    }
+    best
 }
 
 /// |cos| between base vectors `0..rows` (y) and tuned vectors `0..cols` (x), row-major

@@ -416,14 +416,28 @@ pub fn lora_top(
         let qq = qr.compute_thin_Q();
         z2 = Mat::<f64>::from_fn(d, cols.len(), |i, j| qq[(i, cols[j])]);
     }
-    let z = if z2.ncols() == 0 { u0 } else { hcat(&[u0, z2]) };
+    // Z = [U0, Z2] is kept in its two parts: a copy of U0 would cost as much memory as W0.
+    let d0 = u0.ncols();
+    let vcat = |top: Mat<f64>, bottom: Mat<f64>| {
+        let t = top.nrows();
+        Mat::<f64>::from_fn(t + bottom.nrows(), top.ncols(), |i, j| {
+            if i < t {
+                top[(i, j)]
+            } else {
+                bottom[(i - t, j)]
+            }
+        })
+    };
     let x0rt = mul(x0, r.transpose(), par);
     let proj = Projected {
-        d: (0..z.ncols())
+        d: (0..d0 + z2.ncols())
             .map(|i| base.sigma.get(i).map_or(0.0, |s| s * s))
             .collect(),
-        e: mul(z.transpose(), x0rt.as_ref(), par),
-        f: mul(z.transpose(), l, par),
+        e: vcat(
+            mul(u0.transpose(), x0rt.as_ref(), par),
+            mul(z2.transpose(), x0rt.as_ref(), par),
+        ),
+        f: vcat(q, mul(z2.transpose(), l, par)),
         c: mul(r, r.transpose(), par) * faer::Scale(s * s),
         s,
     };
@@ -454,14 +468,25 @@ pub fn lora_top(
     let Some(guess) = projected_eigen(&proj, keep, &start, par) else {
         return Ok(None);
     };
-    let guess = mul(z.as_ref(), guess.as_ref(), par);
+    let mut start_w = mul(u0.as_ref(), guess.as_ref().subrows(0, d0), par);
+    drop(u0);
+    if z2.ncols() > 0 {
+        faer::linalg::matmul::matmul(
+            start_w.as_mut(),
+            Accum::Add,
+            z2.as_ref(),
+            guess.as_ref().subrows(d0, z2.ncols()),
+            1.0,
+            par,
+        );
+    }
     let op = LowRankUpdate { x0, l, r, s };
     let refine = Params {
         steps: 2,
         extra: 8,
         ..params
     };
-    Ok(top_eigen(&op, keep, Some(guess.as_ref()), refine, par).map(|e| to_decomposition(&e)))
+    Ok(top_eigen(&op, keep, Some(start_w.as_ref()), refine, par).map(|e| to_decomposition(&e)))
 }
 
 /// Top `keep` eigenvectors of the projected operator D + low rank, by Rayleigh–Ritz on
