@@ -255,3 +255,19 @@ fn assert_matches_cj(
         .fold(0.0, f64::max);
     assert!(worst < 1e-4, "{what}: max |Δc_j| = {worst:e}");
 }
+
+#[test]
+fn an_untrained_adapter_leaves_the_base_vectors() {
+    // B = 0 (PEFT's initialisation): W = W0, so every c_j is 1 and σ are the base's.
+    let mut rng = Rng(15);
+    let (w0, mut b, a) = planted_lora(&mut rng, 300, 300, 4);
+    b.data.iter_mut().for_each(|x| *x = 0.0);
+    let base = spectral::decompose(&w0, Side::Left, usize::MAX, Par::Seq).unwrap();
+    let fast = topk::lora_top(&base, &w0, &b, &a, 2.0, Side::Left, 32, Par::Seq)
+        .unwrap()
+        .expect("converges");
+    for (j, (c, i)) in spectral::best_matches(&base, &fast).into_iter().enumerate() {
+        assert!((c - 1.0).abs() < 1e-5 && i == j, "c_{j} = {c} at base {i}");
+        assert!((fast.sigma[j] - base.sigma[j]).abs() < 1e-9 * base.sigma[0]);
+    }
+}
