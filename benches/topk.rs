@@ -19,13 +19,7 @@ fn time<R>(f: impl FnOnce() -> R) -> (f64, R) {
 }
 
 fn dense_of(m: &Mat<f64>) -> Dense<f64> {
-    Dense {
-        rows: m.nrows(),
-        cols: m.ncols(),
-        data: (0..m.nrows())
-            .flat_map(|i| (0..m.ncols()).map(move |j| m[(i, j)]))
-            .collect(),
-    }
+    Dense::from_mat(m.as_ref())
 }
 
 /// Real-weight-like: σ_i = 1/(1 + 0.02 i) on random orthogonal factors, plus Gaussian noise.

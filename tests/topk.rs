@@ -10,13 +10,7 @@ use lorascope::checkpoint::{Dense, Inputs, Selection};
 use lorascope::spectral::{self, topk, Decomposition, Side};
 
 fn dense_of(m: &Mat<f64>) -> Dense<f64> {
-    Dense {
-        rows: m.nrows(),
-        cols: m.ncols(),
-        data: (0..m.nrows())
-            .flat_map(|i| (0..m.ncols()).map(move |j| m[(i, j)]))
-            .collect(),
-    }
+    Dense::from_mat(m.as_ref())
 }
 
 fn orthogonal(rng: &mut Rng, n: usize, k: usize) -> Mat<f64> {

@@ -67,6 +67,16 @@ impl<T: Copy> Dense<T> {
     pub fn at(&self, i: usize, j: usize) -> T {
         self.data[i * self.cols + j]
     }
+    /// A row-major copy of any faer matrix.
+    pub fn from_mat(m: faer::MatRef<'_, T>) -> Dense<T> {
+        Dense {
+            rows: m.nrows(),
+            cols: m.ncols(),
+            data: (0..m.nrows())
+                .flat_map(|i| (0..m.ncols()).map(move |j| m[(i, j)]))
+                .collect(),
+        }
+    }
 }
 
 impl Model {
