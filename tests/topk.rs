@@ -26,7 +26,8 @@ fn with_spectrum(rng: &mut Rng, m: usize, n: usize, s: &[f64]) -> Dense<f64> {
     dense_of(&(us * v.transpose()))
 }
 
-/// Same σ (relative to σ₁) and same c_j against `base` as the exact SVD, for the first `keep`.
+/// As [`assert_matches_cj`] (σ and c_j, here to `tol_cj`), and every vector the exact one up to
+/// sign: the spectra of these tests have no ties.
 fn assert_matches_exact(
     fast: &Decomposition,
     exact: &Decomposition,
@@ -36,26 +37,7 @@ fn assert_matches_exact(
     what: &str,
 ) {
     assert_eq!((fast.dim, fast.keep), (exact.dim, keep), "{what}");
-    for j in 0..keep {
-        let (a, b) = (fast.sigma[j], exact.sigma[j]);
-        assert!(
-            (a - b).abs() < 1e-9 * exact.sigma[0],
-            "{what} σ{j}: {a} vs {b}"
-        );
-    }
-    let (cf, ce) = (
-        spectral::best_matches(base, fast),
-        spectral::best_matches(base, exact),
-    );
-    for j in 0..keep {
-        let d = (cf[j].0 - ce[j].0).abs();
-        assert!(
-            d < tol_cj,
-            "{what} c_{j}: {} vs {} (Δ {d:e})",
-            cf[j].0,
-            ce[j].0
-        );
-    }
+    assert_matches_cj(fast, exact, base, tol_cj, what);
     // Unit vectors, each the same as the exact one up to sign (the spectra here have no ties).
     for j in 0..keep {
         let dot: f64 = fast
@@ -208,7 +190,13 @@ fn fast_paths_match_the_svd_on_the_real_minilm_checkpoints() {
             let fast = topk::dense_top(&w, side, 32, Par::Seq)
                 .unwrap()
                 .expect("converges");
-            assert_matches_cj(&fast, &exact, &base, &format!("full {} {side:?}", p.name));
+            assert_matches_cj(
+                &fast,
+                &exact,
+                &base,
+                1e-4,
+                &format!("full {} {side:?}", p.name),
+            );
         }
         for p in lora.selected() {
             let w0 = lora.base_matrix::<f64>(p).unwrap();
@@ -219,16 +207,25 @@ fn fast_paths_match_the_svd_on_the_real_minilm_checkpoints() {
             let fast = topk::lora_top(&base, &w0, &lf.b, &lf.a, lf.scaling, side, 32, Par::Seq)
                 .unwrap()
                 .expect("converges");
-            assert_matches_cj(&fast, &exact, &base, &format!("lora {} {side:?}", p.name));
+            assert_matches_cj(
+                &fast,
+                &exact,
+                &base,
+                1e-4,
+                &format!("lora {} {side:?}", p.name),
+            );
         }
     }
 }
 
-/// Real spectra have near-ties, where single vectors are ill-defined: compare σ and c_j only.
+/// Same σ (to 1e-9·σ₁) and c_j against `base` (to `tol_cj`) as the exact SVD, for every kept
+/// vector. Real spectra have near-ties, where single vectors are ill-defined: this is all that
+/// can be asked of them.
 fn assert_matches_cj(
     fast: &Decomposition,
     exact: &Decomposition,
     base: &Decomposition,
+    tol_cj: f64,
     what: &str,
 ) {
     for j in 0..fast.keep {
@@ -247,7 +244,7 @@ fn assert_matches_cj(
         .zip(&ce)
         .map(|(a, b)| (a.0 - b.0).abs())
         .fold(0.0, f64::max);
-    assert!(worst < 1e-4, "{what}: max |Δc_j| = {worst:e}");
+    assert!(worst < tol_cj, "{what}: max |Δc_j| = {worst:e}");
 }
 
 #[test]
