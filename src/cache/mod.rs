@@ -120,10 +120,9 @@ impl Cache {
 
     pub fn get(&self, key: Key) -> Option<Decomposition> {
         let path = self.path(key)?;
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(_) => return None,
-        };
+        // Mapped, not read: the vectors are copied once, straight into their buffer.
+        let file = std::fs::File::open(&path).ok()?;
+        let bytes = unsafe { memmap2::Mmap::map(&file) }.ok()?;
         match decode(&bytes) {
             Some(d) => Some(d),
             None => {
@@ -235,10 +234,13 @@ fn decode(b: &[u8]) -> Option<Decomposition> {
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
             .collect(),
-        vectors: vec
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
+        vectors: {
+            let mut v = crate::checkpoint::dtype::zeroed::<f32>(nv);
+            for (o, c) in v.iter_mut().zip(vec.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            v
+        },
         dim,
         keep,
     })

@@ -114,7 +114,7 @@ impl StFile {
             ));
         }
         let n: usize = info.shape.iter().product();
-        let mut out = vec![T::from_f64(0.0); n];
+        let mut out = dtype::zeroed::<T>(n);
         T::decode(info.dtype, self.bytes(info), &mut out)
             .map_err(|m| Error::tensor(&self.path, name, m))?;
         Ok(out)

@@ -9,6 +9,7 @@
 //! within the tie, for an exact SVD too). No convergence within `max_cycles` gives `None`, and the
 //! caller falls back to the full SVD.
 
+use faer::reborrow::{Reborrow, ReborrowMut};
 use faer::{Accum, Mat, MatRef, Par};
 
 use crate::checkpoint::Element;
@@ -113,6 +114,17 @@ fn orthonormalize<T: Element>(k: MatRef<'_, T>, mut z: Mat<T>, rng: &mut Rng, pa
         .fold(0.0, f64::max);
     let scale = if scale > 0.0 { scale } else { 1.0 };
     project(&mut z, k);
+    // The common case, full rank: a blocked Householder QR, several times faster than the
+    // pivoted one. Its diagonal tells whether the case holds.
+    let plain = z.qr();
+    let r = plain.thin_R();
+    let full_rank = (0..r.nrows().min(m)).all(|j| {
+        let rjj: f64 = Into::<f64>::into(r[(j, j)]).abs();
+        rjj.is_finite() && rjj > 1e-10 * scale
+    });
+    if full_rank && r.nrows() >= m {
+        return plain.compute_thin_Q();
+    }
     let piv = z.col_piv_qr();
     let r = piv.thin_R();
     let rank = (0..r.nrows().min(m))
@@ -400,13 +412,19 @@ pub fn lora_top(
     }
     let keep = keep.min(d.min(x0.ncols()));
     let params = Params::for_precision::<f64>();
-    let u0 = Mat::<f64>::from_fn(d, base.keep, |i, j| base.vectors[j * d + i] as f64);
+    // Products with the cached (f32) U0 run in f64, so the start is as exact as U0 itself: f32
+    // products made it 16× worse on LLaMA shapes and cost a refinement cycle.
+    let u0 = base.as_mat();
     // The part of L outside span(U0): empty when U0 is complete (wide or square matrices).
-    let q = mul(u0.transpose(), l, par);
+    let x0rt = mul(x0, r.transpose(), par);
+    // U0ᵀ·[L, X0·Rᵀ] in one pass over U0.
+    let q_e = u0t_mul(u0, hcat(&[l.to_owned(), x0rt.clone()]).as_ref(), par);
+    let q = q_e.as_ref().subcols(0, rank).to_owned();
+    let u0e = q_e.as_ref().subcols(rank, rank).to_owned();
     let mut z2 = Mat::<f64>::zeros(d, 0);
     if base.keep < d {
         let mut lp = l.to_owned();
-        faer::linalg::matmul::matmul(lp.as_mut(), Accum::Add, u0.as_ref(), q.as_ref(), -1.0, par);
+        u0_mul_add(u0, q.as_ref(), -1.0, lp.as_mut(), par);
         let lnorm: f64 = l.norm_l2();
         let qr = lp.qr();
         let rr = qr.thin_R();
@@ -428,15 +446,11 @@ pub fn lora_top(
             }
         })
     };
-    let x0rt = mul(x0, r.transpose(), par);
     let proj = Projected {
         d: (0..d0 + z2.ncols())
             .map(|i| base.sigma.get(i).map_or(0.0, |s| s * s))
             .collect(),
-        e: vcat(
-            mul(u0.transpose(), x0rt.as_ref(), par),
-            mul(z2.transpose(), x0rt.as_ref(), par),
-        ),
+        e: vcat(u0e, mul(z2.transpose(), x0rt.as_ref(), par)),
         f: vcat(q, mul(z2.transpose(), l, par)),
         c: mul(r, r.transpose(), par) * faer::Scale(s * s),
         s,
@@ -468,8 +482,14 @@ pub fn lora_top(
     let Some(guess) = projected_eigen(&proj, keep, &start, par) else {
         return Ok(None);
     };
-    let mut start_w = mul(u0.as_ref(), guess.as_ref().subrows(0, d0), par);
-    drop(u0);
+    let mut start_w = Mat::<f64>::zeros(d, guess.ncols());
+    u0_mul_add(
+        u0,
+        guess.as_ref().subrows(0, d0),
+        1.0,
+        start_w.as_mut(),
+        par,
+    );
     if z2.ncols() > 0 {
         faer::linalg::matmul::matmul(
             start_w.as_mut(),
@@ -481,12 +501,52 @@ pub fn lora_top(
         );
     }
     let op = LowRankUpdate { x0, l, r, s };
+    // The start is close: one Krylov block per cycle, so that a start that passes the test or
+    // nearly does costs one or two products with W, not three.
     let refine = Params {
-        steps: 2,
+        steps: 1,
         extra: 8,
         ..params
     };
-    Ok(top_eigen(&op, keep, Some(start_w.as_ref()), refine, par).map(|e| to_decomposition(&e)))
+    let found = top_eigen(&op, keep, Some(start_w.as_ref()), refine, par);
+    Ok(found.map(|e| to_decomposition(&e)))
+}
+
+/// Calls `f(first column, block)` over the cached U0 in blocks of columns converted to f64:
+/// the conversion's buffer stays small where a whole f64 copy would be twice the matrix.
+fn for_u0_blocks(u0: MatRef<'_, f32>, mut f: impl FnMut(usize, MatRef<'_, f64>)) {
+    const BLOCK: usize = 256;
+    let mut blk = Mat::<f64>::zeros(u0.nrows(), BLOCK);
+    for start in (0..u0.ncols()).step_by(BLOCK) {
+        let n = BLOCK.min(u0.ncols() - start);
+        let mut b = blk.as_mut().subcols_mut(0, n);
+        b.copy_from(u0.subcols(start, n).map(|x| *x as f64));
+        f(start, b.rb());
+    }
+}
+
+/// U0ᵀ·x in f64.
+fn u0t_mul(u0: MatRef<'_, f32>, x: MatRef<'_, f64>, par: Par) -> Mat<f64> {
+    let mut out = Mat::<f64>::zeros(u0.ncols(), x.ncols());
+    for_u0_blocks(u0, |start, b| {
+        let o = out.as_mut().subrows_mut(start, b.ncols());
+        faer::linalg::matmul::matmul(o, Accum::Replace, b.transpose(), x, 1.0, par);
+    });
+    out
+}
+
+/// out += alpha·U0·y in f64.
+fn u0_mul_add(
+    u0: MatRef<'_, f32>,
+    y: MatRef<'_, f64>,
+    alpha: f64,
+    mut out: faer::MatMut<'_, f64>,
+    par: Par,
+) {
+    for_u0_blocks(u0, |start, b| {
+        let ys = y.subrows(start, b.ncols());
+        faer::linalg::matmul::matmul(out.rb_mut(), Accum::Add, b, ys, alpha, par);
+    });
 }
 
 /// Top `keep` eigenvectors of the projected operator D + low rank, by Rayleigh–Ritz on
@@ -499,7 +559,7 @@ fn projected_eigen(g: &Projected, keep: usize, start: &Mat<f64>, par: Par) -> Op
     let empty = Mat::<f64>::zeros(dim, 0);
     let mut q = orthonormalize(empty.as_ref(), start.clone(), &mut rng, par);
     let mut best = None;
-    for _ in 0..10 {
+    for pass in 0..10 {
         let sq = g.apply(q.as_ref(), par);
         let (theta, rot) = rayleigh_ritz(q.as_ref(), sq.as_ref(), par)?;
         let keep = keep.min(theta.len());
@@ -552,11 +612,18 @@ fn projected_eigen(g: &Projected, keep: usize, start: &Mat<f64>, par: Par) -> Op
             }
         }
         best = Some(v.clone());
-        // Far below the error that the cached f32 basis leaves; the refinement sees to the rest.
-        if worst <= 1e-9 * theta1 {
+        // Below the error that the cached f32 basis leaves (~3e-8·θ₁); the refinement sees to
+        // the rest.
+        if worst <= 1e-8 * theta1 {
             break;
         }
-        q = orthonormalize(empty.as_ref(), hcat(&[start.clone(), v, y]), &mut rng, par);
+        // The first Ritz vectors lie in span(start): adding them would only add random fill.
+        let basis = if pass == 0 {
+            hcat(&[start.clone(), y])
+        } else {
+            hcat(&[start.clone(), v, y])
+        };
+        q = orthonormalize(empty.as_ref(), basis, &mut rng, par);
     }
     best
 }
