@@ -270,7 +270,7 @@ impl Engine {
                 }
                 let w = self.inputs.tuned_matrix::<T>(pair)?;
                 if fast {
-                    if let Some(d) = topk::dense_top(&w, side, keep, par)? {
+                    if let Some(d) = topk::dense_top(&w, side, keep, Some(base), par)? {
                         return Ok(d);
                     }
                 }

@@ -68,7 +68,7 @@ fn krylov_top_k_matches_the_svd_on_gaussian_matrices_both_sides() {
             .for_each(|x| *x += 0.3 * rng.normal() / (n as f64).sqrt());
         let exact = spectral::decompose(&w, side, 32, Par::Seq).unwrap();
         let b = spectral::decompose(&base, side, usize::MAX, Par::Seq).unwrap();
-        let fast = topk::dense_top(&w, side, 32, Par::Seq)
+        let fast = topk::dense_top(&w, side, 32, None, Par::Seq)
             .unwrap()
             .expect("converges");
         assert_matches_exact(&fast, &exact, &b, 32, 1e-6, &format!("{m}×{n} {side:?}"));
@@ -97,7 +97,7 @@ fn krylov_top_k_is_exact_on_a_flat_top_spectrum() {
         .for_each(|x| *x += 0.02 * rng.normal() / (n as f64).sqrt());
     let base = spectral::decompose(&w0, Side::Left, usize::MAX, Par::Seq).unwrap();
     let exact = spectral::decompose(&w, Side::Left, 32, Par::Seq).unwrap();
-    let fast = topk::dense_top(&w, Side::Left, 32, Par::Seq)
+    let fast = topk::dense_top(&w, Side::Left, 32, None, Par::Seq)
         .unwrap()
         .expect("converges");
     assert_matches_exact(&fast, &exact, &base, 32, 1e-4, "flat top");
@@ -107,7 +107,7 @@ fn krylov_top_k_is_exact_on_a_flat_top_spectrum() {
 fn krylov_declines_when_the_wanted_vectors_are_not_few() {
     let mut rng = Rng(13);
     let w = rng.dense(60, 60);
-    assert!(topk::dense_top(&w, Side::Left, 32, Par::Seq)
+    assert!(topk::dense_top(&w, Side::Left, 32, None, Par::Seq)
         .unwrap()
         .is_none());
 }
@@ -187,16 +187,19 @@ fn fast_paths_match_the_svd_on_the_real_minilm_checkpoints() {
             let base = spectral::decompose(&w0, side, usize::MAX, Par::Seq).unwrap();
             let w = full.tuned_matrix::<f64>(p).unwrap();
             let exact = spectral::decompose(&w, side, 32, Par::Seq).unwrap();
-            let fast = topk::dense_top(&w, side, 32, Par::Seq)
-                .unwrap()
-                .expect("converges");
-            assert_matches_cj(
-                &fast,
-                &exact,
-                &base,
-                1e-4,
-                &format!("full {} {side:?}", p.name),
-            );
+            // From a random start, and from the base's vectors as the engine starts.
+            for start in [None, Some(&base)] {
+                let fast = topk::dense_top(&w, side, 32, start, Par::Seq)
+                    .unwrap()
+                    .expect("converges");
+                assert_matches_cj(
+                    &fast,
+                    &exact,
+                    &base,
+                    1e-4,
+                    &format!("full {} {side:?} base start {}", p.name, start.is_some()),
+                );
+            }
         }
         for p in lora.selected() {
             let w0 = lora.base_matrix::<f64>(p).unwrap();

@@ -269,19 +269,27 @@ fn converged<T: Element>(u: &Mat<T>, su: &Mat<T>, theta: &[f64], p: usize, param
     })
 }
 
-/// Top `keep` singular values and vectors of one side of a dense matrix. `None` when the
-/// iteration declines or does not converge; callers then use the full SVD.
+/// Top `keep` singular values and vectors of one side of a dense matrix, starting from the
+/// base's top vectors when given (a fine-tune moves them little, so the start is close). `None`
+/// when the iteration declines or does not converge; callers then use the full SVD.
 pub fn dense_top<T: Element>(
     w: &crate::checkpoint::Dense<T>,
     side: super::Side,
     keep: usize,
+    base: Option<&super::Decomposition>,
     par: Par,
 ) -> crate::error::Result<Option<super::Decomposition>> {
     super::check_finite(w)?;
     let x = side_view(w, side);
     let keep = keep.min(x.nrows().min(x.ncols()));
+    let params = Params::for_precision::<T>();
+    let start = base.filter(|b| b.dim == x.nrows()).map(|b| {
+        let n = (keep + params.extra).min(b.keep);
+        b.as_mat().subcols(0, n).map(|v| T::from_f64(*v as f64))
+    });
     let op = Gram { x };
-    Ok(top_eigen(&op, keep, None, Params::for_precision::<T>(), par).map(|e| to_decomposition(&e)))
+    let found = top_eigen(&op, keep, start.as_ref().map(|s| s.as_ref()), params, par);
+    Ok(found.map(|e| to_decomposition(&e)))
 }
 
 /// X with the wanted vectors as its left singular vectors: W (left) or Wᵀ (right), zero-copy.
