@@ -13,6 +13,7 @@ and prints the ratios, peak anonymous memory (RSS minus mapped file pages) of ea
 largest c_j difference between lorascope and NumPy.
 
 Usage: scripts/bench_7b.py [--dir /tmp/lorascope-7b] [--blocks 2] [--paper-matrices N]
+                          [--reuse-cache] [--paper-sample]
 Needs numpy and a release build (cargo build --release). Takes tens of minutes; not run in CI.
 """
 import argparse, json, os, shutil, subprocess, sys, time
@@ -68,25 +69,27 @@ def generate(d, blocks):
                 ts.append((f"model.layers.{b}.{mod}.weight", "BF16", (out, inp), to_bf16(w)))
         write_st(base / "model.safetensors", ts)
     for tag, seed in [("lora-a", 1), ("lora-b", 2)]:
-        ad = d / tag
-        if (ad / "adapter_model.safetensors").exists():
-            continue
-        ad.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng(seed)
-        ts = []
-        for b in range(blocks):
-            for mod, out, inp in MODULES:
-                pre = f"base_model.model.model.layers.{b}.{mod}"
-                a = (rng.standard_normal((R, inp), dtype=np.float32) / np.sqrt(inp)).astype(np.float32)
-                # An update of the size of the base's top singular values: a few intruders, as in practice.
-                bb = (rng.standard_normal((out, R), dtype=np.float32) * 0.01).astype(np.float32)
-                ts.append((f"{pre}.lora_A.weight", "F32", (R, inp), a))
-                ts.append((f"{pre}.lora_B.weight", "F32", (out, R), bb))
-        write_st(ad / "adapter_model.safetensors", ts)
-        (ad / "adapter_config.json").write_text(json.dumps({
-            "peft_type": "LORA", "r": R, "lora_alpha": ALPHA, "base_model_name_or_path": "synthetic-7b",
-            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        }))
+        if not (d / tag / "adapter_model.safetensors").exists():
+            write_adapter(d / tag, seed, blocks)
+
+
+def write_adapter(ad, seed, blocks):
+    ad.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ts = []
+    for b in range(blocks):
+        for mod, out, inp in MODULES:
+            pre = f"base_model.model.model.layers.{b}.{mod}"
+            a = (rng.standard_normal((R, inp), dtype=np.float32) / np.sqrt(inp)).astype(np.float32)
+            # An update of the size of the base's top singular values: a few intruders, as in practice.
+            bb = (rng.standard_normal((out, R), dtype=np.float32) * 0.01).astype(np.float32)
+            ts.append((f"{pre}.lora_A.weight", "F32", (R, inp), a))
+            ts.append((f"{pre}.lora_B.weight", "F32", (out, R), bb))
+    write_st(ad / "adapter_model.safetensors", ts)
+    (ad / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "r": R, "lora_alpha": ALPHA, "base_model_name_or_path": "synthetic-7b",
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    }))
 
 
 def run_scan(exe, base, tuned, cache, out_json):
@@ -110,7 +113,7 @@ def run_scan(exe, base, tuned, cache, out_json):
     return dt, peak / 1024 / 1024
 
 
-def paper_method(d, blocks, limit):
+def paper_method(d, blocks, limit, adapter, sample):
     """Full thin SVDs of W0 and W per matrix (float32, gesdd), c_j for the top 10."""
     import struct
 
@@ -121,7 +124,7 @@ def paper_method(d, blocks, limit):
         return hdr, memoryview(raw)[8 + n:]
 
     bh, bd = load(d / "base" / "model.safetensors")
-    ah, ad = load(d / "lora-b" / "adapter_model.safetensors")
+    ah, ad = load(adapter / "adapter_model.safetensors")
 
     def tensor(h, data, name, dt):
         a, b = h[name]["data_offsets"]
@@ -129,6 +132,8 @@ def paper_method(d, blocks, limit):
 
     out, times = {}, []
     names = [(b, m) for b in range(blocks) for m in MODULES][:limit]
+    if sample:  # one matrix of each shape (q, gate, down), weighted by how often it occurs
+        names = [(0, MODULES[0]), (0, MODULES[4]), (0, MODULES[6])]
     for b, (mod, _, _) in names:
         name = f"model.layers.{b}.{mod}.weight"
         w0 = from_bf16(tensor(bh, bd, name, np.uint16))
@@ -152,7 +157,10 @@ def main():
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--paper-matrices", type=int, default=99, help="time the paper's method on the first N")
     ap.add_argument("--reuse-cache", action="store_true",
-                    help="keep the cache of an earlier run (its base decompositions) and skip the cold scan")
+                    help="keep the cache of an earlier run (its base decompositions), skip the cold scan and "
+                         "scan a freshly written adapter (never cached) as the new one")
+    ap.add_argument("--paper-sample", action="store_true",
+                    help="time the paper's method on one matrix of each shape and weight by their counts")
     args = ap.parse_args()
     root = Path(__file__).resolve().parent.parent
     exe = str(root / "target" / "release" / "lorascope")
@@ -160,20 +168,27 @@ def main():
     generate(d, args.blocks)
     cache = d / "cache"
     base = d / "base"
+    adapter = d / "lora-b"
     if args.reuse_cache:
         cold = cold_mem = None
+        adapter = d / "lora-fresh"
+        shutil.rmtree(adapter, ignore_errors=True)
+        write_adapter(adapter, int(time.time()), args.blocks)
     else:
         shutil.rmtree(cache, ignore_errors=True)
         print("lorascope scan, cold cache (adapter a) …", flush=True)
         cold, cold_mem = run_scan(exe, base, d / "lora-a", cache, d / "scan-a.json")
     print("lorascope scan, new adapter of a cached base (adapter b) …", flush=True)
-    warm_base, warm_base_mem = run_scan(exe, base, d / "lora-b", cache, d / "scan-b.json")
+    warm_base, warm_base_mem = run_scan(exe, base, adapter, cache, d / "scan-b.json")
     print("lorascope scan, all cached (adapter b again) …", flush=True)
-    warm, warm_mem = run_scan(exe, base, d / "lora-b", cache, d / "scan-b2.json")
+    warm, warm_mem = run_scan(exe, base, adapter, cache, d / "scan-b2.json")
     print("the paper's method (NumPy, float32 gesdd) on adapter b …", flush=True)
-    ref, times = paper_method(d, args.blocks, args.paper_matrices)
+    ref, times = paper_method(d, args.blocks, args.paper_matrices, adapter, args.paper_sample)
     n = 7 * args.blocks
-    paper = sum(times) * n / len(times)
+    if args.paper_sample:
+        paper = (4 * times[0] + 2 * times[1] + times[2]) * args.blocks
+    else:
+        paper = sum(times) * n / len(times)
     scan = json.load(open(d / "scan-b.json"))
     dc = 0.0
     for m in scan["matrices"]:
@@ -186,7 +201,7 @@ def main():
     print(f"{n} matrices ({args.blocks} blocks of LLaMA-7B shapes), rank-{R} adapters, {os.cpu_count()} cores")
     print(f"{'run':<44} {'seconds':>9} {'ratio':>9} {'peak anon GiB':>14}")
     print(f"{'paper method (NumPy f32 gesdd, base + tuned)':<44} {paper:>9.1f} {1.0:>9.1f}   "
-          + ("" if len(times) == n else f"(timed on {len(times)}, scaled)"))
+          + ("" if len(times) == n else f"(timed on {len(times)}, scaled by shape counts)"))
     for label, t, mem in [("lorascope, cold cache", cold, cold_mem)] * (cold is not None) + [
                           ("lorascope, new adapter, base cached", warm_base, warm_base_mem),
                           ("lorascope, all cached", warm, warm_mem)]:

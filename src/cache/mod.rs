@@ -120,7 +120,8 @@ impl Cache {
 
     pub fn get(&self, key: Key) -> Option<Decomposition> {
         let path = self.path(key)?;
-        // Mapped, not read: the vectors are copied once, straight into their buffer.
+        // Mapped, not read: the vectors are copied once, straight into their buffer. Entries are
+        // replaced by rename and never written in place, so the mapping cannot change under us.
         let file = std::fs::File::open(&path).ok()?;
         let bytes = unsafe { memmap2::Mmap::map(&file) }.ok()?;
         match decode(&bytes) {

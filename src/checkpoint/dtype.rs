@@ -149,6 +149,37 @@ mod tests {
     use half::bf16;
 
     #[test]
+    fn decodes_long_tensors_across_chunk_boundaries() {
+        // 10 001 values: two whole 4096-word chunks of the staging buffer and a partial one.
+        let vals: Vec<f32> = (0..10_001).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        for dtype in [Dtype::F16, Dtype::BF16] {
+            let (bytes, expect): (Vec<u8>, Vec<f32>) = match dtype {
+                Dtype::F16 => (
+                    vals.iter()
+                        .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+                        .collect(),
+                    vals.iter().map(|v| f16::from_f32(*v).to_f32()).collect(),
+                ),
+                _ => (
+                    vals.iter()
+                        .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+                        .collect(),
+                    vals.iter().map(|v| bf16::from_f32(*v).to_f32()).collect(),
+                ),
+            };
+            let mut shifted = vec![0u8];
+            shifted.extend_from_slice(&bytes);
+            let mut out32 = zeroed::<f32>(vals.len());
+            f32::decode(dtype, &shifted[1..], &mut out32).unwrap();
+            assert_eq!(out32, expect, "{dtype:?} f32");
+            let mut out64 = zeroed::<f64>(vals.len());
+            f64::decode(dtype, &shifted[1..], &mut out64).unwrap();
+            let expect64: Vec<f64> = expect.iter().map(|v| *v as f64).collect();
+            assert_eq!(out64, expect64, "{dtype:?} f64");
+        }
+    }
+
+    #[test]
     fn decodes_each_dtype_exactly_even_unaligned() {
         let vals = [1.0f32, -2.5, 0.1, 65504.0, 3.0e-5, 0.0];
         // F16 and BF16 round the inputs; the decoder must return exactly the rounded value.
