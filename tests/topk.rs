@@ -182,11 +182,16 @@ fn fast_paths_match_the_svd_on_the_real_minilm_checkpoints() {
         .unwrap();
         // LoRA: the route that never forms W, against the SVD of the merged matrix.
         let lora = Inputs::open(&base_path, &f.join("lora-r8"), &Selection::default()).unwrap();
-        for p in full.selected() {
-            let w0 = full.base_matrix::<f64>(p).unwrap();
+        // W0, its full decomposition, W and W's exact top 32.
+        let exact_of = |inputs: &Inputs, p| {
+            let w0 = inputs.base_matrix::<f64>(p).unwrap();
             let base = spectral::decompose(&w0, side, usize::MAX, Par::Seq).unwrap();
-            let w = full.tuned_matrix::<f64>(p).unwrap();
+            let w = inputs.tuned_matrix::<f64>(p).unwrap();
             let exact = spectral::decompose(&w, side, 32, Par::Seq).unwrap();
+            (w0, base, w, exact)
+        };
+        for p in full.selected() {
+            let (_, base, w, exact) = exact_of(&full, p);
             // From a random start, and from the base's vectors as the engine starts.
             for start in [None, Some(&base)] {
                 let fast = topk::dense_top(&w, side, 32, start, Par::Seq)
@@ -202,10 +207,7 @@ fn fast_paths_match_the_svd_on_the_real_minilm_checkpoints() {
             }
         }
         for p in lora.selected() {
-            let w0 = lora.base_matrix::<f64>(p).unwrap();
-            let base = spectral::decompose(&w0, side, usize::MAX, Par::Seq).unwrap();
-            let w = lora.tuned_matrix::<f64>(p).unwrap();
-            let exact = spectral::decompose(&w, side, 32, Par::Seq).unwrap();
+            let (w0, base, _, exact) = exact_of(&lora, p);
             let lf = lora.lora_factors(p).unwrap().expect("a LoRA module");
             let fast = topk::lora_top(&base, &w0, &lf.b, &lf.a, lf.scaling, side, 32, Par::Seq)
                 .unwrap()
