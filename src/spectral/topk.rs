@@ -423,12 +423,12 @@ pub fn lora_top(
     // Products with the cached (f32) U0 run in f64, so the start is as exact as U0 itself: f32
     // products made it 16× worse on LLaMA shapes and cost a refinement cycle.
     let u0 = base.as_mat();
-    // The part of L outside span(U0): empty when U0 is complete (wide or square matrices).
     let x0rt = mul(x0, r.transpose(), par);
     // U0ᵀ·[L, X0·Rᵀ] in one pass over U0.
     let q_e = u0t_mul(u0, hcat(&[l.to_owned(), x0rt.clone()]).as_ref(), par);
     let q = q_e.as_ref().subcols(0, rank).to_owned();
     let u0e = q_e.as_ref().subcols(rank, rank).to_owned();
+    // The part of L outside span(U0): empty when U0 is complete (wide or square matrices).
     let mut z2 = Mat::<f64>::zeros(d, 0);
     if base.keep < d {
         let mut lp = l.to_owned();
