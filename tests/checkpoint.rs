@@ -374,6 +374,15 @@ fn single_and_sharded_in_every_dtype() {
     ] {
         let x = m.matrix::<f64>(name).unwrap();
         assert_eq!(x.data, bits(dt), "{name}");
+        // Into recycled buffers, larger (with stale values) and smaller: the same matrix.
+        for stale in [vec![7.5; 40], vec![7.5; 5]] {
+            let r = m.matrix_into::<f64>(name, stale).unwrap();
+            assert_eq!(
+                (r.rows, r.cols, &r.data),
+                (x.rows, x.cols, &x.data),
+                "{name}"
+            );
+        }
         let y = m.matrix::<f32>(name).unwrap();
         assert_eq!(
             y.data.iter().map(|v| *v as f64).collect::<Vec<_>>(),

@@ -154,10 +154,15 @@ fn lora_route_matches_the_svd_of_the_merged_matrix() {
         let w = merged(&w0, &b, &a, s);
         let base = spectral::decompose(&w0, side, usize::MAX, Par::Seq).unwrap();
         let exact = spectral::decompose(&w, side, 32, Par::Seq).unwrap();
-        let fast = topk::lora_top(&base, &w0, &b, &a, s, side, 32, Par::Seq)
+        let (fast, trace) = topk::lora_top_traced(&base, &w0, &b, &a, s, side, 32, Par::Seq)
             .unwrap()
             .expect("converges");
         let what = format!("{m}×{n} {side:?} r={r}");
+        // One product with W, then at most one correction round: the route's speed rests on it.
+        assert!(
+            !trace.krylov && trace.exact_columns <= 40 && trace.corrections <= 1,
+            "{what}: {trace:?}"
+        );
         assert_matches_exact(&fast, &exact, &base, 32, 1e-6, &what);
         // The planted update does intrude: some c_j is low, so the test is not vacuous.
         let low = spectral::best_matches(&base, &exact)
@@ -209,9 +214,15 @@ fn fast_paths_match_the_svd_on_the_real_minilm_checkpoints() {
         for p in lora.selected() {
             let (w0, base, _, exact) = exact_of(&lora, p);
             let lf = lora.lora_factors(p).unwrap().expect("a LoRA module");
-            let fast = topk::lora_top(&base, &w0, &lf.b, &lf.a, lf.scaling, side, 32, Par::Seq)
-                .unwrap()
-                .expect("converges");
+            let (fast, trace) =
+                topk::lora_top_traced(&base, &w0, &lf.b, &lf.a, lf.scaling, side, 32, Par::Seq)
+                    .unwrap()
+                    .expect("converges");
+            assert!(
+                !trace.krylov && trace.exact_columns <= 40,
+                "lora {} {side:?}: {trace:?}",
+                p.name
+            );
             assert_matches_cj(
                 &fast,
                 &exact,

@@ -369,8 +369,16 @@ impl Inputs {
 
     /// The base matrix, (out, in).
     pub fn base_matrix<T: Element>(&self, p: &TensorPair) -> Result<Dense<T>> {
-        let m = self.base.matrix(&p.name)?;
-        Ok(if p.transposed { m.transpose() } else { m })
+        self.base_matrix_into(p, Vec::new())
+    }
+
+    /// [`base_matrix`](Self::base_matrix), decoded into a recycled buffer where the layout
+    /// allows.
+    pub fn base_matrix_into<T: Element>(&self, p: &TensorPair, buf: Vec<T>) -> Result<Dense<T>> {
+        if p.transposed {
+            return Ok(self.base.matrix::<T>(&p.name)?.transpose());
+        }
+        self.base.matrix_into(&p.name, buf)
     }
 
     /// The tuned matrix, (out, in), reconstructed for adapters exactly as PEFT merges it.

@@ -219,14 +219,23 @@ impl Model {
     }
 
     pub fn decode<T: Element>(&self, name: &str) -> Result<Vec<T>> {
+        self.decode_into(name, Vec::new())
+    }
+
+    pub fn decode_into<T: Element>(&self, name: &str, buf: Vec<T>) -> Result<Vec<T>> {
         let file = self
             .file_of(name)
             .ok_or_else(|| Error::tensor(&self.path, name, "not in this checkpoint"))?;
-        file.decode(name)
+        file.decode_into(name, buf)
     }
 
     /// A 2-D tensor as a matrix.
     pub fn matrix<T: Element>(&self, name: &str) -> Result<Dense<T>> {
+        self.matrix_into(name, Vec::new())
+    }
+
+    /// [`matrix`](Self::matrix), decoded into a recycled buffer.
+    pub fn matrix_into<T: Element>(&self, name: &str, buf: Vec<T>) -> Result<Dense<T>> {
         let loc = self
             .tensors
             .get(name)
@@ -241,7 +250,7 @@ impl Model {
         Ok(Dense {
             rows,
             cols,
-            data: self.decode(name)?,
+            data: self.decode_into(name, buf)?,
         })
     }
 
