@@ -675,20 +675,18 @@ fn refine_projected(
     if want <= keep {
         return None;
     }
-    // u = Z·g and M·u = Z·P·g in one pass; then the one exact product.
-    let pg = proj.apply(g.as_ref(), par);
+    // u = Z·g, and M·u = Z·P·g for a few of them, in one pass; then the one exact product.
+    let probe = want.min(8);
+    let pg = proj.apply(g.as_ref().subcols(0, probe), par);
     let both = z.mul(hcat(&[g.clone(), pg]).as_ref(), par);
-    let (u_raw, mu_raw) = (
-        both.as_ref().subcols(0, want),
-        both.as_ref().subcols(want, want),
-    );
+    let u_raw = both.as_ref().subcols(0, want);
     let su_raw = op.apply(u_raw, par);
-    // ‖S − M‖ seen on these directions, ×4 for the worst direction (a random matrix's norm is
-    // about twice its action on a typical vector).
+    // ‖S − M‖ seen on those directions, ×4 for the worst direction (a random matrix's norm is
+    // about twice its action on a typical vector; M's error is the f32 basis's, alike in all).
     let mut eta = 0.0f64;
-    for j in 0..want {
+    for j in 0..probe {
         let un: f64 = u_raw.col(j).norm_l2();
-        let dn: f64 = (su_raw.col(j) - mu_raw.col(j)).norm_l2();
+        let dn: f64 = (su_raw.col(j) - both.col(want + j)).norm_l2();
         eta = eta.max(4.0 * dn / un);
     }
     if !eta.is_finite() {
