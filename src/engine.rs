@@ -178,7 +178,7 @@ pub struct Engine {
     /// (heatmaps and reports ask again after the scan).
     keys: std::sync::Mutex<std::collections::HashMap<String, (u128, u128)>>,
     /// Decoding buffers handed from one matrix to the next during a [`scan`](Engine::scan):
-    /// a fresh buffer costs the kernel a zeroing pass, 15 % of a warm 7B scan. Emptied when
+    /// a fresh buffer costs the kernel a zeroing pass, 14 % of a warm 7B scan. Emptied when
     /// the scan ends, so an idle explorer holds nothing.
     scratch: Scratch,
 }

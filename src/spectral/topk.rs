@@ -526,16 +526,6 @@ fn lora_top_with(
     }
     // Z = [U0, Z2] is kept in its two parts: a copy of U0 would cost as much memory as W0.
     let d0 = u0.ncols();
-    let vcat = |top: Mat<f64>, bottom: Mat<f64>| {
-        let t = top.nrows();
-        Mat::<f64>::from_fn(t + bottom.nrows(), top.ncols(), |i, j| {
-            if i < t {
-                top[(i, j)]
-            } else {
-                bottom[(i - t, j)]
-            }
-        })
-    };
     let proj = Projected {
         d: (0..d0 + z2.ncols())
             .map(|i| base.sigma.get(i).map_or(0.0, |s| s * s))
@@ -636,16 +626,22 @@ impl Basis<'_> {
     fn tmul(&self, x: MatRef<'_, f64>, par: Par) -> Mat<f64> {
         let d0 = self.u0.ncols();
         let x32 = x.map(|v| *v as f32);
-        let top = mul(self.u0.transpose(), x32.as_ref(), par);
-        let bottom = mul(self.z2.transpose(), x, par);
-        Mat::<f64>::from_fn(d0 + bottom.nrows(), x.ncols(), |i, j| {
-            if i < d0 {
-                top[(i, j)] as f64
-            } else {
-                bottom[(i - d0, j)]
-            }
-        })
+        let top = mul(self.u0.transpose(), x32.as_ref(), par).map(|v| *v as f64);
+        debug_assert_eq!(top.nrows(), d0);
+        vcat(top, mul(self.z2.transpose(), x, par))
     }
+}
+
+/// [top; bottom].
+fn vcat(top: Mat<f64>, bottom: Mat<f64>) -> Mat<f64> {
+    let t = top.nrows();
+    Mat::<f64>::from_fn(t + bottom.nrows(), top.ncols(), |i, j| {
+        if i < t {
+            top[(i, j)]
+        } else {
+            bottom[(i - t, j)]
+        }
+    })
 }
 
 /// Refines the projected solution `g` (dim × want, orthonormal) into the top `keep` pairs of
