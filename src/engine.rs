@@ -47,10 +47,28 @@ pub fn default_memory_budget() -> u64 {
 }
 
 /// A counting semaphore over bytes: matrices wait for their estimated working memory.
+///
+/// It also keeps the decoding buffers handed from one matrix to the next during a
+/// [`scan`](Engine::scan) (a fresh buffer costs the kernel a zeroing pass, 14 % of a warm 7B
+/// scan). An idle buffer holds its bytes like a matrix does, so `--memory` bounds it too; a
+/// matrix that finds too little room frees idle buffers before it waits.
 struct Budget {
-    free: std::sync::Mutex<u64>,
+    state: std::sync::Mutex<BudgetState>,
     freed: std::sync::Condvar,
     total: u64,
+}
+
+#[derive(Default)]
+struct BudgetState {
+    free: u64,
+    /// Recycling is on (during a scan); off, buffers are dropped, so an idle explorer holds
+    /// nothing.
+    pooling: bool,
+    idle: Vec<Vec<f64>>,
+}
+
+fn buffer_bytes(b: &Vec<f64>) -> u64 {
+    (b.capacity() * std::mem::size_of::<f64>()) as u64
 }
 
 struct Held<'a> {
@@ -61,29 +79,77 @@ struct Held<'a> {
 impl Budget {
     fn new(total: u64) -> Budget {
         Budget {
-            free: std::sync::Mutex::new(total),
+            state: std::sync::Mutex::new(BudgetState {
+                free: total,
+                ..Default::default()
+            }),
             freed: std::sync::Condvar::new(),
             total,
         }
     }
-    /// Waits until `bytes` (at most the whole budget, so one matrix always fits) are free.
+
+    /// Waits until `bytes` (at most the whole budget, so one matrix always fits) are free,
+    /// dropping idle buffers first.
     fn acquire(&self, bytes: u64) -> Held<'_> {
         let bytes = bytes.min(self.total);
-        let mut free = self.free.lock().unwrap();
-        while *free < bytes {
-            free = self.freed.wait(free).unwrap();
+        let mut st = self.state.lock().unwrap();
+        while st.free < bytes {
+            // The smallest first: the largest is the one that fits every matrix.
+            let smallest = (0..st.idle.len()).min_by_key(|&i| st.idle[i].capacity());
+            match smallest {
+                Some(i) => {
+                    let b = st.idle.swap_remove(i);
+                    st.free += buffer_bytes(&b);
+                }
+                None => st = self.freed.wait(st).unwrap(),
+            }
         }
-        *free -= bytes;
+        st.free -= bytes;
         Held {
             budget: self,
             bytes,
+        }
+    }
+
+    /// The largest idle buffer (its bytes return to the caller's estimate, which counts the
+    /// decoded matrix), else an empty one. One too small is dropped by the decoder, so the pool
+    /// ends up holding buffers that fit every matrix.
+    fn take_buffer(&self) -> Vec<f64> {
+        let mut st = self.state.lock().unwrap();
+        let best = (0..st.idle.len()).max_by_key(|&i| st.idle[i].capacity());
+        let Some(i) = best else { return Vec::new() };
+        let b = st.idle.swap_remove(i);
+        st.free += buffer_bytes(&b);
+        drop(st);
+        self.freed.notify_all();
+        b
+    }
+
+    /// Keeps `buf` for the next matrix if recycling is on and the budget has room for it.
+    fn give_buffer(&self, buf: Vec<f64>) {
+        let bytes = buffer_bytes(&buf);
+        let mut st = self.state.lock().unwrap();
+        if st.pooling && bytes > 0 && st.free >= bytes {
+            st.free -= bytes;
+            st.idle.push(buf);
+        }
+    }
+
+    fn set_pooling(&self, on: bool) {
+        let mut st = self.state.lock().unwrap();
+        st.pooling = on;
+        if !on {
+            let idle: u64 = st.idle.drain(..).map(|b| buffer_bytes(&b)).sum();
+            st.free += idle;
+            drop(st);
+            self.freed.notify_all();
         }
     }
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        *self.budget.free.lock().unwrap() += self.bytes;
+        self.budget.state.lock().unwrap().free += self.bytes;
         self.budget.freed.notify_all();
     }
 }
@@ -177,37 +243,6 @@ pub struct Engine {
     /// Content hashes per matrix: hashing reads the whole tensor, so do it once per run
     /// (heatmaps and reports ask again after the scan).
     keys: std::sync::Mutex<std::collections::HashMap<String, (u128, u128)>>,
-    /// Decoding buffers handed from one matrix to the next during a [`scan`](Engine::scan):
-    /// a fresh buffer costs the kernel a zeroing pass, 14 % of a warm 7B scan. Emptied when
-    /// the scan ends, so an idle explorer holds nothing.
-    scratch: Scratch,
-}
-
-#[derive(Default)]
-struct Scratch {
-    active: std::sync::atomic::AtomicBool,
-    free: std::sync::Mutex<Vec<Vec<f64>>>,
-}
-
-impl Scratch {
-    /// The largest free buffer: one too small is dropped by the decoder, so the pool ends up
-    /// holding buffers that fit every matrix.
-    fn take(&self) -> Vec<f64> {
-        let mut free = self.free.lock().unwrap();
-        let best = (0..free.len()).max_by_key(|&i| free[i].capacity());
-        best.map(|i| free.swap_remove(i)).unwrap_or_default()
-    }
-    fn give(&self, buf: Vec<f64>) {
-        if self.active.load(Ordering::Relaxed) {
-            self.free.lock().unwrap().push(buf);
-        }
-    }
-    fn set_active(&self, on: bool) {
-        self.active.store(on, Ordering::Relaxed);
-        if !on {
-            self.free.lock().unwrap().clear();
-        }
-    }
 }
 
 enum Role<'a> {
@@ -225,7 +260,6 @@ impl Engine {
             decompositions: AtomicUsize::new(0),
             budget: Budget::new(opts.memory),
             keys: Default::default(),
-            scratch: Scratch::default(),
         }
     }
 
@@ -295,9 +329,9 @@ impl Engine {
                     if let Some(f) = self.inputs.lora_factors(pair)? {
                         let w0 = self
                             .inputs
-                            .base_matrix_into::<f64>(pair, self.scratch.take())?;
+                            .base_matrix_into::<f64>(pair, self.budget.take_buffer())?;
                         let d = topk::lora_top(base, &w0, &f.b, &f.a, f.scaling, side, keep, par);
-                        self.scratch.give(w0.data);
+                        self.budget.give_buffer(w0.data);
                         let d = d?;
                         if let Some(d) = d {
                             return Ok(d);
@@ -469,7 +503,7 @@ impl Engine {
             .num_threads(jobs.max(1))
             .build()
             .expect("thread pool");
-        self.scratch.set_active(true);
+        self.budget.set_pooling(true);
         let results = pool.install(|| {
             pairs
                 .par_iter()
@@ -482,7 +516,7 @@ impl Engine {
                 })
                 .collect()
         });
-        self.scratch.set_active(false);
+        self.budget.set_pooling(false);
         Scan { results }
     }
 }
@@ -516,5 +550,52 @@ impl Scan {
             .into_iter()
             .map(|e| (e, self.total(k, e)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn free(b: &Budget) -> u64 {
+        b.state.lock().unwrap().free
+    }
+
+    #[test]
+    fn idle_buffers_count_against_the_budget_and_yield_to_matrices() {
+        let b = Budget::new(10_000);
+        // Off (outside a scan) a returned buffer is dropped.
+        b.give_buffer(vec![0.0; 100]);
+        assert_eq!(free(&b), 10_000);
+        assert!(b.take_buffer().is_empty());
+
+        b.set_pooling(true);
+        let held = b.acquire(4_000);
+        b.give_buffer(Vec::with_capacity(500)); // 4000 bytes, while its matrix still holds its own
+        assert_eq!(free(&b), 2_000);
+        // No room left for a second one: dropped rather than exceeding the budget.
+        b.give_buffer(Vec::with_capacity(500));
+        assert_eq!(free(&b), 2_000);
+        drop(held);
+        assert_eq!(free(&b), 6_000);
+
+        // A matrix that needs more than is free evicts the idle buffer instead of waiting for
+        // ever (one thread: waiting would hang this test).
+        let held = b.acquire(9_000);
+        assert_eq!(free(&b), 1_000);
+        assert!(b.take_buffer().is_empty());
+        drop(held);
+
+        // Taking hands the bytes back to the taker's estimate; the largest buffer comes first.
+        b.give_buffer(Vec::with_capacity(100));
+        b.give_buffer(Vec::with_capacity(300));
+        assert_eq!(free(&b), 6_800);
+        assert_eq!(b.take_buffer().capacity(), 300);
+        assert_eq!(free(&b), 9_200);
+
+        // The end of a scan frees everything idle.
+        b.set_pooling(false);
+        assert_eq!(free(&b), 10_000);
+        assert!(b.take_buffer().is_empty());
     }
 }
