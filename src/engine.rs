@@ -448,7 +448,7 @@ impl Engine {
             let sigma = self.delta_sigma(pair)?;
             Ok(Decomposition {
                 sigma,
-                vectors: vec![],
+                vectors: Default::default(),
                 dim: 0,
                 keep: 0,
             })

@@ -7,11 +7,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
-use crate::spectral::Decomposition;
+use crate::spectral::{Decomposition, Vectors};
 
 const MAGIC: &[u8; 8] = b"LSCDEC01";
 const VERSION_DIR: &str = "v1";
@@ -120,11 +120,12 @@ impl Cache {
 
     pub fn get(&self, key: Key) -> Option<Decomposition> {
         let path = self.path(key)?;
-        // Mapped, not read: the vectors are copied once, straight into their buffer. Entries are
-        // replaced by rename and never written in place, so the mapping cannot change under us.
+        // Mapped, not read, and the vectors are used in place. Entries are replaced by rename and
+        // never written in place, so the mapping cannot change under us. Populated in one call:
+        // the checksum reads every page anyway.
         let file = std::fs::File::open(&path).ok()?;
-        let bytes = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-        match decode(&bytes) {
+        let bytes = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.ok()?;
+        match decode(Arc::new(bytes)) {
             Some(d) => Some(d),
             None => {
                 self.warn(format!(
@@ -202,7 +203,7 @@ fn encode(d: &Decomposition) -> Vec<u8> {
     for s in &d.sigma {
         b.extend_from_slice(&s.to_le_bytes());
     }
-    for v in &d.vectors {
+    for v in d.vectors.iter() {
         b.extend_from_slice(&v.to_le_bytes());
     }
     let sum = xxh3_128(&b);
@@ -210,7 +211,8 @@ fn encode(d: &Decomposition) -> Vec<u8> {
     b
 }
 
-fn decode(b: &[u8]) -> Option<Decomposition> {
+fn decode(bytes: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Option<Decomposition> {
+    let b = (*bytes).as_ref();
     if b.len() < 48 || &b[..8] != MAGIC {
         return None;
     }
@@ -228,20 +230,15 @@ fn decode(b: &[u8]) -> Option<Decomposition> {
     {
         return None;
     }
-    let sig = &body[32..32 + 8 * ns];
-    let vec = &body[32 + 8 * ns..];
+    let sigma = body[32..32 + 8 * ns]
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    // The vectors start 32 + 8·ns bytes in: 4-aligned in a mapping, so used where they lie.
+    let vectors = Vectors::from_le_bytes(bytes, 32 + 8 * ns, nv)?;
     Some(Decomposition {
-        sigma: sig
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-        vectors: {
-            let mut v = crate::checkpoint::dtype::zeroed::<f32>(nv);
-            for (o, c) in v.iter_mut().zip(vec.chunks_exact(4)) {
-                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-            v
-        },
+        sigma,
+        vectors,
         dim,
         keep,
     })
@@ -264,15 +261,49 @@ mod tests {
     fn round_trip_and_every_single_byte_corruption_is_caught() {
         let d = sample();
         let b = encode(&d);
-        assert_eq!(decode(&b), Some(d));
+        assert_eq!(decode(Arc::new(b.clone())), Some(d));
         for i in 0..b.len() {
             let mut c = b.clone();
             c[i] ^= 0x40;
-            assert_eq!(decode(&c), None, "flip at byte {i} went unnoticed");
+            assert_eq!(decode(Arc::new(c)), None, "flip at byte {i} went unnoticed");
         }
         for n in 0..b.len() {
-            assert_eq!(decode(&b[..n]), None, "truncation to {n} went unnoticed");
+            let t = b[..n].to_vec();
+            assert_eq!(
+                decode(Arc::new(t)),
+                None,
+                "truncation to {n} went unnoticed"
+            );
         }
+    }
+
+    #[test]
+    fn entries_read_back_in_place_from_their_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path());
+        let key = KeyBuilder::new().str("x").finish();
+        assert_eq!(cache.get(key), None);
+        cache.put(key, &sample());
+        let got = cache.get(key).unwrap();
+        assert_eq!(got, sample());
+        assert!(
+            got.vectors.is_shared(),
+            "vectors were copied out of the mapping"
+        );
+        // A clone shares the mapping; it outlives the cache and the file.
+        let again = got.clone();
+        drop(got);
+        cache.clear().unwrap();
+        drop(cache);
+        assert_eq!(again.column(1), &[1.5, 2.0, 2.5]);
+        assert!(cache_is_empty(dir.path()));
+    }
+
+    fn cache_is_empty(dir: &Path) -> bool {
+        std::fs::read_dir(dir.join(VERSION_DIR))
+            .unwrap()
+            .next()
+            .is_none()
     }
 
     #[test]

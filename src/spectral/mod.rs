@@ -31,9 +31,97 @@ pub enum Side {
 pub struct Decomposition {
     pub sigma: Vec<f64>,
     /// Column-major, `dim` rows × `keep` columns.
-    pub vectors: Vec<f32>,
+    pub vectors: Vectors,
     pub dim: usize,
     pub keep: usize,
+}
+
+/// f32 values, owned or borrowed from shared bytes (a mapped cache entry), read as a slice.
+/// Cached base vectors are as large as the matrix: copying them out of their mapping cost page
+/// zeroing and a pass over memory per matrix, and counted them twice in memory.
+#[derive(Clone, Default)]
+pub struct Vectors(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Owned(Vec<f32>),
+    Shared {
+        bytes: std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>,
+        offset: usize,
+        len: usize,
+    },
+}
+
+impl Default for Repr {
+    fn default() -> Self {
+        Repr::Owned(Vec::new())
+    }
+}
+
+impl Vectors {
+    /// `len` little-endian f32 at `offset` in `bytes`, without a copy where the platform allows
+    /// (little-endian and 4-aligned), else copied. `None` if the range is outside `bytes`.
+    pub fn from_le_bytes(
+        bytes: std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>,
+        offset: usize,
+        len: usize,
+    ) -> Option<Vectors> {
+        let raw = (*bytes)
+            .as_ref()
+            .get(offset..offset.checked_add(len.checked_mul(4)?)?)?;
+        if cfg!(target_endian = "little") && raw.as_ptr().align_offset(4) == 0 {
+            return Some(Vectors(Repr::Shared { bytes, offset, len }));
+        }
+        let mut v = crate::checkpoint::dtype::zeroed::<f32>(len);
+        for (o, c) in v.iter_mut().zip(raw.chunks_exact(4)) {
+            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        Some(Vectors(Repr::Owned(v)))
+    }
+
+    /// Whether the values live in shared bytes rather than an owned buffer.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.0, Repr::Shared { .. })
+    }
+}
+
+impl std::ops::Deref for Vectors {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match &self.0 {
+            Repr::Owned(v) => v,
+            Repr::Shared { bytes, offset, len } => {
+                let raw = &(**bytes).as_ref()[*offset..*offset + 4 * *len];
+                // SAFETY: checked in-bounds, 4-aligned and little-endian in `from_le_bytes`;
+                // every bit pattern is a valid f32; `bytes` is immutable and kept alive by self.
+                unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<f32>(), *len) }
+            }
+        }
+    }
+}
+
+impl From<Vec<f32>> for Vectors {
+    fn from(v: Vec<f32>) -> Self {
+        Vectors(Repr::Owned(v))
+    }
+}
+
+impl FromIterator<f32> for Vectors {
+    fn from_iter<I: IntoIterator<Item = f32>>(iter: I) -> Self {
+        Vectors(Repr::Owned(iter.into_iter().collect()))
+    }
+}
+
+impl PartialEq for Vectors {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for Vectors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
 }
 
 impl Decomposition {
@@ -111,7 +199,7 @@ pub fn decompose<T: Element>(
     }
     Ok(Decomposition {
         sigma,
-        vectors,
+        vectors: vectors.into(),
         dim,
         keep,
     })
@@ -306,7 +394,7 @@ pub fn decompose_gram<T: Element>(
     }
     Ok(Some(Decomposition {
         sigma,
-        vectors,
+        vectors: vectors.into(),
         dim: d,
         keep,
     }))
@@ -321,4 +409,36 @@ pub fn gram_min_ratio<T: Element>() -> f64 {
         f64::EPSILON
     };
     1e3 * eps.sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn vectors_borrow_aligned_bytes_and_copy_unaligned_ones() {
+        let values = [1.5f32, -2.25, 3.0e-7, f32::MAX];
+        let mut paths = (0, 0);
+        for skip in 0..4 {
+            // `skip` + 8 header bytes, then the values: every alignment.
+            let mut raw = vec![0u8; 8 + skip];
+            raw.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+            let at = raw[8 + skip..].as_ptr().align_offset(4) == 0;
+            let bytes: Arc<dyn AsRef<[u8]> + Send + Sync> = Arc::new(raw);
+            let v = Vectors::from_le_bytes(bytes.clone(), 8 + skip, values.len()).unwrap();
+            assert_eq!(&*v, &values, "skip {skip}");
+            assert_eq!(v.is_shared(), cfg!(target_endian = "little") && at);
+            if v.is_shared() {
+                paths.0 += 1
+            } else {
+                paths.1 += 1
+            }
+            assert!(Vectors::from_le_bytes(bytes.clone(), 9 + skip, values.len()).is_none());
+            assert!(Vectors::from_le_bytes(bytes, usize::MAX, 1).is_none());
+        }
+        if cfg!(target_endian = "little") {
+            assert_eq!(paths, (1, 3), "both paths taken");
+        }
+    }
 }

@@ -329,7 +329,7 @@ fn to_decomposition<T: Element>(e: &TopEigen<T>) -> super::Decomposition {
     }
     super::Decomposition {
         sigma: e.values.iter().map(|t| t.max(0.0).sqrt()).collect(),
-        vectors,
+        vectors: vectors.into(),
         dim,
         keep,
     }
