@@ -377,6 +377,32 @@ impl Engine {
         }
     }
 
+    /// Every singular value of the tuned matrix, for when the user asks (scans keep the top
+    /// `keep` of large matrices): a values-only SVD of W, cached.
+    pub fn full_spectrum(&self, pair: &TensorPair) -> Result<Vec<f64>> {
+        let _held = self.budget.acquire(self.memory_estimate(pair));
+        let (_, tuned_src) = self.content_keys(pair)?;
+        let d = self.cached(self.key("values", &[tuned_src]), || {
+            // Someone is waiting on this one matrix: all cores.
+            let par = Par::rayon(0);
+            let sigma = match self.opts.precision {
+                Precision::F32 => {
+                    spectral::singular_values(&self.inputs.tuned_matrix::<f32>(pair)?, par)?
+                }
+                Precision::F64 => {
+                    spectral::singular_values(&self.inputs.tuned_matrix::<f64>(pair)?, par)?
+                }
+            };
+            Ok(Decomposition {
+                sigma,
+                vectors: Default::default(),
+                dim: 0,
+                keep: 0,
+            })
+        })?;
+        Ok(d.sigma)
+    }
+
     /// Both decompositions and the match of every kept tuned vector.
     pub fn decompositions_of(&self, pair: &TensorPair) -> Result<(Decomposition, Decomposition)> {
         let _held = self.budget.acquire(self.memory_estimate(pair));

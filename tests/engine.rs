@@ -311,3 +311,58 @@ fn an_unusable_cache_location_degrades_to_no_cache_with_a_warning() {
         "{w:?}"
     );
 }
+
+#[test]
+fn the_whole_spectrum_on_request_extends_the_top_part_and_is_cached() {
+    let f = fixtures().join("minilm");
+    let dir = tempfile::tempdir().unwrap();
+    let (base, lora) = (f.join("base.safetensors"), f.join("lora-r8"));
+    let opts = Options {
+        keep: 12,
+        fast_min_dim: 64, // the top-k route on MiniLM's 384-wide matrices
+        ..Options::default()
+    };
+    let e = engine_with(&base, &lora, Cache::open(dir.path()), opts);
+    let reports = reports(&e);
+    // The paper's route: full SVDs with vectors, a different faer routine.
+    let full = engine_with(
+        &base,
+        &lora,
+        Cache::disabled(),
+        Options {
+            fast_min_dim: usize::MAX,
+            ..Options::default()
+        },
+    );
+    let before = e.decompositions();
+    for (p, r) in e.matrices().into_iter().zip(&reports) {
+        assert_eq!(r.sigma_tuned.len(), 12, "{}", p.name);
+        let all = e.full_spectrum(p).unwrap();
+        let (m, n) = p.dims();
+        assert_eq!(all.len(), m.min(n));
+        assert!(all.windows(2).all(|w| w[0] >= w[1]));
+        let s1 = all[0];
+        for (a, b) in all.iter().zip(&r.sigma_tuned) {
+            assert!((a - b).abs() <= 1e-10 * s1, "{}: {a} vs {b}", p.name);
+        }
+        let svd = full.analyze(p).unwrap().sigma_tuned;
+        for (a, b) in all.iter().zip(&svd) {
+            assert!((a - b).abs() <= 1e-10 * s1, "{}: {a} vs {b}", p.name);
+        }
+        // Σσ² = ‖W‖_F², from the merged weights directly.
+        let w = e.inputs.tuned_matrix::<f64>(p).unwrap();
+        let fro2: f64 = w.data.iter().map(|x| x * x).sum();
+        let s2: f64 = all.iter().map(|s| s * s).sum();
+        assert!((fro2 - s2).abs() <= 1e-10 * fro2, "{}", p.name);
+    }
+    let n = e.matrices().len();
+    assert_eq!(e.decompositions(), before + n);
+    // Asked again, here or in the next run: from the cache.
+    e.full_spectrum(e.matrices()[0]).unwrap();
+    assert_eq!(e.decompositions(), before + n);
+    let next = engine_with(&base, &lora, Cache::open(dir.path()), opts);
+    for p in next.matrices() {
+        next.full_spectrum(p).unwrap();
+    }
+    assert_eq!(next.decompositions(), 0);
+}

@@ -256,3 +256,63 @@ fn the_status_line_and_help_come_from_the_key_table() {
         assert!(s.contains(b.help), "help lacks `{}`", b.help);
     }
 }
+
+#[test]
+fn the_whole_spectrum_is_computed_on_request_and_toggles() {
+    let d = tempfile::tempdir().unwrap();
+    // On the demo every matrix takes the full SVD: nothing to ask for.
+    let e = demo_engine(d.path());
+    let mut app = analysed(&e);
+    assert!(press(&mut app, "F").is_empty());
+    assert!(app.message.as_deref().unwrap().contains("already shown"));
+
+    // With the top-k route from 64 on, scans keep the top 16 of 128.
+    let p = lorascope::demo::ensure(d.path()).unwrap();
+    let inputs = Inputs::open(&p.base, &p.lora, &Selection::default()).unwrap();
+    let opts = Options {
+        keep: 16,
+        fast_min_dim: 64,
+        ..Options::default()
+    };
+    let e = Engine::new(inputs, Cache::disabled(), opts);
+    let mut app = analysed(&e);
+    let row = app.selected_row().unwrap();
+    let (m, n) = app.rows[row].shape;
+    assert_eq!(app.report(row).unwrap().sigma_tuned.len(), 16);
+    let theme = Theme::new(Depth::C256);
+    assert!(screen(&app, theme, 160, 48).contains("top 16 (F: all)"));
+
+    assert_eq!(press(&mut app, "F"), vec![Cmd::FullSpectrum(row)]);
+    assert!(screen(&app, theme, 160, 48).contains("all σ… 0s"));
+    // Asked once while it runs.
+    assert!(press(&mut app, "F").is_empty());
+    assert!(app.message.as_deref().unwrap().contains("still computing"));
+
+    let all = e.full_spectrum(e.matrices()[row]).unwrap();
+    app.on_spectrum(row, Ok(all.clone()));
+    assert!(app.spectra_pending.is_empty());
+    assert_eq!(app.full_spectrum(row), Some(all.as_slice()));
+    let big = screen(&app, theme, 160, 48);
+    assert!(big.contains("· all σ (log)"), "{big}");
+    assert!(big.contains(&format!("{} values", m.min(n))), "{big}");
+    // At 80 columns the pane is narrower than the spectrum: several values per bar.
+    let small = screen(&app, theme, 80, 24);
+    assert!(small.contains("/bar"), "{small}");
+
+    // F toggles back to the top part without recomputing; moving on keeps what was computed.
+    assert!(press(&mut app, "F").is_empty());
+    assert!(screen(&app, theme, 160, 48).contains("top 16 (F: all)"));
+    press(&mut app, "j");
+    press(&mut app, "k");
+    assert_eq!(app.selected_row(), Some(row));
+    assert!(press(&mut app, "F").is_empty());
+    assert!(screen(&app, theme, 160, 48).contains("· all σ (log)"));
+
+    // A failure is reported and the request can be repeated.
+    press(&mut app, "j");
+    let next = app.selected_row().unwrap();
+    assert_eq!(press(&mut app, "F"), vec![Cmd::FullSpectrum(next)]);
+    app.on_spectrum(next, Err("disk on fire".into()));
+    assert!(app.message.as_deref().unwrap().contains("disk on fire"));
+    assert_eq!(press(&mut app, "F"), vec![Cmd::FullSpectrum(next)]);
+}

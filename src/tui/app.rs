@@ -1,6 +1,7 @@
 //! The explorer's state and its pure update: keys and worker events in, commands out. Nothing
 //! here touches the terminal, so tests drive it directly.
 
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,6 +90,8 @@ pub enum Cmd {
     Focus(usize),
     SetPaused(bool),
     SaveState,
+    /// Compute every singular value of this matrix's tuned weights.
+    FullSpectrum(usize),
     /// Write a report of these matrices in this format.
     Export(crate::report::ReportFormat, Vec<String>),
     Suspend,
@@ -122,6 +125,12 @@ pub struct App {
     pub heat: Option<Heat>,
     pub user: UserState,
     pub paused: bool,
+    /// Whole tuned spectra computed on request (scans keep the top part), by row.
+    pub spectra: std::collections::HashMap<usize, Vec<f64>>,
+    /// Rows whose whole spectrum is being computed, since when.
+    pub spectra_pending: std::collections::HashMap<usize, Instant>,
+    /// The spectrum pane shows the whole spectrum where there is one.
+    pub show_full: bool,
     pub message: Option<String>,
     /// One line describing the inputs, for the title and overview.
     pub title: String,
@@ -161,6 +170,9 @@ impl App {
             heat: None,
             user,
             paused: false,
+            spectra: Default::default(),
+            spectra_pending: Default::default(),
+            show_full: false,
             message: None,
             title,
             inputs,
@@ -517,6 +529,7 @@ impl App {
                 cmds.push(Cmd::SetPaused(self.paused));
             }
             Action::Suspend => cmds.push(Cmd::Suspend),
+            Action::FullSpectrum => self.toggle_full_spectrum(&mut cmds),
             Action::Export => {
                 if self.export_set().is_empty() {
                     self.message =
@@ -623,6 +636,55 @@ impl App {
         };
         if self.sort == SortBy::Intruders {
             self.refresh_visible();
+        }
+    }
+
+    /// The whole tuned spectrum of the selected matrix: shown if computed (F again: the top
+    /// part), else asked for. Large matrices cost a values-only SVD, so only on request.
+    fn toggle_full_spectrum(&mut self, cmds: &mut Vec<Cmd>) {
+        let Some(row) = self.selected_row() else {
+            return;
+        };
+        let Some(r) = self.report(row) else {
+            self.message = Some("not analysed yet".into());
+            return;
+        };
+        let name = self.rows[row].name.clone();
+        if r.sigma_tuned.len() >= r.shape[0].min(r.shape[1]) {
+            self.message = Some(format!("{name}: the whole spectrum is already shown"));
+        } else if self.spectra.contains_key(&row) {
+            self.show_full = !self.show_full;
+        } else {
+            match self.spectra_pending.entry(row) {
+                Entry::Occupied(_) => {
+                    self.message = Some(format!("{name}: still computing the whole spectrum"))
+                }
+                Entry::Vacant(v) => {
+                    v.insert(Instant::now());
+                    self.show_full = true;
+                    cmds.push(Cmd::FullSpectrum(row));
+                }
+            }
+        }
+    }
+
+    /// The whole spectrum to draw for `row`, if computed and wanted.
+    pub fn full_spectrum(&self, row: usize) -> Option<&[f64]> {
+        self.spectra
+            .get(&row)
+            .filter(|_| self.show_full)
+            .map(|v| v.as_slice())
+    }
+
+    pub fn on_spectrum(&mut self, row: usize, result: Result<Vec<f64>, String>) {
+        self.spectra_pending.remove(&row);
+        let name = &self.rows[row].name;
+        match result {
+            Ok(s) => {
+                self.message = Some(format!("{name}: {} singular values", s.len()));
+                self.spectra.insert(row, s);
+            }
+            Err(e) => self.message = Some(format!("{name}: whole spectrum failed: {e}")),
         }
     }
 

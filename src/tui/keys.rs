@@ -33,6 +33,7 @@ pub enum Action {
     Mark,
     Pause,
     Overview,
+    FullSpectrum,
     Export,
     Suspend,
 }
@@ -225,6 +226,13 @@ pub const BINDINGS: &[Binding] = &[
         label: "Space",
         action: Action::Mark,
         help: "mark the matrix for export",
+        hint: None,
+    },
+    Binding {
+        keys: &[(Char('F'), SHIFT), (Char('F'), NONE)],
+        label: "F",
+        action: Action::FullSpectrum,
+        help: "all singular values / top part",
         hint: None,
     },
     Binding {

@@ -27,6 +27,8 @@ pub enum Event {
     Started(usize),
     Done(usize, std::result::Result<Arc<MatrixReport>, String>),
     Heat(Heat),
+    /// A matrix's whole tuned spectrum, asked for with `F`.
+    Spectrum(usize, std::result::Result<Vec<f64>, String>),
     Exported(std::result::Result<PathBuf, String>),
 }
 
@@ -93,10 +95,17 @@ fn handle(app: &mut App, ev: Event, cmds: &mut Vec<Cmd>) -> bool {
         }
         Event::Resize => true,
         // Ticks only refresh elapsed times and the ETA while work is under way.
-        Event::Tick => app
-            .rows
-            .iter()
-            .any(|r| matches!(r.status, Status::Computing(_))),
+        Event::Tick => {
+            !app.spectra_pending.is_empty()
+                || app
+                    .rows
+                    .iter()
+                    .any(|r| matches!(r.status, Status::Computing(_)))
+        }
+        Event::Spectrum(r, res) => {
+            app.on_spectrum(r, res);
+            true
+        }
         Event::Started(r) => {
             app.on_started(r);
             true
@@ -197,6 +206,14 @@ pub fn run(engine: Engine, settings: Settings) -> Result<()> {
                         let tx = tx.clone();
                         std::thread::spawn(move || {
                             let _ = tx.send(Event::Exported(job()));
+                        });
+                    }
+                    Cmd::FullSpectrum(row) => {
+                        let (engine, tx) = (engine.clone(), tx.clone());
+                        std::thread::spawn(move || {
+                            let pair = engine.matrices()[row];
+                            let res = engine.full_spectrum(pair).map_err(|e| e.to_string());
+                            let _ = tx.send(Event::Spectrum(row, res));
                         });
                     }
                     Cmd::Quit => {}

@@ -2,6 +2,8 @@
 
 pub mod heatmap;
 
+use std::ops::Range;
+
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -251,16 +253,38 @@ fn spectrum_bars(values: &[f64], lo: f64, hi: f64) -> Vec<u64> {
         .collect()
 }
 
+/// Which values each sparkline bar stands for: one each around the cursor (top part), or
+/// `len / width` each over the whole spectrum, so its tail is visible at any width.
+fn spectrum_bins(len: usize, width: usize, cursor: usize, whole: bool) -> Vec<Range<usize>> {
+    if whole && len > width {
+        (0..width)
+            .map(|x| x * len / width..(x + 1) * len / width)
+            .collect()
+    } else {
+        let n = width.min(len);
+        // Keep the cursor in view.
+        let start = cursor
+            .min(len.saturating_sub(1))
+            .saturating_sub(n.saturating_sub(1));
+        (start..(start + n).min(len)).map(|j| j..j + 1).collect()
+    }
+}
+
 fn render_spectrum(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
+    let whole = app.selected_row().and_then(|r| app.full_spectrum(r));
     let title = app
         .selected_row()
         .map(|r| {
             let row = &app.rows[r];
             let name = row.name.strip_suffix(".weight").unwrap_or(&row.name);
-            format!(
-                " {name} {}×{} · log σ tuned/base ",
-                row.shape.0, row.shape.1
-            )
+            let what = if whole.is_some() {
+                "all σ (log)".to_string()
+            } else if let Some(t) = app.spectra_pending.get(&r) {
+                format!("all σ… {}s", t.elapsed().as_secs())
+            } else {
+                "log σ tuned/base".to_string()
+            };
+            format!(" {name} {}×{} · {what} ", row.shape.0, row.shape.1)
         })
         .unwrap_or_default();
     let b = block(title, app.focus == Pane::Spectrum, theme);
@@ -272,12 +296,22 @@ fn render_spectrum(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
     };
     let row = app.selected_row().unwrap();
     let name = &app.rows[row].name;
-    let n = (inner.width as usize).min(r.sigma_tuned.len());
-    // Keep the cursor in view.
-    let start = app.cursor_j.saturating_sub(n.saturating_sub(1));
-    let t = &r.sigma_tuned[start..(start + n).min(r.sigma_tuned.len())];
-    let b0 = &r.sigma_base[start..(start + n).min(r.sigma_base.len())];
-    let all = t.iter().chain(b0).filter(|s| **s > 0.0).map(|s| s.log10());
+    let tuned = whole.unwrap_or(&r.sigma_tuned);
+    let bins = spectrum_bins(
+        tuned.len(),
+        inner.width as usize,
+        app.cursor_j,
+        whole.is_some(),
+    );
+    // A bar shows its bin's largest value (spectra descend: the first).
+    let first = |v: &[f64], bin: &Range<usize>| v.get(bin.start).copied().unwrap_or(0.0);
+    let t: Vec<f64> = bins.iter().map(|b| first(tuned, b)).collect();
+    let b0: Vec<f64> = bins
+        .iter()
+        .filter(|b| b.start < r.sigma_base.len())
+        .map(|b| first(&r.sigma_base, b))
+        .collect();
+    let all = t.iter().chain(&b0).filter(|s| **s > 0.0).map(|s| s.log10());
     let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
         (a.min(x), b.max(x))
     });
@@ -289,18 +323,17 @@ fn render_spectrum(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
         Constraint::Length(1),
     ])
     .areas(inner);
-    let tuned_bars: Vec<SparklineBar> = spectrum_bars(t, lo, hi)
+    let tuned_bars: Vec<SparklineBar> = spectrum_bars(&t, lo, hi)
         .into_iter()
-        .enumerate()
-        .map(|(x, v)| {
-            let j = start + x;
-            let style = if j == app.cursor_j {
+        .zip(&bins)
+        .map(|(v, bin)| {
+            let style = if bin.contains(&app.cursor_j) {
                 Some(Style::new().add_modifier(Modifier::REVERSED))
-            } else if r
-                .vectors
-                .get(j)
-                .is_some_and(|m| app.is_intruder(name, j, m.max_cos))
-            {
+            } else if bin.clone().any(|j| {
+                r.vectors
+                    .get(j)
+                    .is_some_and(|m| app.is_intruder(name, j, m.max_cos))
+            }) {
                 Some(theme.intruder())
             } else {
                 None
@@ -317,18 +350,38 @@ fn render_spectrum(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
     );
     f.render_widget(
         Sparkline::default()
-            .data(spectrum_bars(b0, lo, hi))
+            .data(spectrum_bars(&b0, lo, hi))
             .max(100)
             .style(theme.base_series()),
         base_area,
     );
     let j = app.cursor_j;
-    let info = format!(
-        "j={j} σ={:.4} σ0[{j}]={:.4} σ/σ1={:.3}",
-        r.sigma_tuned.get(j).copied().unwrap_or(f64::NAN),
-        r.sigma_base.get(j).copied().unwrap_or(f64::NAN),
-        r.vectors.get(j).map_or(f64::NAN, |v| v.sigma_ratio)
-    );
+    let info = if let Some(w) = whole {
+        // Bars stand for bins here: the spectrum's extent says more than the cursor's values.
+        let per = w.len() as f64 / bins.len().max(1) as f64;
+        format!(
+            "{} values{} · σ {:.4} … {:.3e}",
+            w.len(),
+            if per > 1.0 {
+                format!(", {per:.1}/bar")
+            } else {
+                String::new()
+            },
+            w.first().copied().unwrap_or(f64::NAN),
+            w.last().copied().unwrap_or(f64::NAN)
+        )
+    } else {
+        let mut info = format!(
+            "j={j} σ={:.4} σ0[{j}]={:.4} σ/σ1={:.3}",
+            r.sigma_tuned.get(j).copied().unwrap_or(f64::NAN),
+            r.sigma_base.get(j).copied().unwrap_or(f64::NAN),
+            r.vectors.get(j).map_or(f64::NAN, |v| v.sigma_ratio)
+        );
+        if r.sigma_tuned.len() < r.shape[0].min(r.shape[1]) {
+            info += &format!(" · top {} (F: all)", r.sigma_tuned.len());
+        }
+        info
+    };
     f.render_widget(Paragraph::new(info), text);
 }
 
@@ -672,4 +725,26 @@ fn render_input(prompt: &Prompt, text: &str, f: &mut Frame, area: Rect) {
         Paragraph::new(format!("{text}▏")).block(Block::bordered().title(format!(" {label} "))),
         r,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spectrum_bins;
+
+    #[test]
+    fn whole_spectrum_bins_cover_every_value_once_and_top_bins_follow_the_cursor() {
+        for (len, width) in [(4096, 46), (128, 46), (46, 46), (10, 46), (11008, 157)] {
+            let bins = spectrum_bins(len, width, 0, true);
+            assert_eq!(bins.len(), width.min(len));
+            assert_eq!(bins.first().unwrap().start, 0);
+            assert_eq!(bins.last().unwrap().end, len);
+            assert!(bins.windows(2).all(|b| b[0].end == b[1].start));
+            assert!(bins.iter().all(|b| !b.is_empty()));
+        }
+        let top = spectrum_bins(32, 10, 0, false);
+        assert_eq!(top, (0..10).map(|j| j..j + 1).collect::<Vec<_>>());
+        let top = spectrum_bins(32, 10, 25, false);
+        assert_eq!((top[0].start, top[9].end), (16, 26));
+        assert_eq!(spectrum_bins(32, 10, 99, false)[9], 31..32);
+    }
 }
