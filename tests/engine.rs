@@ -366,3 +366,32 @@ fn the_whole_spectrum_on_request_extends_the_top_part_and_is_cached() {
     }
     assert_eq!(next.decompositions(), 0);
 }
+
+#[test]
+fn full_fine_tune_delta_statistics_match_an_svd_of_the_difference() {
+    let f = fixtures().join("minilm");
+    let e = engine(
+        &f.join("base.safetensors"),
+        &f.join("full-ft.safetensors"),
+        Cache::disabled(),
+        Side::Left,
+    );
+    for (p, r) in e.matrices().into_iter().zip(reports(&e)) {
+        let w0 = e.inputs.base_matrix::<f64>(p).unwrap();
+        let mut d = e.inputs.tuned_matrix::<f64>(p).unwrap();
+        d.data.iter_mut().zip(&w0.data).for_each(|(x, y)| *x -= y);
+        let svd = lorascope::spectral::singular_values(&d, faer::Par::Seq).unwrap();
+        let er = lorascope::spectral::effective_rank(&svd);
+        // A full fine-tune's ΔW has a high effective rank (MiniLM: hundreds of 384).
+        assert!(er > 100.0, "{}: {er}", p.name);
+        assert!(
+            (r.delta_effective_rank - er).abs() <= 1e-6 * er,
+            "{}: {} vs {er}",
+            p.name,
+            r.delta_effective_rank
+        );
+        let fro = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let rel = fro(&d.data) / fro(&w0.data);
+        assert!((r.delta_rel_norm - rel).abs() <= 1e-9 * rel, "{}", p.name);
+    }
+}

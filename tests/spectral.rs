@@ -308,3 +308,57 @@ fn an_empty_matrix_is_an_error_not_a_panic() {
     assert!(spectral::decompose_gram(&w, Side::Left, 10, Par::Seq).is_err());
     assert!(spectral::singular_values(&w, Par::Seq).is_err());
 }
+
+#[test]
+fn gram_singular_values_match_the_svd_where_it_matters() {
+    let mut rng = Rng(11);
+    // Square, wide and tall; full rank, and rank 6 plus noise 1e-6 (a full fine-tune's ΔW has
+    // a fast-decaying spectrum with a long tail).
+    for (m, n) in [(80, 80), (50, 120), (130, 40)] {
+        let full = gaussian(&mut rng, m, n);
+        let (b, a) = (gaussian(&mut rng, m, 6), gaussian(&mut rng, 6, n));
+        let noise = gaussian(&mut rng, m, n);
+        let mut low = Dense {
+            rows: m,
+            cols: n,
+            data: vec![0.0; m * n],
+        };
+        for i in 0..m {
+            for j in 0..n {
+                let ba: f64 = (0..6).map(|t| b.data[i * 6 + t] * a.data[t * n + j]).sum();
+                low.data[i * n + j] = ba + 1e-6 * noise.data[i * n + j];
+            }
+        }
+        for w in [&full, &low] {
+            let svd = spectral::singular_values(w, Par::Seq).unwrap();
+            let gram = spectral::gram_singular_values(w, Par::Seq).unwrap();
+            assert_eq!(gram.len(), m.min(n));
+            assert!(gram.windows(2).all(|s| s[0] >= s[1]));
+            let s1 = svd[0];
+            for (g, s) in gram.iter().zip(&svd) {
+                assert!((g - s).abs() <= 1e-7 * s1, "{m}×{n}: {g} vs {s}");
+            }
+            // Values above the floor keep their relative digits.
+            for (g, s) in gram.iter().zip(&svd).filter(|(_, s)| **s > 1e-4 * s1) {
+                assert!((g - s).abs() <= 1e-9 * s, "{m}×{n}: {g} vs {s}");
+            }
+            let (er_g, er_s) = (
+                spectral::effective_rank(&gram),
+                spectral::effective_rank(&svd),
+            );
+            assert!((er_g - er_s).abs() <= 1e-6 * er_s, "{er_g} vs {er_s}");
+            let fro2: f64 = w.data.iter().map(|x| x * x).sum();
+            let s2: f64 = gram.iter().map(|s| s * s).sum();
+            assert!((s2 - fro2).abs() <= 1e-12 * fro2);
+        }
+    }
+    let zero = Dense {
+        rows: 3,
+        cols: 4,
+        data: vec![0.0; 12],
+    };
+    assert_eq!(
+        spectral::gram_singular_values(&zero, Par::Seq).unwrap(),
+        [0.0; 3]
+    );
+}

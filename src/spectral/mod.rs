@@ -232,6 +232,55 @@ pub fn singular_values<T: Element>(w: &Dense<T>, par: Par) -> Result<Vec<f64>> {
     Ok((0..m.min(n)).map(|i| s[i].into()).collect())
 }
 
+/// Singular values only, descending, from the eigenvalues of the smaller Gram matrix (W·Wᵀ or
+/// WᵀW, lower half). Reducing a symmetric matrix to tridiagonal form moves half the memory
+/// that bidiagonalising W does: 13 s against 34 s for a 4096² f64 matrix. Each σ² is exact to
+/// about ε·σ₁², so σ below ~1e-8·σ₁ reads as ~1e-8·σ₁: sums over the spectrum (the effective
+/// rank, ‖W‖_F) keep their digits, single tiny values do not.
+pub fn gram_singular_values(w: &Dense<f64>, par: Par) -> Result<Vec<f64>> {
+    use faer::linalg::matmul::triangular::{matmul, BlockStructure};
+    check_finite(w)?;
+    // X = Wᵀ, column-major over the stored rows; G = XᵀX = W·Wᵀ or X·Xᵀ = WᵀW.
+    let x = MatRef::from_column_major_slice(&w.data, w.cols, w.rows);
+    let (lhs, rhs) = if w.rows <= w.cols {
+        (x.transpose(), x)
+    } else {
+        (x, x.transpose())
+    };
+    let p = w.rows.min(w.cols);
+    let mut gram = Mat::<f64>::zeros(p, p);
+    matmul(
+        gram.as_mut(),
+        BlockStructure::TriangularLower,
+        faer::Accum::Replace,
+        lhs,
+        BlockStructure::Rectangular,
+        rhs,
+        BlockStructure::Rectangular,
+        1.0,
+        par,
+    );
+    use faer::linalg::evd::{self_adjoint_evd, self_adjoint_evd_scratch, ComputeEigenvectors};
+    let mut vals = Diag::<f64>::zeros(p);
+    let mut mem = MemBuffer::new(self_adjoint_evd_scratch::<f64>(
+        p,
+        ComputeEigenvectors::No,
+        par,
+        Default::default(),
+    ));
+    self_adjoint_evd(
+        gram.as_ref(),
+        vals.as_mut(),
+        None,
+        par,
+        MemStack::new(&mut mem),
+        Default::default(),
+    )
+    .map_err(|e| Error::Compute(format!("eigenvalues failed: {e:?}")))?;
+    // Ascending → descending; rounding can leave the smallest slightly negative.
+    Ok((0..p).rev().map(|i| vals[i].max(0.0).sqrt()).collect())
+}
+
 /// Singular values of s·B·A (B out×r, A r×in) from the r×r core: B = Qb·Rb, Aᵀ = Qa·Ra, so
 /// s·B·A = Qb·(s·Rb·Raᵀ)·Qaᵀ has the singular values of the core. O((out+in)·r²).
 pub fn low_rank_singular_values(scaling: f64, b: &Dense<f64>, a: &Dense<f64>) -> Result<Vec<f64>> {
