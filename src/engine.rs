@@ -174,6 +174,9 @@ pub struct Options {
     pub fast_min_dim: usize,
     /// Bytes of working memory for matrices in flight together (one always runs).
     pub memory: u64,
+    /// ΔW's effective rank for every matrix, also where it costs a full eigendecomposition
+    /// (large matrices of full fine-tunes); otherwise only where it is cheap or cached.
+    pub delta_rank: bool,
 }
 
 impl Default for Options {
@@ -186,6 +189,7 @@ impl Default for Options {
             keep: DEFAULT_KEEP,
             fast_min_dim: FAST_MIN_DIM,
             memory: default_memory_budget(),
+            delta_rank: false,
         }
     }
 }
@@ -215,7 +219,9 @@ pub struct MatrixReport {
     /// ‖ΔW‖_F / ‖W0‖_F.
     pub delta_rel_norm: f64,
     /// exp(entropy) of ΔW's normalised singular values.
-    pub delta_effective_rank: f64,
+    /// None where the scan skipped it: a large matrix of a full fine-tune without
+    /// [`Options::delta_rank`].
+    pub delta_effective_rank: Option<f64>,
 }
 
 impl MatrixReport {
@@ -356,6 +362,66 @@ impl Engine {
         }
     }
 
+    /// ‖ΔW‖_F and ΔW's effective rank. The rank needs every singular value of ΔW: for a large
+    /// matrix of a full fine-tune that costs several times the rest of its analysis (13 s of
+    /// 14 at 4096²), so it is computed only when `want_rank` (or cached); the norm is one pass.
+    fn delta_stats(
+        &self,
+        pair: &TensorPair,
+        (base_src, tuned_src): (u128, u128),
+        want_rank: bool,
+    ) -> Result<(f64, Option<f64>)> {
+        let key = self.key("delta", &[base_src, tuned_src]);
+        let fro = |s: &[f64]| s.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let (rows, cols) = pair.dims();
+        let cheap = rows.min(cols) < self.opts.fast_min_dim.min(FAST_MIN_DIM)
+            || self.inputs.lora_factors(pair)?.is_some();
+        let spectrum = if cheap || want_rank {
+            Some(self.cached(key, || {
+                Ok(Decomposition {
+                    sigma: self.delta_sigma(pair)?,
+                    vectors: Default::default(),
+                    dim: 0,
+                    keep: 0,
+                })
+            })?)
+        } else {
+            self.cache.get(key)
+        };
+        if let Some(d) = spectrum {
+            return Ok((fro(&d.sigma), Some(spectral::effective_rank(&d.sigma))));
+        }
+        let key = self.key("delta-norm", &[base_src, tuned_src]);
+        if let Some(d) = self.cache.get(key) {
+            return Ok((d.sigma.first().copied().unwrap_or(0.0), None));
+        }
+        let w0 = self.inputs.base_matrix::<f64>(pair)?;
+        let w = self.inputs.tuned_matrix::<f64>(pair)?;
+        let norm = w
+            .data
+            .iter()
+            .zip(&w0.data)
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum::<f64>();
+        let norm = norm.sqrt();
+        let entry = Decomposition {
+            sigma: vec![norm],
+            vectors: Default::default(),
+            dim: 0,
+            keep: 0,
+        };
+        self.cache.put(key, &entry);
+        Ok((norm, None))
+    }
+
+    /// The effective rank of ΔW for one matrix, computed if a scan skipped it (reports ask for
+    /// the matrices they show).
+    pub fn delta_effective_rank(&self, pair: &TensorPair) -> Result<f64> {
+        let _held = self.budget.acquire(self.memory_estimate(pair));
+        let keys = self.content_keys(pair)?;
+        Ok(self.delta_stats(pair, keys, true)?.1.unwrap_or(0.0))
+    }
+
     fn delta_sigma(&self, pair: &TensorPair) -> Result<Vec<f64>> {
         if let Some(f) = self.inputs.lora_factors(pair)? {
             return spectral::low_rank_singular_values(f.scaling, &f.b, &f.a);
@@ -463,15 +529,8 @@ impl Engine {
         let _held = self.budget.acquire(self.memory_estimate(pair));
         let (base_src, tuned_src) = self.content_keys(pair)?;
         let (base, tuned) = self.decompositions_keyed(pair, (base_src, tuned_src))?;
-        let delta = self.cached(self.key("delta", &[base_src, tuned_src]), || {
-            let sigma = self.delta_sigma(pair)?;
-            Ok(Decomposition {
-                sigma,
-                vectors: Default::default(),
-                dim: 0,
-                keep: 0,
-            })
-        })?;
+        let (delta_norm, delta_rank) =
+            self.delta_stats(pair, (base_src, tuned_src), self.opts.delta_rank)?;
         let matches = spectral::best_matches(&base, &tuned);
         let s1 = tuned.sigma.first().copied().unwrap_or(0.0);
         let vectors = matches
@@ -491,12 +550,8 @@ impl Engine {
         let report = MatrixReport {
             name: pair.name.clone(),
             shape: [rows, cols],
-            delta_rel_norm: if w0 > 0.0 {
-                fro(&delta.sigma) / w0
-            } else {
-                0.0
-            },
-            delta_effective_rank: spectral::effective_rank(&delta.sigma),
+            delta_rel_norm: if w0 > 0.0 { delta_norm / w0 } else { 0.0 },
+            delta_effective_rank: delta_rank,
             sigma_base: base.sigma.clone(),
             sigma_tuned: tuned.sigma.clone(),
             vectors,

@@ -234,3 +234,41 @@ fn report_command_writes_stdout_or_new_files_and_reads_the_explorers_flags() {
         .unwrap()
         .starts_with("matrix,rows,cols,j,"));
 }
+
+#[test]
+fn sections_show_the_delta_rank_a_scan_skipped_as_too_costly() {
+    let d = tempfile::tempdir().unwrap();
+    let p = lorascope::demo::ensure(d.path()).unwrap();
+    let inputs = Inputs::open(&p.base, &p.full, &Selection::default()).unwrap();
+    // From 64 on the demo's full fine-tune counts as large: the scan skips ΔW's rank.
+    let opts = Options {
+        fast_min_dim: 64,
+        ..Options::default()
+    };
+    let e = Engine::new(inputs, Cache::disabled(), opts);
+    let s = e.scan(2, &|_, _, _| {});
+    assert!(s.reports().all(|m| m.delta_effective_rank.is_none()));
+    let json = report::scan_json(&e.inputs, &s, &e.opts, 10, 0.5);
+    assert!(json["matrices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(
+            |m| m["delta_effective_rank"].is_null() && m["delta_rel_norm"].as_f64().unwrap() > 0.0
+        ));
+    let r = build(&e, &s, &UserState::default(), Some("layers\\.0\\.mlp\\.up"));
+    assert_eq!(r.sections.len(), 1);
+    let rank = r.sections[0].delta_effective_rank.unwrap();
+    let pair = e
+        .matrices()
+        .into_iter()
+        .find(|p| p.name == r.sections[0].name);
+    let want = e.delta_effective_rank(pair.unwrap()).unwrap();
+    assert_eq!(rank, want);
+    assert!(rank > 10.0, "{rank}");
+    let md = ReportFormat::Md.render(&r);
+    assert!(
+        md.contains(&format!("effective rank of ΔW = {rank:.2}")),
+        "{md}"
+    );
+}

@@ -77,6 +77,11 @@ pub struct AnalysisArgs {
     /// large matrices; the same c_j to about 1e-6; gives whole tuned spectra).
     #[arg(long)]
     pub full_svd: bool,
+    /// The effective rank of ΔW for every matrix. Large matrices of a full fine-tune skip it
+    /// by default: it needs all of ΔW's singular values, several times the cost of the rest of
+    /// the analysis (reports compute it for the matrices they show).
+    #[arg(long)]
+    pub delta_rank: bool,
     /// Working memory for the matrices in flight, e.g. 8G or 512M; matrices wait for room (one
     /// always runs) [default: half the memory available at start].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
@@ -132,6 +137,7 @@ impl AnalysisArgs {
             jobs: None,
             keep: lorascope::engine::DEFAULT_KEEP,
             full_svd: false,
+            delta_rank: false,
             memory: None,
             cache,
         }
@@ -174,6 +180,7 @@ impl AnalysisArgs {
             memory: self
                 .memory
                 .unwrap_or_else(lorascope::engine::default_memory_budget),
+            delta_rank: self.delta_rank,
             ..Default::default()
         };
         Ok(lorascope::engine::Engine::new(inputs, cache, opts))

@@ -91,13 +91,14 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs) {
             for (name, r) in &scan.results {
                 match r {
                     Ok(m) => outln!(
-                        "{name},{},{},{},{:.6},{:.6},{:.3},,{}",
+                        "{name},{},{},{},{:.6},{:.6},{},,{}",
                         m.shape[0],
                         m.shape[1],
                         m.intruders(k, eps).len(),
                         m.min_cos(k),
                         m.delta_rel_norm,
-                        m.delta_effective_rank,
+                        m.delta_effective_rank
+                            .map_or(String::new(), |x| format!("{x:.3}")),
                         m.max_cos()
                             .iter()
                             .take(k)

@@ -496,10 +496,10 @@ td:first-child,th:first-child{text-align:left}code{font-size:.9em}.intr{color:#e
         s.push_str("<p>No matrix selected (by default: those with intruders or user flags).</p>");
     }
     for m in &r.sections {
-        let _ = write!(s, "<section><h3><code>{}</code></h3><p>{}×{} · <b class=intr>{}</b> · ‖ΔW‖/‖W0‖ = {:.4} · effective rank of ΔW = {:.2}</p>",
+        let _ = write!(s, "<section><h3><code>{}</code></h3><p>{}×{} · <b class=intr>{}</b> · ‖ΔW‖/‖W0‖ = {:.4} · effective rank of ΔW = {}</p>",
             escape(&m.name), m.shape[0], m.shape[1],
             super::model::intruder_summary(&m.intruders),
-            m.delta_rel_norm, m.delta_effective_rank);
+            m.delta_rel_norm, m.delta_effective_rank.map_or("—".to_string(), |x| format!("{x:.2}")));
         let n = m.sigma_tuned.len().min(32);
         let (lo, hi) = spark_range(
             &m.sigma_tuned[..n],

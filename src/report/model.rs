@@ -56,7 +56,8 @@ pub struct Section {
     pub sigma_base: Vec<f64>,
     pub sigma_tuned: Vec<f64>,
     pub delta_rel_norm: f64,
-    pub delta_effective_rank: f64,
+    /// None only if computing it failed.
+    pub delta_effective_rank: Option<f64>,
     /// |cos|, row-major: base vectors (rows) × tuned vectors (cols); for plots only.
     #[serde(skip)]
     pub heat: Option<(usize, usize, Vec<f32>)>,
@@ -182,10 +183,12 @@ pub fn build(
                 intruder: intr.contains(&j),
             })
             .collect();
-        let heat = engine
-            .matrices()
-            .into_iter()
-            .find(|p| p.name == m.name)
+        let pair = engine.matrices().into_iter().find(|p| p.name == m.name);
+        // A section shows ΔW's effective rank even where the scan skipped it as too costly.
+        let delta_effective_rank = m
+            .delta_effective_rank
+            .or_else(|| engine.delta_effective_rank(pair?).ok());
+        let heat = pair
             .and_then(|p| engine.decompositions_of(p).ok())
             .map(|(b, t)| {
                 let n = HEAT_K.min(b.keep).min(t.keep);
@@ -199,7 +202,7 @@ pub fn build(
             sigma_base: m.sigma_base.clone(),
             sigma_tuned: m.sigma_tuned.clone(),
             delta_rel_norm: m.delta_rel_norm,
-            delta_effective_rank: m.delta_effective_rank,
+            delta_effective_rank,
             heat,
         });
     }

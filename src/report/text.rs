@@ -141,12 +141,13 @@ fn section_md(s: &mut String, m: &Section, k: usize) {
     let _ = writeln!(s, "### `{}`\n", m.name);
     let _ = writeln!(
         s,
-        "{}×{} · {} · ‖ΔW‖/‖W0‖ = {} · effective rank of ΔW = {:.2}\n",
+        "{}×{} · {} · ‖ΔW‖/‖W0‖ = {} · effective rank of ΔW = {}\n",
         m.shape[0],
         m.shape[1],
         super::model::intruder_summary(&m.intruders),
         g(m.delta_rel_norm),
         m.delta_effective_rank
+            .map_or("—".to_string(), |x| format!("{x:.2}"))
     );
     let n = m.sigma_tuned.len().min(32);
     let (lo, hi) = spark_range(
@@ -195,7 +196,7 @@ pub fn json(r: &Report) -> Value {
             "sigma_ratio": top.iter().map(|v| r6(v.sigma_ratio)).collect::<Vec<_>>(),
             "sigma_base": m.sigma_base.iter().take(r.k).map(|x| r6(*x)).collect::<Vec<_>>(),
             "delta_rel_norm": r6(m.delta_rel_norm),
-            "delta_effective_rank": r6(m.delta_effective_rank),
+            "delta_effective_rank": m.delta_effective_rank.map(r6),
             "rule_intruders": m.vectors.iter().filter(|v| v.rule).map(|v| v.j).collect::<Vec<_>>(),
             "user_flags": m.vectors.iter().filter_map(|v| v.flag.map(|f| json!({"j": v.j, "intruder": f}))).collect::<Vec<_>>(),
         })
@@ -234,7 +235,7 @@ pub fn csv(r: &Report) -> String {
         for v in &m.vectors {
             let _ = writeln!(
                 s,
-                "{},{},{},{},{:.6e},{},{:.6},{:.6},{},{:.6e},{},{},{},{:.6e},{:.4}",
+                "{},{},{},{},{:.6e},{},{:.6},{:.6},{},{:.6e},{},{},{},{:.6e},{}",
                 csv_field(&m.name),
                 m.shape[0],
                 m.shape[1],
@@ -252,6 +253,7 @@ pub fn csv(r: &Report) -> String {
                 v.intruder,
                 m.delta_rel_norm,
                 m.delta_effective_rank
+                    .map_or(String::new(), |x| format!("{x:.4}"))
             );
         }
     }
