@@ -113,3 +113,59 @@ fn bad_input_fails_before_the_terminal_is_touched() {
     // Nothing was written to stdout: no alternate-screen or raw-mode escapes.
     assert!(o.stdout.is_empty());
 }
+
+/// The pid of the process whose command line contains `needle` (and is not a shell).
+fn pid_of(needle: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<_> = cmd.split(|b| *b == 0).collect();
+        let exe_is_us = args.first()?.ends_with(b"lorascope");
+        let has = args
+            .iter()
+            .any(|a| a.windows(needle.len()).any(|w| w == needle.as_bytes()));
+        (exe_is_us && has).then_some(pid)
+    })
+}
+
+#[test]
+fn a_termination_signal_restores_the_terminal_and_exits_128_plus_its_number() {
+    let d = tempfile::tempdir().unwrap();
+    let tmux = Tmux {
+        socket: format!("lorascope-e2e-sig-{}", std::process::id()),
+    };
+    let cache = d.path().display().to_string();
+    let cmd = format!(
+        "TERM=xterm-256color {} demo --cache-dir {cache}; echo EXIT=$?; stty -a; sleep 30",
+        env!("CARGO_BIN_EXE_lorascope"),
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "e2e",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &cmd,
+    ]);
+    tmux.wait_for("top vectors");
+    let pid = pid_of(&cache).expect("the explorer's process");
+    // SAFETY: signalling a child process of this test.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let s = tmux.wait_for("EXIT=");
+    assert!(s.contains("EXIT=143"), "{s}");
+    assert_eq!(
+        tmux.run(&["display", "-p", "-t", "e2e", "#{alternate_on}"])
+            .trim(),
+        "0",
+        "alternate screen left"
+    );
+    // Raw mode is off again: the line discipline echoes and edits lines.
+    let s = tmux.wait_for("icanon");
+    let words: Vec<&str> = s.split_whitespace().collect();
+    for mode in ["icanon", "echo", "isig"] {
+        assert!(words.contains(&mode), "{mode} off after exit:\n{s}");
+    }
+}

@@ -415,8 +415,7 @@ fn tui(a: TuiArgs) -> Result<ExitCode, Error> {
         state_root,
         workers,
     };
-    tui::run(engine, settings)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(tui::run(engine, settings)?))
 }
 
 #[cfg(test)]

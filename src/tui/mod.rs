@@ -30,6 +30,8 @@ pub enum Event {
     /// A matrix's whole tuned spectrum, asked for with `F`.
     Spectrum(usize, std::result::Result<Vec<f64>, String>),
     Exported(std::result::Result<PathBuf, String>),
+    /// SIGTERM, SIGHUP, SIGINT or SIGQUIT: leave as on `q`, restoring the terminal.
+    Signal(i32),
 }
 
 pub struct Settings {
@@ -118,6 +120,10 @@ fn handle(app: &mut App, ev: Event, cmds: &mut Vec<Cmd>) -> bool {
             app.on_heat(h);
             true
         }
+        Event::Signal(_) => {
+            app.quit = true;
+            false
+        }
         Event::Exported(r) => {
             app.message = Some(match r {
                 Ok(p) => format!("wrote {}", p.display()),
@@ -128,7 +134,11 @@ fn handle(app: &mut App, ev: Event, cmds: &mut Vec<Cmd>) -> bool {
     }
 }
 
-pub fn run(engine: Engine, settings: Settings) -> Result<()> {
+/// Runs the explorer until the user quits (exit code 0) or a termination signal arrives
+/// (128 + its number, after the terminal is restored).
+pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
+    let (tx, rx) = mpsc::channel::<Event>();
+    quit_on_signals(tx.clone());
     let engine = Arc::new(engine);
     let state_path = settings
         .state_root
@@ -145,7 +155,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<()> {
     let mut app = build_app(&engine, settings.k, settings.epsilon, user);
     app.message = startup_msg;
     let theme = Theme::new(settings.depth);
-    let (tx, rx) = mpsc::channel::<Event>();
+    let mut signal = None;
     let sched = worker::Scheduler::new(app.rows.len());
     if let Some(r) = app.selected_row() {
         sched.focus(r);
@@ -175,6 +185,9 @@ pub fn run(engine: Engine, settings: Settings) -> Result<()> {
     let result = (|| -> std::io::Result<()> {
         terminal.draw(|f| ui::render(&app, &theme, f))?;
         while let Ok(ev) = rx.recv() {
+            if let Event::Signal(s) = ev {
+                signal = Some(s);
+            }
             let mut cmds = Vec::new();
             let mut dirty = handle(&mut app, ev, &mut cmds);
             // Coalesce a burst (key repeat, many results) into one frame.
@@ -231,8 +244,60 @@ pub fn run(engine: Engine, settings: Settings) -> Result<()> {
     // Stop at once: an SVD in progress is abandoned; cache writes are atomic.
     sched.stop();
     ratatui::restore();
-    result.map_err(|e| Error::Usage(format!("terminal error: {e}")))
+    result.map_err(|e| Error::Usage(format!("terminal error: {e}")))?;
+    Ok(signal.map_or(0, |s| 128u8.saturating_add(s as u8)))
 }
+
+/// Termination signals become an [`Event::Signal`] instead of killing the process with the
+/// terminal in raw mode on the alternate screen (`kill`, a closed tmux pane, SIGINT from
+/// outside: in raw mode Ctrl-C arrives as a key). The handler only writes the signal's number
+/// to a pipe (async-signal-safe); a thread turns it into the event. Handlers are process-wide,
+/// so it works whichever thread the signal lands on. SA_RESETHAND: a second signal kills at
+/// once, should quitting ever hang.
+#[cfg(unix)]
+fn quit_on_signals(tx: mpsc::Sender<Event>) {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    static PIPE: AtomicI32 = AtomicI32::new(-1);
+    extern "C" fn on_signal(sig: libc::c_int) {
+        let fd = PIPE.load(Ordering::Relaxed);
+        let b = sig as u8;
+        // SAFETY: write(2) is async-signal-safe; one byte from a live local.
+        unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
+    }
+    let mut fds = [0; 2];
+    // SAFETY: plain libc calls on locals; the handler touches only the pipe's write end,
+    // which stays open for the life of the process.
+    unsafe {
+        if libc::pipe(fds.as_mut_ptr()) != 0 {
+            return;
+        }
+        PIPE.store(fds[1], Ordering::Relaxed);
+        for s in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGQUIT] {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART | libc::SA_RESETHAND;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(s, &sa, std::ptr::null_mut());
+        }
+    }
+    let read_end = fds[0];
+    std::thread::spawn(move || loop {
+        let mut b = 0u8;
+        // SAFETY: reading one byte into a local from our own pipe.
+        let n = unsafe { libc::read(read_end, (&mut b as *mut u8).cast(), 1) };
+        if n == 1 {
+            let _ = tx.send(Event::Signal(b as i32));
+            return;
+        }
+        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        return;
+    });
+}
+
+#[cfg(not(unix))]
+fn quit_on_signals(_: mpsc::Sender<Event>) {}
 
 /// Build and write a report off the UI thread (heatmaps may need the cache or an SVD).
 pub fn export_job(
