@@ -18,6 +18,29 @@ impl Tmux {
             .expect("tmux is installed (.ci/run installs it)");
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
+    /// A detached 80×24 session `e2e` running `cmd`, on a tmux server of its own.
+    fn start(tag: &str, cmd: &str) -> Tmux {
+        let t = Tmux {
+            socket: format!("lorascope-e2e-{tag}-{}", std::process::id()),
+        };
+        t.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            cmd,
+        ]);
+        t
+    }
+    fn alternate_on(&self) -> bool {
+        self.run(&["display", "-p", "-t", "e2e", "#{alternate_on}"])
+            .trim()
+            == "1"
+    }
     fn screen(&self) -> String {
         self.run(&["capture-pane", "-p", "-t", "e2e"])
     }
@@ -46,34 +69,17 @@ impl Drop for Tmux {
 #[test]
 fn explorer_starts_responds_quits_and_restores_the_terminal() {
     let d = tempfile::tempdir().unwrap();
-    let tmux = Tmux {
-        socket: format!("lorascope-e2e-{}", std::process::id()),
-    };
     let cmd = format!(
         "TERM=xterm-256color NO_COLOR= {} demo --cache-dir {}; echo EXIT=$?; sleep 30",
         env!("CARGO_BIN_EXE_lorascope"),
         d.path().display()
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "e2e",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &cmd,
-    ]);
+    let tmux = Tmux::start("quit", &cmd);
     let s = tmux.wait_for("top vectors");
     assert!(s.contains("lorascope base → lora-r4  k=10 ε=0.50"), "{s}");
     // Wait for the background work to finish: the title shows the total and no progress.
     tmux.wait_for("intruders 30\n");
-    assert_eq!(
-        tmux.run(&["display", "-p", "-t", "e2e", "#{alternate_on}"])
-            .trim(),
-        "1"
-    );
+    assert!(tmux.alternate_on());
     // Jump to the first matrix with intruders, move to its first intruder, raise ε, flag.
     tmux.run(&["send-keys", "-t", "e2e", "n"]);
     tmux.wait_for("L2 mlp.down_proj");
@@ -84,12 +90,7 @@ fn explorer_starts_responds_quits_and_restores_the_terminal() {
     tmux.run(&["send-keys", "-t", "e2e", "q"]);
     let s = tmux.wait_for("EXIT=");
     assert!(s.contains("EXIT=0"), "{s}");
-    assert_eq!(
-        tmux.run(&["display", "-p", "-t", "e2e", "#{alternate_on}"])
-            .trim(),
-        "0",
-        "alternate screen left"
-    );
+    assert!(!tmux.alternate_on(), "alternate screen left");
     // The flag was saved for this (base, tuned) pair.
     let state: Vec<_> = std::fs::read_dir(d.path().join("state")).unwrap().collect();
     assert_eq!(state.len(), 1);
@@ -131,37 +132,19 @@ fn pid_of(needle: &str) -> Option<i32> {
 #[test]
 fn a_termination_signal_restores_the_terminal_and_exits_128_plus_its_number() {
     let d = tempfile::tempdir().unwrap();
-    let tmux = Tmux {
-        socket: format!("lorascope-e2e-sig-{}", std::process::id()),
-    };
     let cache = d.path().display().to_string();
     let cmd = format!(
         "TERM=xterm-256color {} demo --cache-dir {cache}; echo EXIT=$?; stty -a; sleep 30",
         env!("CARGO_BIN_EXE_lorascope"),
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "e2e",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &cmd,
-    ]);
+    let tmux = Tmux::start("signal", &cmd);
     tmux.wait_for("top vectors");
     let pid = pid_of(&cache).expect("the explorer's process");
     // SAFETY: signalling a child process of this test.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let s = tmux.wait_for("EXIT=");
     assert!(s.contains("EXIT=143"), "{s}");
-    assert_eq!(
-        tmux.run(&["display", "-p", "-t", "e2e", "#{alternate_on}"])
-            .trim(),
-        "0",
-        "alternate screen left"
-    );
+    assert!(!tmux.alternate_on(), "alternate screen left");
     // Raw mode is off again: the line discipline echoes and edits lines.
     let s = tmux.wait_for("icanon");
     let words: Vec<&str> = s.split_whitespace().collect();
