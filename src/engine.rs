@@ -374,16 +374,19 @@ impl Engine {
         let key = self.key("delta", &[base_src, tuned_src]);
         let fro = |s: &[f64]| s.iter().map(|x| x * x).sum::<f64>().sqrt();
         let (rows, cols) = pair.dims();
-        let cheap = rows.min(cols) < self.opts.fast_min_dim.min(FAST_MIN_DIM)
-            || self.inputs.lora_factors(pair)?.is_some();
+        let factors = self.inputs.lora_factors(pair)?;
+        let cheap = rows.min(cols) < self.opts.fast_min_dim.min(FAST_MIN_DIM) || factors.is_some();
         let spectrum = if cheap || want_rank {
             Some(self.cached(key, || {
-                Ok(Decomposition {
-                    sigma: self.delta_sigma(pair)?,
-                    vectors: Default::default(),
-                    dim: 0,
-                    keep: 0,
-                })
+                let sigma = match &factors {
+                    Some(f) => spectral::low_rank_singular_values(f.scaling, &f.b, &f.a)?,
+                    // Only sums over the spectrum are read from these, so the Gram route's
+                    // floor of ~1e-8·σ₁ on single tiny values costs nothing; 2.6× an SVD's speed.
+                    None => {
+                        spectral::gram_singular_values(&self.delta_matrix(pair)?, self.opts.par)?
+                    }
+                };
+                Ok(Decomposition::values_only(sigma))
             })?)
         } else {
             self.cache.get(key)
@@ -395,22 +398,8 @@ impl Engine {
         if let Some(d) = self.cache.get(key) {
             return Ok((d.sigma.first().copied().unwrap_or(0.0), None));
         }
-        let w0 = self.inputs.base_matrix::<f64>(pair)?;
-        let w = self.inputs.tuned_matrix::<f64>(pair)?;
-        let norm = w
-            .data
-            .iter()
-            .zip(&w0.data)
-            .map(|(x, y)| (x - y) * (x - y))
-            .sum::<f64>();
-        let norm = norm.sqrt();
-        let entry = Decomposition {
-            sigma: vec![norm],
-            vectors: Default::default(),
-            dim: 0,
-            keep: 0,
-        };
-        self.cache.put(key, &entry);
+        let norm = fro(&self.delta_matrix(pair)?.data);
+        self.cache.put(key, &Decomposition::values_only(vec![norm]));
         Ok((norm, None))
     }
 
@@ -422,18 +411,12 @@ impl Engine {
         Ok(self.delta_stats(pair, keys, true)?.1.unwrap_or(0.0))
     }
 
-    fn delta_sigma(&self, pair: &TensorPair) -> Result<Vec<f64>> {
-        if let Some(f) = self.inputs.lora_factors(pair)? {
-            return spectral::low_rank_singular_values(f.scaling, &f.b, &f.a);
-        }
-        // Difference in f64 so that small updates to large weights keep their digits; only the
-        // effective rank and ‖ΔW‖_F are read from these, so the Gram route's floor of ~1e-8·σ₁
-        // on single tiny values costs nothing, and it is 2.6× faster than an SVD.
+    /// ΔW = W − W0, in f64 so that small updates to large weights keep their digits.
+    fn delta_matrix(&self, pair: &TensorPair) -> Result<crate::checkpoint::Dense<f64>> {
         let w0 = self.inputs.base_matrix::<f64>(pair)?;
         let mut d = self.inputs.tuned_matrix::<f64>(pair)?;
         d.data.iter_mut().zip(&w0.data).for_each(|(x, y)| *x -= y);
-        drop(w0);
-        spectral::gram_singular_values(&d, self.opts.par)
+        Ok(d)
     }
 
     /// Every singular value of the tuned matrix, for when the user asks (scans keep the top
@@ -452,12 +435,7 @@ impl Engine {
                     spectral::singular_values(&self.inputs.tuned_matrix::<f64>(pair)?, par)?
                 }
             };
-            Ok(Decomposition {
-                sigma,
-                vectors: Default::default(),
-                dim: 0,
-                keep: 0,
-            })
+            Ok(Decomposition::values_only(sigma))
         })?;
         Ok(d.sigma)
     }

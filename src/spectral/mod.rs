@@ -125,6 +125,15 @@ impl std::fmt::Debug for Vectors {
 }
 
 impl Decomposition {
+    /// Singular values without vectors (spectra and ΔW's statistics, cached alike).
+    pub fn values_only(sigma: Vec<f64>) -> Decomposition {
+        Decomposition {
+            sigma,
+            vectors: Default::default(),
+            dim: 0,
+            keep: 0,
+        }
+    }
     pub fn column(&self, j: usize) -> &[f32] {
         &self.vectors[j * self.dim..(j + 1) * self.dim]
     }

@@ -157,11 +157,13 @@ fn rayleigh_ritz<T: Element>(
     sk: MatRef<'_, T>,
     par: Par,
 ) -> Option<(Vec<f64>, Mat<T>)> {
-    let h = mul(k.transpose(), sk, par);
-    let d = h.nrows();
+    sym_eigen_desc(&symmetric_part(&mul(k.transpose(), sk, par)))
+}
+
+/// (H + Hᵀ)/2: Kᵀ·S·K is symmetric but for rounding.
+fn symmetric_part<T: Element>(h: &Mat<T>) -> Mat<T> {
     let half = T::from_f64(0.5);
-    let hs = Mat::<T>::from_fn(d, d, |i, j| (h[(i, j)] + h[(j, i)]) * half);
-    sym_eigen_desc(&hs)
+    Mat::<T>::from_fn(h.nrows(), h.ncols(), |i, j| (h[(i, j)] + h[(j, i)]) * half)
 }
 
 /// Eigenpairs of a symmetric matrix, values descending.
@@ -267,10 +269,7 @@ pub fn top_eigen<T: Element>(
             if !last && step % params.check_every != 0 {
                 continue;
             }
-            let half = T::from_f64(0.5);
-            let d = h.nrows();
-            let hs = Mat::<T>::from_fn(d, d, |i, j| (h[(i, j)] + h[(j, i)]) * half);
-            let (theta, rot) = sym_eigen_desc(&hs)?;
+            let (theta, rot) = sym_eigen_desc(&symmetric_part(&h))?;
             let top = rot.as_ref().subcols(0, b);
             let (k, sk) = (hcat(&ks), hcat(&sks));
             let (cu, csu) = (mul(k.as_ref(), top, par), mul(sk.as_ref(), top, par));
