@@ -231,6 +231,11 @@ impl MatrixReport {
     pub fn intruders(&self, k: usize, epsilon: f64) -> Vec<usize> {
         rule::intruders(&self.max_cos(), k, epsilon)
     }
+    /// Whether `sigma_tuned` holds every singular value (small matrices, full SVDs), not only
+    /// the top `keep`.
+    pub fn has_whole_spectrum(&self) -> bool {
+        self.sigma_tuned.len() >= self.shape[0].min(self.shape[1])
+    }
     pub fn min_cos(&self, k: usize) -> f64 {
         self.vectors
             .iter()

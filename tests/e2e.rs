@@ -142,6 +142,8 @@ fn a_termination_signal_restores_the_terminal_and_exits_128_plus_its_number() {
     let pid = pid_of(&cache).expect("the explorer's process");
     // SAFETY: signalling a child process of this test.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // 143 both from our orderly exit and from a default kill; the alternate screen and the
+    // terminal modes below tell the two apart (a lost signal would exit 0).
     let s = tmux.wait_for("EXIT=");
     assert!(s.contains("EXIT=143"), "{s}");
     assert!(!tmux.alternate_on(), "alternate screen left");

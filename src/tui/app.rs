@@ -650,7 +650,7 @@ impl App {
             return;
         };
         let name = self.rows[row].name.clone();
-        if r.sigma_tuned.len() >= r.shape[0].min(r.shape[1]) {
+        if r.has_whole_spectrum() {
             self.message = Some(format!("{name}: the whole spectrum is already shown"));
         } else if self.spectra.contains_key(&row) {
             self.show_full = !self.show_full;

@@ -184,14 +184,15 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
 
     let result = (|| -> std::io::Result<()> {
         terminal.draw(|f| ui::render(&app, &theme, f))?;
-        while let Ok(ev) = rx.recv() {
-            if let Event::Signal(s) = ev {
-                signal = Some(s);
-            }
+        while let Ok(first) = rx.recv() {
             let mut cmds = Vec::new();
-            let mut dirty = handle(&mut app, ev, &mut cmds);
-            // Coalesce a burst (key repeat, many results) into one frame.
-            while let Ok(ev) = rx.try_recv() {
+            let mut dirty = false;
+            // Coalesce a burst (key repeat, many results) into one frame; a signal may be
+            // anywhere in it.
+            for ev in std::iter::once(first).chain(rx.try_iter()) {
+                if let Event::Signal(s) = ev {
+                    signal = Some(s);
+                }
                 dirty |= handle(&mut app, ev, &mut cmds);
             }
             for c in cmds {

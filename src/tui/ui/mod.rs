@@ -377,7 +377,7 @@ fn render_spectrum(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
             r.sigma_base.get(j).copied().unwrap_or(f64::NAN),
             r.vectors.get(j).map_or(f64::NAN, |v| v.sigma_ratio)
         );
-        if r.sigma_tuned.len() < r.shape[0].min(r.shape[1]) {
+        if !r.has_whole_spectrum() {
             info += &format!(" · top {} (F: all)", r.sigma_tuned.len());
         }
         info
