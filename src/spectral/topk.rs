@@ -111,45 +111,54 @@ pub fn mul_wide<T: Element>(a: MatRef<'_, T>, b: MatRef<'_, T>, par: Par) -> Mat
 }
 
 /// An orthonormal basis of the span of `z`'s columns with `k`'s (orthonormal) columns projected
-/// out, as wide as `z`: two passes of block Gram–Schmidt, then a column-pivoted QR to find the
-/// independent part (dependent columns, which appear whenever an invariant subspace is found,
-/// would otherwise feed noise or NaN into the Householder QR); the rest of the width is filled
-/// with random directions orthogonal to everything before.
+/// out, as wide as `z`: block Gram–Schmidt, then a column-pivoted QR to find the independent
+/// part (dependent columns, which appear whenever an invariant subspace is found, would
+/// otherwise feed noise or NaN into the Householder QR); the rest of the width is filled with
+/// random directions orthogonal to everything before.
 fn orthonormalize<T: Element>(k: MatRef<'_, T>, z: Mat<T>, rng: &mut Rng, par: Par) -> Mat<T> {
-    orthonormal_block(k, z, 2, rng, par).0
+    orthonormal_block(k, z, None, rng, par).0
 }
 
-/// `orthonormalize` with `passes` Gram–Schmidt passes (a caller that made the first pass itself
-/// asks for one), also returning R of z = Q·R when z had full rank after the projection.
+/// `orthonormalize`, given kᵀ·z where the caller has it (its first Gram–Schmidt pass is then
+/// free), also returning R of the projected z = Q·R when that had full rank.
 fn orthonormal_block<T: Element>(
     k: MatRef<'_, T>,
     mut z: Mat<T>,
-    passes: usize,
+    kt_z: Option<MatRef<'_, T>>,
     rng: &mut Rng,
     par: Par,
 ) -> (Mat<T>, Option<Mat<T>>) {
-    let project = |z: &mut Mat<T>, k: MatRef<'_, T>, passes: usize| {
-        if k.ncols() > 0 {
-            for _ in 0..passes {
-                let c = mul(k.transpose(), z.as_ref(), par);
-                faer::linalg::matmul::matmul(
-                    z.as_mut(),
-                    Accum::Add,
-                    k,
-                    c.as_ref(),
-                    T::from_f64(-1.0),
-                    par,
-                );
-            }
-        }
+    let project = |z: &mut Mat<T>, k: MatRef<'_, T>, c: MatRef<'_, T>| {
+        faer::linalg::matmul::matmul(z.as_mut(), Accum::Add, k, c, T::from_f64(-1.0), par);
     };
     let (n, m) = (z.nrows(), z.ncols());
-    let scale: f64 = (0..m)
-        .map(|j| Into::<f64>::into(z.col(j).norm_l2()))
+    let norms = |z: &Mat<T>| -> Vec<f64> { (0..m).map(|j| z.col(j).norm_l2().into()).collect() };
+    let before = norms(&z);
+    let scale = before
+        .iter()
+        .copied()
         .filter(|x| x.is_finite())
         .fold(0.0, f64::max);
     let scale = if scale > 0.0 { scale } else { 1.0 };
-    project(&mut z, k, passes);
+    if k.ncols() > 0 {
+        match kt_z {
+            Some(c) => project(&mut z, k, c),
+            None => {
+                let c = mul(k.transpose(), z.as_ref(), par);
+                project(&mut z, k, c.as_ref())
+            }
+        }
+        // One classical pass leaves z off k by about ε·‖z before‖/‖z after‖: a second pass
+        // only where a column lost more than 95% of its length ("twice is enough").
+        let cancelled = before
+            .iter()
+            .zip(norms(&z))
+            .any(|(b, a)| a.is_nan() || a < 0.05 * b);
+        if cancelled {
+            let c = mul(k.transpose(), z.as_ref(), par);
+            project(&mut z, k, c.as_ref());
+        }
+    }
     // The common case, well conditioned: Cholesky QR twice, ten times faster than Householder
     // on a tall block and as orthogonal once the second pass starts from near-orthonormal
     // columns.
@@ -182,8 +191,11 @@ fn orthonormal_block<T: Element>(
         return (q, None);
     }
     let mut extra = Mat::<T>::from_fn(n, m - rank, |_, _| T::from_f64(rng.normal()));
-    let before = hcat(&[k.to_owned(), q.clone()]);
-    project(&mut extra, before.as_ref(), 2);
+    let prior = hcat(&[k.to_owned(), q.clone()]);
+    for _ in 0..2 {
+        let c = mul(prior.transpose(), extra.as_ref(), par);
+        project(&mut extra, prior.as_ref(), c.as_ref());
+    }
     let eq = extra.qr().compute_thin_Q();
     (hcat(&[q, eq]), None)
 }
@@ -426,16 +438,8 @@ fn next_block<T: Element>(
     par: Par,
 ) -> (Mat<T>, Option<Mat<T>>) {
     let k = kk.subcols(0, used);
-    let mut z = sk.subcols(used - b, b).to_owned();
-    faer::linalg::matmul::matmul(
-        z.as_mut(),
-        Accum::Add,
-        k,
-        h.as_ref().subcols(used - b, b),
-        T::from_f64(-1.0),
-        par,
-    );
-    orthonormal_block(k, z, 1, rng, par)
+    let z = sk.subcols(used - b, b).to_owned();
+    orthonormal_block(k, z, Some(h.as_ref().subcols(used - b, b)), rng, par)
 }
 
 fn converged<T: Element>(u: &Mat<T>, su: &Mat<T>, theta: &[f64], p: usize, params: Params) -> bool {
@@ -1270,7 +1274,7 @@ mod tests {
         let (q, r) = orthonormal_block(
             Mat::<f64>::zeros(n, 0).as_ref(),
             bad.clone(),
-            2,
+            None,
             &mut rng,
             Par::Seq,
         );
