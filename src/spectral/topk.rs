@@ -329,7 +329,6 @@ pub fn top_eigen<T: Element>(
     }
     let empty = Mat::<T>::zeros(n, 0);
     let mut u = orthonormalize(empty.as_ref(), u0, &mut rng, par);
-
     let mut su = op.apply(u.as_ref(), par);
     let mut applications = b;
     // K = [u, q₁, q₂, …] and S·K, grown in place block by block (only what a run uses is
@@ -341,7 +340,6 @@ pub fn top_eigen<T: Element>(
         let (theta, rot) = rayleigh_ritz(u.as_ref(), su.as_ref(), par)?;
         u = mul(u.as_ref(), rot.as_ref(), par);
         su = mul(su.as_ref(), rot.as_ref(), par);
-
         if converged(&u, &su, &theta, p, params) {
             return Some(TopEigen {
                 values: theta[..p].to_vec(),
@@ -354,8 +352,8 @@ pub fn top_eigen<T: Element>(
             break;
         }
         // Expand: K = [u, S·u, S²·u, …] orthonormalised, with H = Kᵀ·S·K grown block by block.
-        // Each next block is S·(last block) with K projected out; the first of its two
-        // Gram–Schmidt passes is H's newest block column, already at hand. Its R gives every
+        // Each next block is S·(last block) with K projected out; its first Gram–Schmidt pass
+        // is H's newest block column, already at hand. Its R gives every
         // Ritz pair's residual (S·K·y − θ·K·y = q_next·R·y_last, as in block Lanczos), so a
         // mid-cycle test costs an eigensolve of H but no product with K; a pair set that
         // passes it is confirmed on S itself before it is returned.
@@ -366,7 +364,6 @@ pub fn top_eigen<T: Element>(
         let mut h = mul(u.transpose(), su.as_ref(), par);
         let mut used = b;
         let mut next = next_block(kk.as_ref(), sk.as_ref(), &h, used, b, &mut rng, par);
-
         for step in 1..=steps {
             let (q, _) = next;
             let sq = op.apply(q.as_ref(), par);
@@ -388,12 +385,10 @@ pub fn top_eigen<T: Element>(
                 break;
             }
             next = next_block(kk.as_ref(), sk.as_ref(), &h, used, b, &mut rng, par);
-
             if step % params.check_every != 0 {
                 continue;
             }
             let (theta, rot) = sym_eigen_desc(&symmetric_part(&h))?;
-
             if let Some(r) = &next.1 {
                 let tail = rot.as_ref().subrows(used - b, b);
                 let est: Vec<f64> = (0..p)
@@ -406,7 +401,6 @@ pub fn top_eigen<T: Element>(
             let top = rot.as_ref().subcols(0, b);
             let cu = mul(kk.as_ref().subcols(0, used), top, par);
             let csu = mul(sk.as_ref().subcols(0, used), top, par);
-
             if converged(&cu, &csu, &theta, p, params) {
                 return Some(TopEigen {
                     values: theta[..p].to_vec(),
