@@ -213,12 +213,7 @@ fn cholesky_qr2<T: Element>(z: MatRef<'_, T>, scale: f64, par: Par) -> Option<(M
         let r = g.llt(faer::Side::Lower).ok()?.L().transpose().to_owned();
         // Q = x·R⁻¹ by a product with the small inverse: faster than a triangular solve on
         // the tall side, and what it loses in pass one (cond(R)·ε) pass two restores.
-        let mut rinv = Mat::<T>::identity(m, m);
-        faer::linalg::triangular_solve::solve_upper_triangular_in_place(
-            r.as_ref(),
-            rinv.as_mut(),
-            Par::Seq,
-        );
+        let rinv = upper_inverse(r.as_ref())?;
         Some((mul(x, rinv.as_ref(), par), r))
     };
     let (q1, r1) = pass(z, mul(z.transpose(), z, par))?;
@@ -964,13 +959,17 @@ fn refine_projected(
 }
 
 /// R⁻¹ for an upper-triangular R, or `None` when it is (nearly) singular.
-fn upper_inverse(r: MatRef<'_, f64>) -> Option<Mat<f64>> {
+fn upper_inverse<T: Element>(r: MatRef<'_, T>) -> Option<Mat<T>> {
     let n = r.ncols();
-    let big = (0..n).map(|i| r[(i, i)].abs()).fold(0.0, f64::max);
-    if r.nrows() < n || (0..n).any(|i| r[(i, i)].abs().is_nan() || r[(i, i)].abs() <= 1e-8 * big) {
+    if r.nrows() < n {
         return None;
     }
-    let mut x = Mat::<f64>::identity(n, n);
+    let diag = |i: usize| -> f64 { Into::<f64>::into(r[(i, i)]).abs() };
+    let big = (0..n).map(diag).fold(0.0, f64::max);
+    if (0..n).any(|i| diag(i).is_nan() || diag(i) <= 1e-8 * big) {
+        return None;
+    }
+    let mut x = Mat::<T>::identity(n, n);
     faer::linalg::triangular_solve::solve_upper_triangular_in_place(
         r.subrows(0, n),
         x.as_mut(),
