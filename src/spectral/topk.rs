@@ -159,9 +159,9 @@ fn orthonormal_block<T: Element>(
             project(&mut z, k, c.as_ref());
         }
     }
-    // The common case, well conditioned: Cholesky QR twice, ten times faster than Householder
-    // on a tall block and as orthogonal once the second pass starts from near-orthonormal
-    // columns.
+    // The common case, well conditioned: Cholesky QR twice, about 2.5× faster than Householder
+    // on a tall block (2048×44: 1.5 against 4 ms) and as orthogonal once the second pass starts
+    // from near-orthonormal columns.
     if let Some((q, r)) = cholesky_qr2(z.as_ref(), scale, par) {
         return (q, Some(r));
     }
@@ -169,20 +169,14 @@ fn orthonormal_block<T: Element>(
     // pivoted one. Its diagonal tells whether the case holds.
     let plain = z.qr();
     let r = plain.thin_R();
-    let full_rank = (0..r.nrows().min(m)).all(|j| {
-        let rjj: f64 = Into::<f64>::into(r[(j, j)]).abs();
-        rjj.is_finite() && rjj > 1e-10 * scale
-    });
+    let full_rank = (0..r.nrows().min(m)).all(|j| independent(r, j, scale));
     if full_rank && r.nrows() >= m {
         return (plain.compute_thin_Q(), Some(r.to_owned()));
     }
     let piv = z.col_piv_qr();
     let r = piv.thin_R();
     let rank = (0..r.nrows().min(m))
-        .take_while(|&j| {
-            let rjj: f64 = Into::<f64>::into(r[(j, j)]).abs();
-            rjj.is_finite() && rjj > 1e-10 * scale
-        })
+        .take_while(|&j| independent(r, j, scale))
         .count();
     let (order, _) = piv.P().arrays();
     let chosen = Mat::<T>::from_fn(n, rank, |i, j| z[(i, order[j])]);
@@ -200,9 +194,16 @@ fn orthonormal_block<T: Element>(
     (hcat(&[q, eq]), None)
 }
 
+/// Whether column j of a QR factorisation adds a direction: |R_jj| above 1e-10 of the block's
+/// largest column norm, and finite.
+fn independent<T: Element>(r: MatRef<'_, T>, j: usize, scale: f64) -> bool {
+    let rjj: f64 = Into::<f64>::into(r[(j, j)]).abs();
+    rjj.is_finite() && rjj > 1e-10 * scale
+}
+
 /// z = Q·R by two passes of Cholesky QR (Q₁ = z·R₁⁻¹ with R₁ᵀR₁ = zᵀz, then again on Q₁).
-/// `None` unless z is well conditioned: every R₁ diagonal above 1e-10·`scale` (as the
-/// Householder route's rank test), and Q₁ already orthonormal to 0.1, which bounds cond(z) well
+/// `None` unless z is well conditioned: every column `independent` (the Householder route's
+/// rank test), and Q₁ already orthonormal to 0.1, which bounds cond(z) well
 /// inside the range where the second pass restores orthogonality to rounding.
 fn cholesky_qr2<T: Element>(z: MatRef<'_, T>, scale: f64, par: Par) -> Option<(Mat<T>, Mat<T>)> {
     let m = z.ncols();
@@ -217,11 +218,7 @@ fn cholesky_qr2<T: Element>(z: MatRef<'_, T>, scale: f64, par: Par) -> Option<(M
         Some((mul(x, rinv.as_ref(), par), r))
     };
     let (q1, r1) = pass(z, mul(z.transpose(), z, par))?;
-    let tiny = (0..m).any(|j| {
-        let d: f64 = Into::<f64>::into(r1[(j, j)]).abs();
-        !(d.is_finite() && d > 1e-10 * scale)
-    });
-    if tiny {
+    if !(0..m).all(|j| independent(r1.as_ref(), j, scale)) {
         return None;
     }
     let g1 = mul(q1.transpose(), q1.as_ref(), par);
@@ -326,10 +323,7 @@ pub fn top_eigen<T: Element>(
     let mut u = orthonormalize(empty.as_ref(), u0, &mut rng, par);
     let mut su = op.apply(u.as_ref(), par);
     let mut applications = b;
-    // K = [u, q₁, q₂, …] and S·K, grown in place block by block (only what a run uses is
-    // ever touched).
-    let mut kk = Mat::<T>::with_capacity(n, b * (steps + 1));
-    let mut sk = Mat::<T>::with_capacity(n, b * (steps + 1));
+    let mut krylov = Krylov::with_capacity(n, b, steps + 1);
     for cycle in 0..=params.max_cycles {
         // Ritz pairs in span(u), and the test.
         let (theta, rot) = rayleigh_ritz(u.as_ref(), su.as_ref(), par)?;
@@ -347,55 +341,35 @@ pub fn top_eigen<T: Element>(
             break;
         }
         // Expand: K = [u, S·u, S²·u, …] orthonormalised, with H = Kᵀ·S·K grown block by block.
-        // Each next block is S·(last block) with K projected out; its first Gram–Schmidt pass
-        // is H's newest block column, already at hand. Its R gives every
-        // Ritz pair's residual (S·K·y − θ·K·y = q_next·R·y_last, as in block Lanczos), so a
-        // mid-cycle test costs an eigensolve of H but no product with K; a pair set that
-        // passes it is confirmed on S itself before it is returned.
-        kk.truncate(0, 0);
-        sk.truncate(0, 0);
-        append(&mut kk, &u);
-        append(&mut sk, &su);
-        let mut h = mul(u.transpose(), su.as_ref(), par);
-        let mut used = b;
-        let mut next = next_block(kk.as_ref(), sk.as_ref(), &h, used, b, &mut rng, par);
+        // The next block's R gives every Ritz pair's residual, so a mid-cycle test costs an
+        // eigensolve of H but no product with K; a set that passes it is confirmed on S itself
+        // before it is returned.
+        krylov.restart(&u, &su, par);
+        let mut next = krylov.next_block(&mut rng, par);
         for step in 1..=steps {
             let (q, _) = next;
             let sq = op.apply(q.as_ref(), par);
             applications += b;
-            // S is symmetric: qᵀ·S·K is the transpose of Kᵀ·S·q.
-            let kt_sq = mul(kk.as_ref().subcols(0, used).transpose(), sq.as_ref(), par);
-            let q_sq = mul(q.transpose(), sq.as_ref(), par);
-            h = grow(&h, &kt_sq, &q_sq);
-            append(&mut kk, &q);
-            append(&mut sk, &sq);
-            used += b;
+            krylov.push(&q, &sq, par);
             let last = step == steps;
             if last {
                 // Restart from the top b Ritz vectors; the next cycle tests them.
-                let (_, rot) = sym_eigen_desc(&symmetric_part(&h))?;
-                let top = rot.as_ref().subcols(0, b);
-                u = mul(kk.as_ref().subcols(0, used), top, par);
-                su = mul(sk.as_ref().subcols(0, used), top, par);
+                let (_, rot) = sym_eigen_desc(&symmetric_part(&krylov.h))?;
+                (u, su) = krylov.ritz_vectors(rot.as_ref().subcols(0, b), par);
                 break;
             }
-            next = next_block(kk.as_ref(), sk.as_ref(), &h, used, b, &mut rng, par);
+            next = krylov.next_block(&mut rng, par);
             if step % params.check_every != 0 {
                 continue;
             }
-            let (theta, rot) = sym_eigen_desc(&symmetric_part(&h))?;
+            let (theta, rot) = sym_eigen_desc(&symmetric_part(&krylov.h))?;
             if let Some(r) = &next.1 {
-                let tail = rot.as_ref().subrows(used - b, b);
-                let est: Vec<f64> = (0..p)
-                    .map(|j| (r.as_ref() * tail.col(j)).norm_l2().into())
-                    .collect();
+                let est = residual_estimates(r.as_ref(), rot.as_ref(), p);
                 if !failing(&theta, &est, p, params).is_empty() {
                     continue;
                 }
             }
-            let top = rot.as_ref().subcols(0, b);
-            let cu = mul(kk.as_ref().subcols(0, used), top, par);
-            let csu = mul(sk.as_ref().subcols(0, used), top, par);
+            let (cu, csu) = krylov.ritz_vectors(rot.as_ref().subcols(0, b), par);
             if converged(&cu, &csu, &theta, p, params) {
                 return Some(TopEigen {
                     values: theta[..p].to_vec(),
@@ -409,26 +383,73 @@ pub fn top_eigen<T: Element>(
     None
 }
 
+/// A cycle's Krylov space: K = [u, q₁, q₂, …] (orthonormal blocks of equal width), S·K beside
+/// it, and H = Kᵀ·S·K, grown in place block by block within their capacity (only what a run
+/// uses is ever touched).
+struct Krylov<T: Element> {
+    k: Mat<T>,
+    sk: Mat<T>,
+    h: Mat<T>,
+    /// The width of every block.
+    b: usize,
+}
+
+impl<T: Element> Krylov<T> {
+    fn with_capacity(n: usize, b: usize, blocks: usize) -> Self {
+        Krylov {
+            k: Mat::with_capacity(n, b * blocks),
+            sk: Mat::with_capacity(n, b * blocks),
+            h: Mat::zeros(0, 0),
+            b,
+        }
+    }
+
+    /// K = [u], from a cycle's start block and S·u.
+    fn restart(&mut self, u: &Mat<T>, su: &Mat<T>, par: Par) {
+        self.k.truncate(0, 0);
+        self.sk.truncate(0, 0);
+        append(&mut self.k, u);
+        append(&mut self.sk, su);
+        self.h = mul(u.transpose(), su.as_ref(), par);
+    }
+
+    /// K ← [K, q] given S·q. S is symmetric: qᵀ·S·K is the transpose of Kᵀ·S·q.
+    fn push(&mut self, q: &Mat<T>, sq: &Mat<T>, par: Par) {
+        let kt_sq = mul(self.k.transpose(), sq.as_ref(), par);
+        let q_sq = mul(q.transpose(), sq.as_ref(), par);
+        self.h = grow(&self.h, &kt_sq, &q_sq);
+        append(&mut self.k, q);
+        append(&mut self.sk, sq);
+    }
+
+    /// The next block: S·(K's last block) with K projected out, and its R where it had full
+    /// rank. The first Gram–Schmidt pass's coefficients Kᵀ·S·q are H's last block column.
+    fn next_block(&self, rng: &mut Rng, par: Par) -> (Mat<T>, Option<Mat<T>>) {
+        let last = self.k.ncols() - self.b;
+        let z = self.sk.as_ref().subcols(last, self.b).to_owned();
+        let c = self.h.as_ref().subcols(last, self.b);
+        orthonormal_block(self.k.as_ref(), z, Some(c), rng, par)
+    }
+
+    /// K·y and S·K·y for Ritz coordinates y.
+    fn ritz_vectors(&self, y: MatRef<'_, T>, par: Par) -> (Mat<T>, Mat<T>) {
+        (mul(self.k.as_ref(), y, par), mul(self.sk.as_ref(), y, par))
+    }
+}
+
+/// ‖S·K·y_j − θ_j·K·y_j‖ for the first `p` Ritz coordinates (columns of `rot`) without forming
+/// the vectors: (I − K·Kᵀ)·S·K vanishes but for its last block, which is q_next·R, so the
+/// residual is ‖R·y_last‖ with y_last the rows of y for K's last block (block Lanczos).
+fn residual_estimates<T: Element>(r: MatRef<'_, T>, rot: MatRef<'_, T>, p: usize) -> Vec<f64> {
+    let b = r.ncols();
+    let tail = rot.subrows(rot.nrows() - b, b);
+    (0..p).map(|j| (r * tail.col(j)).norm_l2().into()).collect()
+}
+
 /// m ← [m, block] within m's capacity.
 fn append<T: Element>(m: &mut Mat<T>, block: &Mat<T>) {
     let c = m.ncols();
     m.resize_with(block.nrows(), c + block.ncols(), |i, j| block[(i, j - c)]);
-}
-
-/// The block after K's first `used` columns: S·(K's last block) = sk's, orthogonalised against
-/// K. The first Gram–Schmidt pass's coefficients Kᵀ·S·q are H's last block column.
-fn next_block<T: Element>(
-    kk: MatRef<'_, T>,
-    sk: MatRef<'_, T>,
-    h: &Mat<T>,
-    used: usize,
-    b: usize,
-    rng: &mut Rng,
-    par: Par,
-) -> (Mat<T>, Option<Mat<T>>) {
-    let k = kk.subcols(0, used);
-    let z = sk.subcols(used - b, b).to_owned();
-    orthonormal_block(k, z, Some(h.as_ref().subcols(used - b, b)), rng, par)
 }
 
 fn converged<T: Element>(u: &Mat<T>, su: &Mat<T>, theta: &[f64], p: usize, params: Params) -> bool {
@@ -1292,36 +1313,23 @@ mod tests {
         let u = Mat::<f64>::from_fn(n, b, |_, _| rng.normal())
             .qr()
             .compute_thin_Q();
-        let su = op.apply(u.as_ref(), Par::Seq);
-        let (mut kk, mut sk) = (Mat::<f64>::zeros(n, 3 * b), Mat::<f64>::zeros(n, 3 * b));
-        kk.as_mut().subcols_mut(0, b).copy_from(&u);
-        sk.as_mut().subcols_mut(0, b).copy_from(&su);
-        let mut h = mul(u.transpose(), su.as_ref(), Par::Seq);
-        let mut used = b;
+        let mut krylov = Krylov::with_capacity(n, b, 3);
+        krylov.restart(&u, &op.apply(u.as_ref(), Par::Seq), Par::Seq);
         for _ in 0..2 {
-            let (q, _) = next_block(kk.as_ref(), sk.as_ref(), &h, used, b, &mut rng, Par::Seq);
-            let sq = op.apply(q.as_ref(), Par::Seq);
-            let kt_sq = mul(
-                kk.as_ref().subcols(0, used).transpose(),
-                sq.as_ref(),
-                Par::Seq,
-            );
-            h = grow(&h, &kt_sq, &mul(q.transpose(), sq.as_ref(), Par::Seq));
-            kk.as_mut().subcols_mut(used, b).copy_from(&q);
-            sk.as_mut().subcols_mut(used, b).copy_from(&sq);
-            used += b;
+            let (q, _) = krylov.next_block(&mut rng, Par::Seq);
+            krylov.push(&q, &op.apply(q.as_ref(), Par::Seq), Par::Seq);
         }
-        let (_, r) = next_block(kk.as_ref(), sk.as_ref(), &h, used, b, &mut rng, Par::Seq);
+        let (_, r) = krylov.next_block(&mut rng, Par::Seq);
         let r = r.expect("full rank");
-        let (theta, rot) = sym_eigen_desc(&symmetric_part(&h)).unwrap();
+        let (theta, rot) = sym_eigen_desc(&symmetric_part(&krylov.h)).unwrap();
+        let est = residual_estimates(r.as_ref(), rot.as_ref(), b);
+        let (v, sv) = krylov.ritz_vectors(rot.as_ref(), Par::Seq);
         for j in 0..b {
-            let y = rot.as_ref().col(j);
-            let est: f64 = (r.as_ref() * rot.as_ref().subrows(used - b, b).col(j)).norm_l2();
-            let (v, sv) = (kk.as_ref() * y, sk.as_ref() * y);
-            let true_r = (&sv - theta[j] * &v).norm_l2();
+            let true_r = (sv.col(j) - theta[j] * v.col(j)).norm_l2();
             assert!(
-                (est - true_r).abs() <= 1e-9 * theta[0],
-                "pair {j}: {est} vs {true_r}"
+                (est[j] - true_r).abs() <= 1e-9 * theta[0],
+                "pair {j}: {} vs {true_r}",
+                est[j]
             );
             assert!(
                 true_r > 1e-6 * theta[0],
