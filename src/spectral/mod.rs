@@ -149,11 +149,21 @@ pub(crate) fn check_finite<T: Element>(w: &Dense<T>) -> Result<()> {
             w.rows, w.cols
         )));
     }
-    if let Some(pos) = w
-        .data
-        .iter()
-        .position(|x| !Into::<f64>::into(*x).is_finite())
-    {
+    // Chunk by chunk with a test that vectorises: a plain `position` ran one element at a time
+    // and was 6 % of a warm LoRA scan. Only a failing chunk is searched for the position.
+    const CHUNK: usize = 4096;
+    let finite = |c: &[T]| {
+        c.iter()
+            .fold(true, |ok, x| ok & Into::<f64>::into(*x).is_finite())
+    };
+    let bad = w.data.chunks(CHUNK).position(|c| !finite(c)).and_then(|i| {
+        let at = i * CHUNK;
+        w.data[at..]
+            .iter()
+            .position(|x| !Into::<f64>::into(*x).is_finite())
+            .map(|p| at + p)
+    });
+    if let Some(pos) = bad {
         return Err(Error::Compute(format!(
             "non-finite weight (NaN or Inf) at row {}, column {}",
             pos / w.cols,
@@ -337,7 +347,8 @@ pub fn best_matches(base: &Decomposition, tuned: &Decomposition) -> Vec<(f64, us
     const BLOCK: usize = 1024;
     for start in (0..base.keep).step_by(BLOCK) {
         let n = BLOCK.min(base.keep - start);
-        let c = base.as_mat().subcols(start, n).transpose() * t; // n × tuned.keep
+        let block = base.as_mat().subcols(start, n).transpose();
+        let c = topk::mul_wide(block, t, faer::get_global_parallelism()); // n × tuned.keep
         for (j, bj) in best.iter_mut().enumerate() {
             for i in 0..n {
                 let v = c[(i, j)].abs() as f64;
@@ -473,6 +484,32 @@ pub fn gram_min_ratio<T: Element>() -> f64 {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn non_finite_weights_are_found_at_their_position_in_any_chunk() {
+        let (rows, cols) = (7, 1500); // 10 500 values: two whole chunks and a partial one
+        let mut w = Dense {
+            rows,
+            cols,
+            data: vec![0.5f32; rows * cols],
+        };
+        assert!(check_finite(&w).is_ok());
+        for (at, bad) in [
+            (0, f32::NAN),
+            (4095, f32::INFINITY),
+            (4096, -f32::NAN),
+            (10_499, f32::NEG_INFINITY),
+        ] {
+            let mut v = w.clone();
+            v.data[at] = bad;
+            v.data[10_499.min(at + 3)] = f32::NAN; // a later one must not be reported instead
+            let msg = check_finite(&v).unwrap_err().to_string();
+            let want = format!("row {}, column {}", at / cols, at % cols);
+            assert!(msg.contains(&want), "{msg} should name {want}");
+        }
+        w.data[10_499] = f32::MAX; // large but finite
+        assert!(check_finite(&w).is_ok());
+    }
 
     #[test]
     fn vectors_borrow_aligned_bytes_and_copy_unaligned_ones() {

@@ -823,7 +823,7 @@ impl Basis<'_> {
     fn tmul(&self, x: MatRef<'_, f64>, par: Par) -> Mat<f64> {
         let d0 = self.u0.ncols();
         let x32 = x.map(|v| *v as f32);
-        let top = mul(self.u0.transpose(), x32.as_ref(), par).map(|v| *v as f64);
+        let top = mul_wide(self.u0.transpose(), x32.as_ref(), par).map(|v| *v as f64);
         debug_assert_eq!(top.nrows(), d0);
         vcat(top, mul(self.z2.transpose(), x, par))
     }
@@ -1099,10 +1099,13 @@ fn projected_eigen(
     }
     let mut rng = Rng(0x9a0_1ec7);
     let empty = Mat::<f64>::zeros(dim, 0);
-    let mut q = orthonormalize(empty.as_ref(), start.clone(), &mut rng, par);
+    // The start's part of the basis and its image are the same every pass: only the new
+    // directions are orthonormalised (against it) and multiplied, not the whole basis again.
+    let q0 = orthonormalize(empty.as_ref(), start.clone(), &mut rng, par);
+    let sq0 = g.apply(q0.as_ref(), par);
+    let (mut q, mut sq) = (q0.clone(), sq0.clone());
     let mut best = None;
     for pass in 0..10 {
-        let sq = g.apply(q.as_ref(), par);
         let (theta, rot) = rayleigh_ritz(q.as_ref(), sq.as_ref(), par)?;
         let keep = keep.min(theta.len());
         let want = want.clamp(keep, theta.len());
@@ -1160,12 +1163,11 @@ fn projected_eigen(
             break;
         }
         // The first Ritz vectors lie in span(start): adding them would only add random fill.
-        let basis = if pass == 0 {
-            hcat(&[start.clone(), y])
-        } else {
-            hcat(&[start.clone(), v, y])
-        };
-        q = orthonormalize(empty.as_ref(), basis, &mut rng, par);
+        let fresh = if pass == 0 { y } else { hcat(&[v, y]) };
+        let qn = orthonormalize(q0.as_ref(), fresh, &mut rng, par);
+        let sqn = g.apply(qn.as_ref(), par);
+        q = hcat(&[q0.clone(), qn]);
+        sq = hcat(&[sq0.clone(), sqn]);
     }
     best
 }
