@@ -278,3 +278,35 @@ fn an_untrained_adapter_leaves_the_base_vectors() {
         assert!((fast.sigma[j] - base.sigma[j]).abs() < 1e-9 * base.sigma[0]);
     }
 }
+
+#[test]
+fn a_non_finite_base_weight_is_reported_at_its_position_whatever_the_update() {
+    // The route finds bad weights through X0·Rᵀ rather than a pass over W0: every weight must
+    // reach that product, also where the update is zero (∞·0) and on either side.
+    let mut rng = Rng(16);
+    let (w0, b, a) = planted_lora(&mut rng, 120, 90, 2);
+    let base = spectral::decompose(&w0, Side::Left, usize::MAX, Par::Seq).unwrap();
+    let base_r = spectral::decompose(&w0, Side::Right, usize::MAX, Par::Seq).unwrap();
+    let zero = |m: &Dense<f64>| Dense {
+        data: vec![0.0; m.data.len()],
+        ..m.clone()
+    };
+    for (bad, at) in [
+        (f64::NAN, 0),
+        (f64::INFINITY, 7 * 90 + 11),
+        (f64::NEG_INFINITY, 119 * 90 + 89),
+    ] {
+        let mut w = w0.clone();
+        w.data[at] = bad;
+        let want = format!("row {}, column {}", at / 90, at % 90);
+        for (side, basis) in [(Side::Left, &base), (Side::Right, &base_r)] {
+            for (bb, aa) in [(&b, &a), (&zero(&b), &a), (&b, &zero(&a))] {
+                let got = topk::lora_top(basis, &w, bb, aa, 2.0, side, 16, Par::Seq);
+                let msg = got
+                    .expect_err("a non-finite weight is an error")
+                    .to_string();
+                assert!(msg.contains(&want), "{side:?} {bad}: {msg}");
+            }
+        }
+    }
+}

@@ -9,7 +9,7 @@
 //! within the tie, for an exact SVD too). No convergence within `max_cycles` gives `None`, and the
 //! caller falls back to the full SVD.
 
-use faer::{Accum, Mat, MatRef, Par};
+use faer::{Accum, ColRef, Mat, MatRef, Par};
 
 use crate::checkpoint::Element;
 use crate::demo::Rng;
@@ -110,6 +110,46 @@ pub fn mul_wide<T: Element>(a: MatRef<'_, T>, b: MatRef<'_, T>, par: Par) -> Mat
     ut.transpose().to_owned()
 }
 
+/// ‖a − t·b‖₂ of two columns (b may be `None` for ‖a‖₂). faer's `norm_l2` scales against
+/// overflow and took about 50 µs per 4096-vector here against 1 µs for a plain sum of squares
+/// (which these near-unit vectors cannot overflow); a sum that over- or underflows falls back
+/// to it.
+fn dist<T: Element>(a: ColRef<'_, T>, t: f64, b: Option<ColRef<'_, T>>) -> f64 {
+    let f = |x: &T| -> f64 { (*x).into() };
+    let mut acc = [0.0f64; 8];
+    let mut add = |i: usize, d: f64| acc[i % 8] += d * d;
+    match (a.try_as_col_major(), b.map(|b| b.try_as_col_major())) {
+        (Some(a), None) => a
+            .as_slice()
+            .iter()
+            .enumerate()
+            .for_each(|(i, x)| add(i, f(x))),
+        (Some(a), Some(Some(b))) => {
+            let (a, b) = (a.as_slice(), b.as_slice());
+            a.iter()
+                .zip(b)
+                .enumerate()
+                .for_each(|(i, (x, y))| add(i, f(x) - t * f(y)));
+        }
+        _ => (0..a.nrows()).for_each(|i| add(i, f(&a[i]) - b.map_or(0.0, |b| t * f(&b[i])))),
+    }
+    let sum: f64 = acc.iter().sum();
+    if sum.is_finite() && sum >= f64::MIN_POSITIVE / f64::EPSILON {
+        return sum.sqrt();
+    }
+    match b {
+        None => a.norm_l2().into(),
+        Some(b) => {
+            let d = Mat::<f64>::from_fn(a.nrows(), 1, |i, _| f(&a[i]) - t * f(&b[i]));
+            d.col(0).norm_l2()
+        }
+    }
+}
+
+fn norm<T: Element>(a: ColRef<'_, T>) -> f64 {
+    dist(a, 0.0, None)
+}
+
 /// An orthonormal basis of the span of `z`'s columns with `k`'s (orthonormal) columns projected
 /// out, as wide as `z`: block Gram–Schmidt, then a column-pivoted QR to find the independent
 /// part (dependent columns, which appear whenever an invariant subspace is found, would
@@ -132,7 +172,7 @@ fn orthonormal_block<T: Element>(
         faer::linalg::matmul::matmul(z.as_mut(), Accum::Add, k, c, T::from_f64(-1.0), par);
     };
     let (n, m) = (z.nrows(), z.ncols());
-    let norms = |z: &Mat<T>| -> Vec<f64> { (0..m).map(|j| z.col(j).norm_l2().into()).collect() };
+    let norms = |z: &Mat<T>| -> Vec<f64> { (0..m).map(|j| norm(z.col(j))).collect() };
     let before = norms(&z);
     let scale = before
         .iter()
@@ -443,7 +483,7 @@ impl<T: Element> Krylov<T> {
 fn residual_estimates<T: Element>(r: MatRef<'_, T>, rot: MatRef<'_, T>, p: usize) -> Vec<f64> {
     let b = r.ncols();
     let tail = rot.subrows(rot.nrows() - b, b);
-    (0..p).map(|j| (r * tail.col(j)).norm_l2().into()).collect()
+    (0..p).map(|j| norm((r * tail.col(j)).as_ref())).collect()
 }
 
 /// m ← [m, block] within m's capacity.
@@ -467,17 +507,7 @@ fn unconverged<T: Element>(
     err: &[f64],
 ) -> Vec<usize> {
     let residual: Vec<f64> = (0..p)
-        .map(|j| {
-            (0..u.nrows())
-                .map(|i| {
-                    let d: f64 =
-                        Into::<f64>::into(su[(i, j)]) - theta[j] * Into::<f64>::into(u[(i, j)]);
-                    d * d
-                })
-                .sum::<f64>()
-                .sqrt()
-                + err.get(j).copied().unwrap_or(0.0)
-        })
+        .map(|j| dist(su.col(j), theta[j], Some(u.col(j))) + err.get(j).copied().unwrap_or(0.0))
         .collect();
     failing(theta, &residual, p, params)
 }
@@ -677,7 +707,6 @@ fn lora_top_with(
     rounds: usize,
     par: Par,
 ) -> crate::error::Result<Option<(super::Decomposition, LoraTrace)>> {
-    super::check_finite(w0)?;
     let bm = MatRef::from_row_major_slice(&b.data, b.rows, b.cols);
     let am = MatRef::from_row_major_slice(&a.data, a.rows, a.cols);
     // X = W (left) or Wᵀ (right); the update is s·L·R in that orientation.
@@ -699,6 +728,16 @@ fn lora_top_with(
     // no copy. What they lose (~1e-6 relative) the refinement's correction step wins back.
     let u0 = base.as_mat();
     let x0rt = mul_wide(x0, r.transpose(), par);
+    // Every weight enters X0·Rᵀ, and a NaN or infinite one makes its row non-finite whatever R
+    // holds (∞·0 is NaN): so only a non-finite product costs the pass over W0 that names the
+    // position (that pass was 4 % of a warm scan). A finite W0 whose product overflowed goes
+    // to the dense route.
+    if rank == 0 || !x0rt.as_ref().is_all_finite() {
+        super::check_finite(w0)?;
+        if rank > 0 {
+            return Ok(None);
+        }
+    }
     let no_z2 = Mat::<f64>::zeros(d, 0);
     let u0_only = Basis {
         u0,
@@ -878,8 +917,8 @@ fn refine_projected(
     // about twice its action on a typical vector; M's error is the f32 basis's, alike in all).
     let mut eta = 0.0f64;
     for j in 0..probe {
-        let un: f64 = u_raw.col(j).norm_l2();
-        let dn: f64 = (su_raw.col(j) - both.col(want + j)).norm_l2();
+        let un = norm(u_raw.col(j));
+        let dn = dist(su_raw.col(j), 1.0, Some(both.col(want + j)));
         eta = eta.max(4.0 * dn / un);
     }
     if !eta.is_finite() {
@@ -930,7 +969,7 @@ fn refine_projected(
         let mut mt = both.as_ref().subcols(f, f).to_owned();
         // S·t ≈ M·t, off by at most eta·‖t‖ per column; then t ⟂ u (t − u·c, whose S-image
         // su·c carries su's own error bounds).
-        let mut terr: Vec<f64> = (0..f).map(|k| eta * t.col(k).norm_l2()).collect();
+        let mut terr: Vec<f64> = (0..f).map(|k| eta * norm(t.col(k))).collect();
         let c = mul(u.transpose(), t.as_ref(), par);
         faer::linalg::matmul::matmul(t.as_mut(), Accum::Add, u.as_ref(), c.as_ref(), -1.0, par);
         faer::linalg::matmul::matmul(mt.as_mut(), Accum::Add, su.as_ref(), c.as_ref(), -1.0, par);
@@ -938,7 +977,7 @@ fn refine_projected(
             *e += (0..want).map(|i| c[(i, k)].abs() * err[i]).sum::<f64>();
         }
         // Orthonormal corrections: t̂ = t·N⁻¹·R⁻¹ with N their lengths.
-        let norms: Vec<f64> = (0..f).map(|k| t.col(k).norm_l2()).collect();
+        let norms: Vec<f64> = (0..f).map(|k| norm(t.col(k))).collect();
         if norms.iter().any(|n| !(n.is_finite() && *n > 0.0)) {
             return None;
         }
@@ -1030,7 +1069,7 @@ fn correction_solve(
     };
     let mut r = rho.clone();
     deflate(&mut r);
-    let target: Vec<f64> = (0..f).map(|k| TOL * r.col(k).norm_l2()).collect();
+    let target: Vec<f64> = (0..f).map(|k| TOL * norm(r.col(k))).collect();
     let mut x = Mat::<f64>::zeros(dim, f);
     let mut z = precond(&r);
     let mut dir = z.clone();
@@ -1057,7 +1096,7 @@ fn correction_solve(
                 x[(i, k)] += alpha * dir[(i, k)];
                 r[(i, k)] -= alpha * ad[(i, k)];
             }
-            if r.col(k).norm_l2() <= target[k] {
+            if norm(r.col(k)) <= target[k] {
                 active[k] = false;
             }
         }
@@ -1100,10 +1139,19 @@ fn projected_eigen(
     let mut rng = Rng(0x9a0_1ec7);
     let empty = Mat::<f64>::zeros(dim, 0);
     // The start's part of the basis and its image are the same every pass: only the new
-    // directions are orthonormalised (against it) and multiplied, not the whole basis again.
+    // directions are orthonormalised (against it) and multiplied, and the basis is rebuilt
+    // within its capacity (fresh multi-megabyte matrices cost page faults every pass).
     let q0 = orthonormalize(empty.as_ref(), start.clone(), &mut rng, par);
     let sq0 = g.apply(q0.as_ref(), par);
-    let (mut q, mut sq) = (q0.clone(), sq0.clone());
+    let n0 = q0.ncols();
+    let cap = n0 + keep * (per + 1);
+    let (mut q, mut sq) = (
+        Mat::<f64>::with_capacity(dim, cap),
+        Mat::<f64>::with_capacity(dim, cap),
+    );
+    append(&mut q, &q0);
+    append(&mut sq, &sq0);
+    let full = vcols <= 8;
     let mut best = None;
     for pass in 0..10 {
         let (theta, rot) = rayleigh_ritz(q.as_ref(), sq.as_ref(), par)?;
@@ -1113,63 +1161,86 @@ fn projected_eigen(
         let v = mul(q.as_ref(), top, par);
         let sv = mul(sq.as_ref(), top, par);
         let theta1 = theta[0].abs().max(f64::MIN_POSITIVE);
-        let tiny = 1e-13 * theta1;
-        let mut worst = 0.0f64;
-        // For low ranks, all of (θ_j − D)⁻¹·[E F] (it holds the exact eigenvector once θ_j is
-        // exact, so the error is quadratic); for higher ranks only the combination y_j.
-        let full = vcols <= 8;
-        let mut y = Mat::<f64>::zeros(dim, keep * per);
-        for j in 0..keep {
-            let mut r2 = 0.0;
-            for i in 0..dim {
-                let res = sv[(i, j)] - theta[j] * v[(i, j)];
-                r2 += res * res;
-            }
-            worst = worst.max(r2.sqrt());
-            for c in 0..per {
-                let mut n2 = 0.0;
-                for i in 0..dim {
-                    let den = theta[j] - g.d[i];
-                    let den = if den.abs() < tiny {
-                        tiny.copysign(den)
-                    } else {
-                        den
-                    };
-                    let num = if !full {
-                        sv[(i, j)] - g.d[i] * v[(i, j)]
-                    } else if c < g.e.ncols() {
-                        g.e[(i, c)]
-                    } else {
-                        g.f[(i, c - g.e.ncols())]
-                    };
-                    let yi = num / den;
-                    y[(i, j * per + c)] = yi;
-                    n2 += yi * yi;
-                }
-                // Unit columns, so that orthonormalisation judges them on equal terms.
-                let n = n2.sqrt();
-                if n > 0.0 {
-                    for i in 0..dim {
-                        y[(i, j * per + c)] /= n;
-                    }
-                }
-            }
-        }
+        let worst = (0..keep)
+            .map(|j| dist(sv.col(j), theta[j], Some(v.col(j))))
+            .fold(0.0, f64::max);
         best = Some(v.clone());
-        let v = v.as_ref().subcols(0, keep).to_owned();
         // The vectors mapped back through the f32 basis are off by ~1e-7·θ₁ anyway, and the
         // refinement's correction gains about four digits on whatever it starts from.
         if worst <= 1e-6 * theta1 {
             break;
         }
+        let y = rational_directions(g, &theta[..keep], &v, &sv, full, 1e-13 * theta1);
         // The first Ritz vectors lie in span(start): adding them would only add random fill.
-        let fresh = if pass == 0 { y } else { hcat(&[v, y]) };
+        let fresh = if pass == 0 {
+            y
+        } else {
+            hcat(&[v.as_ref().subcols(0, keep).to_owned(), y])
+        };
         let qn = orthonormalize(q0.as_ref(), fresh, &mut rng, par);
         let sqn = g.apply(qn.as_ref(), par);
-        q = hcat(&[q0.clone(), qn]);
-        sq = hcat(&[sq0.clone(), sqn]);
+        q.truncate(dim, n0);
+        sq.truncate(dim, n0);
+        append(&mut q, &qn);
+        append(&mut sq, &sqn);
     }
     best
+}
+
+/// The next directions of [`projected_eigen`], unit columns: for low ranks all of
+/// (θ_j − D)⁻¹·[E F] (it holds the exact eigenvector once θ_j is exact, so the error is
+/// quadratic); for higher ranks only the combination y_j = (θ_j − D)⁻¹·(P − D)·v_j.
+fn rational_directions(
+    g: &Projected,
+    theta: &[f64],
+    v: &Mat<f64>,
+    sv: &Mat<f64>,
+    full: bool,
+    tiny: f64,
+) -> Mat<f64> {
+    let (dim, ne) = (g.dim(), g.e.ncols());
+    let per = if full { ne + g.f.ncols() } else { 1 };
+    let mut y = Mat::<f64>::zeros(dim, theta.len() * per);
+    for (j, &t) in theta.iter().enumerate() {
+        // 1/(θ_j − D), kept away from zero where θ_j meets a diagonal value.
+        let inv: Vec<f64> =
+            g.d.iter()
+                .map(|d| {
+                    let den = t - d;
+                    1.0 / if den.abs() < tiny {
+                        tiny.copysign(den)
+                    } else {
+                        den
+                    }
+                })
+                .collect();
+        for c in 0..per {
+            let col = y.col_as_slice_mut(j * per + c);
+            if !full {
+                let (s, x) = (sv.col_as_slice(j), v.col_as_slice(j));
+                for i in 0..dim {
+                    col[i] = (s[i] - g.d[i] * x[i]) * inv[i];
+                }
+            } else {
+                let src = if c < ne {
+                    g.e.col_as_slice(c)
+                } else {
+                    g.f.col_as_slice(c - ne)
+                };
+                for i in 0..dim {
+                    col[i] = src[i] * inv[i];
+                }
+            }
+            // Unit columns, so that orthonormalisation judges them on equal terms.
+            let n = norm(y.col(j * per + c));
+            if n > 0.0 {
+                y.col_as_slice_mut(j * per + c)
+                    .iter_mut()
+                    .for_each(|x| *x /= n);
+            }
+        }
+    }
+    y
 }
 
 #[cfg(test)]
