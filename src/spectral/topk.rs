@@ -281,6 +281,17 @@ fn cholesky_qr2<T: Element>(z: MatRef<'_, T>, scale: f64, par: Par) -> Option<(M
     Some((q, mul(r2.as_ref(), r1.as_ref(), par)))
 }
 
+/// z = Q·R, thin: Cholesky QR twice where z is well conditioned (the refinement's blocks are
+/// near-orthonormal), else Householder.
+fn thin_qr(z: MatRef<'_, f64>, par: Par) -> (Mat<f64>, Mat<f64>) {
+    let scale = (0..z.ncols()).map(|j| norm(z.col(j))).fold(0.0, f64::max);
+    if let Some(qr) = cholesky_qr2(z, scale, par) {
+        return qr;
+    }
+    let qr = z.qr();
+    (qr.compute_thin_Q(), qr.thin_R().to_owned())
+}
+
 /// Ritz pairs of S on span(k) given sk = S·k: (θ descending, rotation D×D descending).
 fn rayleigh_ritz<T: Element>(
     k: MatRef<'_, T>,
@@ -634,7 +645,18 @@ impl SymOp<f64> for Projected {
         self.d.len()
     }
     fn apply(&self, y: MatRef<'_, f64>, par: Par) -> Mat<f64> {
-        let mut out = Mat::<f64>::from_fn(y.nrows(), y.ncols(), |i, j| self.d[i] * y[(i, j)]);
+        let mut out = Mat::<f64>::zeros(y.nrows(), y.ncols());
+        for j in 0..y.ncols() {
+            let col = out.col_as_slice_mut(j);
+            match y.col(j).try_as_col_major() {
+                Some(yc) => {
+                    for ((o, d), v) in col.iter_mut().zip(&self.d).zip(yc.as_slice()) {
+                        *o = d * v;
+                    }
+                }
+                None => (0..col.len()).for_each(|i| col[i] = self.d[i] * y[(i, j)]),
+            }
+        }
         let fy = mul(self.f.transpose(), y, par);
         let ey = mul(self.e.transpose(), y, par);
         let cfy = mul(self.c.as_ref(), fy.as_ref(), par);
@@ -870,14 +892,16 @@ impl Basis<'_> {
 
 /// [top; bottom].
 fn vcat(top: Mat<f64>, bottom: Mat<f64>) -> Mat<f64> {
+    if bottom.nrows() == 0 {
+        return top;
+    }
     let t = top.nrows();
-    Mat::<f64>::from_fn(t + bottom.nrows(), top.ncols(), |i, j| {
-        if i < t {
-            top[(i, j)]
-        } else {
-            bottom[(i - t, j)]
-        }
-    })
+    let mut out = Mat::<f64>::zeros(t + bottom.nrows(), top.ncols());
+    out.as_mut().subrows_mut(0, t).copy_from(&top);
+    out.as_mut()
+        .subrows_mut(t, bottom.nrows())
+        .copy_from(&bottom);
+    out
 }
 
 /// Refines the projected solution `g` (dim × want, orthonormal) into the top `keep` pairs of
@@ -925,9 +949,8 @@ fn refine_projected(
         return None;
     }
     // An orthonormal basis of span(u): u_raw = Q·R, S·Q = S·u_raw·R⁻¹ (R ≈ I).
-    let qr = u_raw.qr();
-    let rinv = upper_inverse(qr.thin_R())?;
-    let u = qr.compute_thin_Q();
+    let (u, ru) = thin_qr(u_raw, par);
+    let rinv = upper_inverse(ru.as_ref())?;
     let su = mul(su_raw.as_ref(), rinv.as_ref(), par);
     let (mut theta, rot) = rayleigh_ritz(u.as_ref(), su.as_ref(), par)?;
     let mut u = mul(u.as_ref(), rot.as_ref(), par);
@@ -982,10 +1005,9 @@ fn refine_projected(
             return None;
         }
         let tn = Mat::<f64>::from_fn(u.nrows(), f, |i, k| t[(i, k)] / norms[k]);
-        let tqr = tn.qr();
-        let trinv = upper_inverse(tqr.thin_R())?;
+        let (that, tr) = thin_qr(tn.as_ref(), par);
+        let trinv = upper_inverse(tr.as_ref())?;
         let scale = Mat::<f64>::from_fn(f, f, |i, k| trinv[(i, k)] / norms[i]);
-        let that = tqr.compute_thin_Q();
         let mthat = mul(mt.as_ref(), scale.as_ref(), par);
         let that_err: Vec<f64> = (0..f)
             .map(|k| (0..f).map(|i| scale[(i, k)].abs() * terr[i]).sum())
@@ -1058,14 +1080,36 @@ fn correction_solve(
         let c = mul(g.transpose(), x.as_ref(), par);
         faer::linalg::matmul::matmul(x.as_mut(), Accum::Add, g, c.as_ref(), -1.0, par);
     };
+    // 1/(θ_k − D), floored where D reaches the refined values.
+    let mut inv = Mat::<f64>::zeros(dim, f);
+    for k in 0..f {
+        let col = inv.col_as_slice_mut(k);
+        for (c, d) in col.iter_mut().zip(&p.d) {
+            *c = 1.0 / (theta[k] - d).max(floor[k]);
+        }
+    }
     let precond = |r: &Mat<f64>| {
-        let mut z =
-            Mat::<f64>::from_fn(dim, f, |i, k| r[(i, k)] / (theta[k] - p.d[i]).max(floor[k]));
+        let mut z = Mat::<f64>::zeros(dim, f);
+        for k in 0..f {
+            let (zc, rc, ic) = (
+                z.col_as_slice_mut(k),
+                r.col_as_slice(k),
+                inv.col_as_slice(k),
+            );
+            for ((z, r), i) in zc.iter_mut().zip(rc).zip(ic) {
+                *z = r * i;
+            }
+        }
         deflate(&mut z);
         z
     };
     let dot = |a: &Mat<f64>, b: &Mat<f64>, k: usize| -> f64 {
-        (0..dim).map(|i| a[(i, k)] * b[(i, k)]).sum()
+        let (a, b) = (a.col_as_slice(k), b.col_as_slice(k));
+        let mut acc = [0.0f64; 4];
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            acc[i % 4] += x * y;
+        }
+        acc.iter().sum()
     };
     let mut r = rho.clone();
     deflate(&mut r);
@@ -1079,8 +1123,13 @@ fn correction_solve(
         if !active.iter().any(|a| *a) {
             break;
         }
-        let pd = p.apply(dir.as_ref(), par);
-        let mut ad = Mat::<f64>::from_fn(dim, f, |i, k| theta[k] * dir[(i, k)] - pd[(i, k)]);
+        let mut ad = p.apply(dir.as_ref(), par);
+        for (k, t) in theta.iter().enumerate().take(f) {
+            let (ac, dc) = (ad.col_as_slice_mut(k), dir.col_as_slice(k));
+            for (a, d) in ac.iter_mut().zip(dc) {
+                *a = t * d - *a;
+            }
+        }
         deflate(&mut ad);
         for k in 0..f {
             if !active[k] {
@@ -1092,9 +1141,12 @@ fn correction_solve(
                 continue;
             }
             let alpha = rz[k] / curv;
-            for i in 0..dim {
-                x[(i, k)] += alpha * dir[(i, k)];
-                r[(i, k)] -= alpha * ad[(i, k)];
+            let (dc, ac) = (dir.col_as_slice(k), ad.col_as_slice(k));
+            for (x, d) in x.col_as_slice_mut(k).iter_mut().zip(dc) {
+                *x += alpha * d;
+            }
+            for (r, a) in r.col_as_slice_mut(k).iter_mut().zip(ac) {
+                *r -= alpha * a;
             }
             if norm(r.col(k)) <= target[k] {
                 active[k] = false;
@@ -1108,8 +1160,8 @@ fn correction_solve(
             let rz_new = dot(&r, &z, k);
             let beta = rz_new / rz[k];
             rz[k] = rz_new;
-            for i in 0..dim {
-                dir[(i, k)] = z[(i, k)] + beta * dir[(i, k)];
+            for (d, z) in dir.col_as_slice_mut(k).iter_mut().zip(z.col_as_slice(k)) {
+                *d = z + beta * *d;
             }
         }
     }
