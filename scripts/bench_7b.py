@@ -5,7 +5,9 @@ gate,up 11008x4096, down 4096x11008 per block), bf16 base, two rank-16 PEFT adap
 Runs, side by side on the same files and machine:
   1. lorascope scan, cold cache (base and tuned decomposed);
   2. lorascope scan of a second adapter of the same base (base warm from the cache: the case
-     of a user comparing adapters or re-running after training more);
+     of a user comparing adapters or re-running after training more), once with the OS page
+     cache dropped first (where allowed: root) and once with another new adapter and the files
+     already in the page cache, since reading ~2 GiB from disk is a visible part of it;
   3. the same scan again (everything warm);
   4. the paper's method in NumPy: full thin SVDs (LAPACK gesdd, float32 as the authors' code)
      of W0 and of W = W0 + s*B*A, then c_j for the top 10.
@@ -113,6 +115,17 @@ def run_scan(exe, base, tuned, cache, out_json):
     return dt, peak / 1024 / 1024
 
 
+def drop_page_cache():
+    """Empties the OS page cache (needs root); False where that is not allowed."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
 def paper_method(d, blocks, limit, adapter, sample):
     """Full thin SVDs of W0 and W per matrix (float32, gesdd), c_j for the top 10."""
     import struct
@@ -178,11 +191,25 @@ def main():
         shutil.rmtree(cache, ignore_errors=True)
         print("lorascope scan, cold cache (adapter a) …", flush=True)
         cold, cold_mem = run_scan(exe, base, d / "lora-a", cache, d / "scan-a.json")
-    print("lorascope scan, new adapter of a cached base (adapter b) …", flush=True)
+    rows = [("lorascope, cold cache", cold, cold_mem)] * (cold is not None)
+    if drop_page_cache():
+        print("lorascope scan, new adapter of a cached base, page cache dropped …", flush=True)
+        t, mem = run_scan(exe, base, adapter, cache, d / "scan-b0.json")
+        rows.append(("lorascope, new adapter, page cache dropped", t, mem))
+        # Another adapter never scanned, now with the files in the page cache.
+        adapter = d / "lora-fresh-warm"
+        shutil.rmtree(adapter, ignore_errors=True)
+        write_adapter(adapter, int(time.time()) + 1, args.blocks)
+        label = "lorascope, new adapter, base cached"
+    else:
+        label = "lorascope, new adapter (page cache as found)"
+    print("lorascope scan, new adapter of a cached base …", flush=True)
     warm_base, warm_base_mem = run_scan(exe, base, adapter, cache, d / "scan-b.json")
-    print("lorascope scan, all cached (adapter b again) …", flush=True)
+    rows.append((label, warm_base, warm_base_mem))
+    print("lorascope scan, all cached (the same adapter again) …", flush=True)
     warm, warm_mem = run_scan(exe, base, adapter, cache, d / "scan-b2.json")
-    print("the paper's method (NumPy, float32 gesdd) on adapter b …", flush=True)
+    rows.append(("lorascope, all cached", warm, warm_mem))
+    print("the paper's method (NumPy, float32 gesdd) on the same adapter …", flush=True)
     ref, times = paper_method(d, args.blocks, args.paper_matrices, adapter, args.paper_sample)
     n = 7 * args.blocks
     if args.paper_sample:
@@ -202,9 +229,7 @@ def main():
     print(f"{'run':<44} {'seconds':>9} {'ratio':>9} {'peak anon GiB':>14}")
     print(f"{'paper method (NumPy f32 gesdd, base + tuned)':<44} {paper:>9.1f} {1.0:>9.1f}   "
           + ("" if len(times) == n else f"(timed on {len(times)}, scaled by shape counts)"))
-    for label, t, mem in [("lorascope, cold cache", cold, cold_mem)] * (cold is not None) + [
-                          ("lorascope, new adapter, base cached", warm_base, warm_base_mem),
-                          ("lorascope, all cached", warm, warm_mem)]:
+    for label, t, mem in rows:
         print(f"{label:<44} {t:>9.2f} {paper / t:>8.0f}× {mem:>14.2f}")
     print(f"max |Δc_j| lorascope vs NumPy (top 10): {dc:.1e}")
     print(f"cache: {cache_bytes / 2**30:.2f} GiB for a {model_bytes / 2**30:.2f} GiB bf16 model")
