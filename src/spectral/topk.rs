@@ -199,19 +199,8 @@ fn orthonormal_block<T: Element>(
             project(&mut z, k, c.as_ref());
         }
     }
-    // The common case, well conditioned: Cholesky QR twice, about 2.5× faster than Householder
-    // on a tall block (2048×44: 1.5 against 4 ms) and as orthogonal once the second pass starts
-    // from near-orthonormal columns.
-    if let Some((q, r)) = cholesky_qr2(z.as_ref(), scale, par) {
+    if let Some((q, r)) = full_rank_qr(z.as_ref(), scale, par) {
         return (q, Some(r));
-    }
-    // Full rank but worse conditioned: a blocked Householder QR, several times faster than the
-    // pivoted one. Its diagonal tells whether the case holds.
-    let plain = z.qr();
-    let r = plain.thin_R();
-    let full_rank = (0..r.nrows().min(m)).all(|j| independent(r, j, scale));
-    if full_rank && r.nrows() >= m {
-        return (plain.compute_thin_Q(), Some(r.to_owned()));
     }
     let piv = z.col_piv_qr();
     let r = piv.thin_R();
@@ -281,15 +270,22 @@ fn cholesky_qr2<T: Element>(z: MatRef<'_, T>, scale: f64, par: Par) -> Option<(M
     Some((q, mul(r2.as_ref(), r1.as_ref(), par)))
 }
 
-/// z = Q·R, thin: Cholesky QR twice where z is well conditioned (the refinement's blocks are
-/// near-orthonormal), else Householder.
-fn thin_qr(z: MatRef<'_, f64>, par: Par) -> (Mat<f64>, Mat<f64>) {
-    let scale = (0..z.ncols()).map(|j| norm(z.col(j))).fold(0.0, f64::max);
+/// z = Q·R, thin, when every column of z is `independent` (against `scale`, the largest column
+/// norm of the block z came from); `None` otherwise.
+fn full_rank_qr<T: Element>(z: MatRef<'_, T>, scale: f64, par: Par) -> Option<(Mat<T>, Mat<T>)> {
+    // The common case, well conditioned: Cholesky QR twice, about 2.5× faster than Householder
+    // on a tall block (2048×44: 1.5 against 4 ms) and as orthogonal once the second pass starts
+    // from near-orthonormal columns.
     if let Some(qr) = cholesky_qr2(z, scale, par) {
-        return qr;
+        return Some(qr);
     }
-    let qr = z.qr();
-    (qr.compute_thin_Q(), qr.thin_R().to_owned())
+    // Full rank but worse conditioned: a blocked Householder QR, several times faster than the
+    // pivoted one. Its diagonal tells whether the case holds.
+    let m = z.ncols();
+    let plain = z.qr();
+    let r = plain.thin_R();
+    let full_rank = r.nrows() >= m && (0..m).all(|j| independent(r, j, scale));
+    full_rank.then(|| (plain.compute_thin_Q(), r.to_owned()))
 }
 
 /// Ritz pairs of S on span(k) given sk = S·k: (θ descending, rotation D×D descending).
@@ -949,7 +945,8 @@ fn refine_projected(
         return None;
     }
     // An orthonormal basis of span(u): u_raw = Q·R, S·Q = S·u_raw·R⁻¹ (R ≈ I).
-    let (u, ru) = thin_qr(u_raw, par);
+    let largest = (0..want).map(|j| norm(u_raw.col(j))).fold(0.0, f64::max);
+    let (u, ru) = full_rank_qr(u_raw, largest, par)?;
     let rinv = upper_inverse(ru.as_ref())?;
     let su = mul(su_raw.as_ref(), rinv.as_ref(), par);
     let (mut theta, rot) = rayleigh_ritz(u.as_ref(), su.as_ref(), par)?;
@@ -1005,7 +1002,7 @@ fn refine_projected(
             return None;
         }
         let tn = Mat::<f64>::from_fn(u.nrows(), f, |i, k| t[(i, k)] / norms[k]);
-        let (that, tr) = thin_qr(tn.as_ref(), par);
+        let (that, tr) = full_rank_qr(tn.as_ref(), 1.0, par)?;
         let trinv = upper_inverse(tr.as_ref())?;
         let scale = Mat::<f64>::from_fn(f, f, |i, k| trinv[(i, k)] / norms[i]);
         let mthat = mul(mt.as_ref(), scale.as_ref(), par);
@@ -1181,7 +1178,9 @@ fn projected_eigen(
 ) -> Option<Mat<f64>> {
     let dim = g.dim();
     let vcols = g.e.ncols() + g.f.ncols();
-    let per = if vcols <= 8 { vcols } else { 1 };
+    // Low ranks take every column of (θ_j − D)⁻¹·[E F] per pair (see `rational_directions`).
+    let full = vcols <= 8;
+    let per = if full { vcols } else { 1 };
     // Small problems, where the basis below would fill much of R^dim: P itself, densely.
     if 2 * (start.ncols() + keep * (per + 1)) > dim {
         let p = g.apply(Mat::<f64>::identity(dim, dim).as_ref(), par);
@@ -1203,7 +1202,6 @@ fn projected_eigen(
     );
     append(&mut q, &q0);
     append(&mut sq, &sq0);
-    let full = vcols <= 8;
     let mut best = None;
     for pass in 0..10 {
         let (theta, rot) = rayleigh_ritz(q.as_ref(), sq.as_ref(), par)?;
