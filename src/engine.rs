@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::cache::{Cache, Key, KeyBuilder};
 use crate::checkpoint::{Element, Inputs, TensorPair};
-use crate::error::Result;
+use crate::error::{contain, Result};
 use crate::spectral::{self, rule, topk, Decomposition, Side};
 
 /// Bump when what a cache entry holds or how it is computed changes.
@@ -411,9 +411,11 @@ impl Engine {
     /// The effective rank of ΔW for one matrix, computed if a scan skipped it (reports ask for
     /// the matrices they show).
     pub fn delta_effective_rank(&self, pair: &TensorPair) -> Result<f64> {
-        let _held = self.budget.acquire(self.memory_estimate(pair));
-        let keys = self.content_keys(pair)?;
-        Ok(self.delta_stats(pair, keys, true)?.1.unwrap_or(0.0))
+        contain(|| {
+            let _held = self.budget.acquire(self.memory_estimate(pair));
+            let keys = self.content_keys(pair)?;
+            Ok(self.delta_stats(pair, keys, true)?.1.unwrap_or(0.0))
+        })
     }
 
     /// ΔW = W − W0, in f64 so that small updates to large weights keep their digits.
@@ -427,6 +429,10 @@ impl Engine {
     /// Every singular value of the tuned matrix, for when the user asks (scans keep the top
     /// `keep` of large matrices): a values-only SVD of W, cached.
     pub fn full_spectrum(&self, pair: &TensorPair) -> Result<Vec<f64>> {
+        contain(|| self.full_spectrum_inner(pair))
+    }
+
+    fn full_spectrum_inner(&self, pair: &TensorPair) -> Result<Vec<f64>> {
         let _held = self.budget.acquire(self.memory_estimate(pair));
         let (_, tuned_src) = self.content_keys(pair)?;
         let d = self.cached(self.key("values", &[tuned_src]), || {
@@ -447,8 +453,10 @@ impl Engine {
 
     /// Both decompositions and the match of every kept tuned vector.
     pub fn decompositions_of(&self, pair: &TensorPair) -> Result<(Decomposition, Decomposition)> {
-        let _held = self.budget.acquire(self.memory_estimate(pair));
-        self.decompositions_keyed(pair, self.content_keys(pair)?)
+        contain(|| {
+            let _held = self.budget.acquire(self.memory_estimate(pair));
+            self.decompositions_keyed(pair, self.content_keys(pair)?)
+        })
     }
 
     /// Peak working memory of analysing `pair` when nothing is cached, from the shapes: the
@@ -505,7 +513,18 @@ impl Engine {
     }
 
     /// The report plus the decompositions it came from (for heatmaps, without a second read).
+    /// A panic inside (a bug) fails this matrix only, as an [`Error::Internal`](crate::error::Error).
     pub fn analyze_with_decompositions(
+        &self,
+        pair: &TensorPair,
+    ) -> Result<(MatrixReport, Decomposition, Decomposition)> {
+        contain(|| {
+            crate::error::panic_if_asked(&pair.name);
+            self.analyze_inner(pair)
+        })
+    }
+
+    fn analyze_inner(
         &self,
         pair: &TensorPair,
     ) -> Result<(MatrixReport, Decomposition, Decomposition)> {

@@ -22,6 +22,9 @@ pub enum Error {
     /// Invalid option value given by the user.
     #[error("{0}")]
     Usage(String),
+    /// A bug: code that panicked, contained (see [`contain`]) so that only its matrix fails.
+    #[error("internal error (a bug in lorascope; please report it): {0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -43,5 +46,68 @@ impl Error {
     }
     pub fn io(path: &Path, e: std::io::Error) -> Self {
         Error::file(path, e.to_string())
+    }
+}
+
+thread_local! {
+    static PANICKED_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// For a panic hook on threads whose panics are contained: keeps where the panic happened for
+/// [`contain`]'s message instead of printing it (over the explorer's screen).
+pub fn note_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let at = info
+        .location()
+        .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+        .unwrap_or_default();
+    PANICKED_AT.with(|p| *p.borrow_mut() = Some(at));
+}
+
+/// Runs `f`, turning a panic inside it into [`Error::Internal`]: a bug then fails one matrix (its
+/// line of a scan, its row in the explorer) instead of ending a long scan or leaving the
+/// explorer with a worker gone and its matrix pending for ever.
+pub fn contain<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_string());
+        let at = PANICKED_AT
+            .with(|p| p.borrow_mut().take())
+            .unwrap_or_default();
+        Err(Error::Internal(format!("{msg}{at}")))
+    })
+}
+
+/// Test scaffolding, in debug builds only: panics when `LORASCOPE_TEST_PANIC` names `point` (a
+/// matrix, or `ui`), so tests can check what a bug there does to the user.
+pub fn panic_if_asked(point: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("LORASCOPE_TEST_PANIC").is_ok_and(|v| v == point) {
+        panic!("LORASCOPE_TEST_PANIC at {point}");
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = point;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_an_internal_error_with_its_message() {
+        let e = contain::<()>(|| panic!("index {} out of range", 7)).unwrap_err();
+        assert!(
+            matches!(&e, Error::Internal(m) if m == "index 7 out of range"),
+            "{e}"
+        );
+        assert!(e
+            .to_string()
+            .starts_with("internal error (a bug in lorascope"));
+        // Results and errors pass through unchanged.
+        assert_eq!(contain(|| Ok(3)).unwrap(), 3);
+        let e = contain::<()>(|| Err(Error::Compute("no".into()))).unwrap_err();
+        assert!(matches!(e, Error::Compute(_)));
     }
 }

@@ -253,3 +253,43 @@ fn two_processes_sharing_one_cache_both_succeed_and_leave_it_whole() {
     assert_eq!(c.stdout.as_bytes(), a.stdout);
     assert_eq!(c.stderr, "");
 }
+
+#[test]
+fn a_bug_on_one_matrix_fails_that_matrix_and_the_scan_completes() {
+    // A panic (here planted by the debug build's test hook) is contained: its matrix reports
+    // an internal error, the other matrix its numbers, exit code 3; nothing bad is cached.
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().to_string_lossy().into_owned();
+    let query = "bert.encoder.layer.5.attention.self.query.weight";
+    let args = [
+        "scan",
+        &fx("base.safetensors"),
+        &fx("lora-r8"),
+        "--format",
+        "json",
+        "--cache-dir",
+        &cache,
+    ];
+    let r = lorascope(&args, &[("LORASCOPE_TEST_PANIC", query)]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["failed"], 1);
+    let ms = v["matrices"].as_array().unwrap();
+    assert_eq!(ms.len(), 2);
+    let bad = ms.iter().find(|m| m["name"] == query).unwrap();
+    let err = bad["error"].as_str().unwrap();
+    assert!(
+        err.starts_with("internal error (a bug in lorascope"),
+        "{err}"
+    );
+    let good = ms.iter().find(|m| m["name"] != query).unwrap();
+    assert_eq!(good["max_cos"].as_array().unwrap().len(), 10);
+    // Without the bug the same cache gives the full answer: the documented single intruder.
+    let again = lorascope(&args, &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let v: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+    assert_eq!(
+        (v["failed"].as_u64(), v["total_intruders"].as_u64()),
+        (Some(0), Some(1))
+    );
+}

@@ -316,7 +316,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
 pub fn exit_code(e: &Error) -> u8 {
     match e {
         Error::Input { .. } | Error::Mismatch(_) | Error::Usage(_) => 2,
-        Error::Compute(_) => 3,
+        Error::Compute(_) | Error::Internal(_) => 3,
     }
 }
 

@@ -137,6 +137,8 @@ fn handle(app: &mut App, ev: Event, cmds: &mut Vec<Cmd>) -> bool {
 /// Runs the explorer until the user quits (exit code 0) or a termination signal arrives
 /// (128 + its number, after the terminal is restored).
 pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
+    // Before any worker starts: their panics must not be printed over the screen.
+    install_panic_hook();
     let (tx, rx) = mpsc::channel::<Event>();
     quit_on_signals(tx.clone());
     let engine = Arc::new(engine);
@@ -162,8 +164,8 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
     }
     worker::spawn(engine.clone(), sched.clone(), tx.clone(), settings.workers);
 
-    let mut terminal = ratatui::try_init()
-        .map_err(|e| Error::Usage(format!("cannot start the terminal UI: {e}")))?;
+    let mut terminal =
+        init_terminal().map_err(|e| Error::Usage(format!("cannot start the terminal UI: {e}")))?;
     // Input on its own thread, so a key is handled as soon as it arrives.
     let input_tx = tx.clone();
     std::thread::spawn(move || loop {
@@ -184,6 +186,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
 
     let result = (|| -> std::io::Result<()> {
         terminal.draw(|f| ui::render(&app, &theme, f))?;
+        crate::error::panic_if_asked("ui");
         while let Ok(first) = rx.recv() {
             let mut cmds = Vec::new();
             let mut dirty = false;
@@ -209,7 +212,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
                     },
                     Cmd::Suspend => {
                         suspend();
-                        terminal = ratatui::try_init()?;
+                        terminal = init_terminal()?;
                         terminal.clear()?;
                         dirty = true;
                     }
@@ -247,6 +250,38 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
     ratatui::restore();
     result.map_err(|e| Error::Usage(format!("terminal error: {e}")))?;
     Ok(signal.map_or(0, |s| 128u8.saturating_add(s as u8)))
+}
+
+/// The terminal in raw mode on the alternate screen. Not `ratatui::try_init`: its panic hook
+/// restores the terminal whichever thread panics, and a worker's panic is contained (its matrix
+/// shows the error) with the explorer still running; see [`install_panic_hook`].
+fn init_terminal() -> std::io::Result<ratatui::DefaultTerminal> {
+    use ratatui::crossterm::{execute, terminal};
+    let t = (|| {
+        terminal::enable_raw_mode()?;
+        execute!(std::io::stdout(), terminal::EnterAlternateScreen)?;
+        ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))
+    })();
+    if t.is_err() {
+        ratatui::restore();
+    }
+    t
+}
+
+/// A panic on the explorer's thread ends it: the terminal is restored, then the panic printed.
+/// Other threads' panics are contained where they run ([`crate::error::contain`]); printing
+/// them would draw over the screen, so only their location is kept, for the error shown.
+fn install_panic_hook() {
+    let ui = std::thread::current().id();
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == ui {
+            ratatui::restore();
+            print(info);
+        } else {
+            crate::error::note_panic(info);
+        }
+    }));
 }
 
 /// Termination signals become an [`Event::Signal`] instead of killing the process with the
@@ -312,7 +347,7 @@ pub fn export_job(
     let scan = app.as_scan();
     let user = app.user.clone();
     let (k, eps, total) = (app.k, app.epsilon, app.rows.len());
-    move || {
+    let job = move || {
         let select = |name: &str, _: usize| names.iter().any(|n| n == name);
         let r = crate::report::build(
             &engine,
@@ -330,7 +365,9 @@ pub fn export_job(
             format.render(&r).as_bytes(),
         )
         .map_err(|e| e.to_string())
-    }
+    };
+    // A panic while building the report fails the export, not the explorer.
+    move || crate::error::contain(|| Ok(job())).unwrap_or_else(|e| Err(e.to_string()))
 }
 
 #[cfg(unix)]
