@@ -250,6 +250,7 @@ pub struct Engine {
     pub cache: Cache,
     pub opts: Options,
     decompositions: AtomicUsize,
+    hashed: AtomicUsize,
     budget: Budget,
     /// Content hashes per matrix: hashing reads the whole tensor, so do it once per run
     /// (heatmaps and reports ask again after the scan).
@@ -269,6 +270,7 @@ impl Engine {
             cache,
             opts,
             decompositions: AtomicUsize::new(0),
+            hashed: AtomicUsize::new(0),
             budget: Budget::new(opts.memory),
             keys: Default::default(),
         }
@@ -278,9 +280,34 @@ impl Engine {
         if let Some(k) = self.keys.lock().unwrap().get(&pair.name) {
             return Ok(*k);
         }
-        let k = self.inputs.content_keys(pair)?;
+        // Across runs each side's key is remembered by its files' identities: a re-run, or a
+        // new adapter of a known base, does not hash the base weights again (140 GB for 70B).
+        let memo = |id: u128| KeyBuilder::new().str("content-key-1").u128(id).finish();
+        let (base_id, tuned_id) = self.inputs.source_identity(pair)?;
+        let side = |id: Option<u128>, hash: &dyn Fn() -> Result<u128>| -> Result<u128> {
+            let remembered = id
+                .and_then(|id| self.cache.get_record(memo(id)))
+                .and_then(|r| Some(u128::from_le_bytes(r.as_slice().try_into().ok()?)));
+            if let Some(k) = remembered {
+                return Ok(k);
+            }
+            let k = hash()?;
+            self.hashed.fetch_add(1, Ordering::Relaxed);
+            if let Some(id) = id {
+                self.cache.put_record(memo(id), &k.to_le_bytes());
+            }
+            Ok(k)
+        };
+        let base = side(base_id, &|| Ok(self.inputs.base_key(pair)))?;
+        let k = (base, side(tuned_id, &|| self.inputs.tuned_key(pair, base))?);
         self.keys.lock().unwrap().insert(pair.name.clone(), k);
         Ok(k)
+    }
+
+    /// Sides of matrices (base or tuned) whose tensors this engine has hashed rather than found
+    /// their key remembered.
+    pub fn hashed(&self) -> usize {
+        self.hashed.load(Ordering::Relaxed)
     }
 
     pub fn matrices(&self) -> Vec<&TensorPair> {

@@ -177,6 +177,10 @@ fn nothing_is_decomposed_twice_across_runs_adapters_and_copies() {
     );
     let b = reports(&second);
     assert_eq!(second.decompositions(), 0, "second run recomputed");
+    // Nor are the unchanged files read again to find the keys: they are remembered by the
+    // files' identities (the fixtures are older than the two seconds a file may be in writing).
+    assert_eq!(first.hashed(), 2 * 2, "each matrix's base and tuned side");
+    assert_eq!(second.hashed(), 0, "second run hashed the weights again");
     assert_eq!(
         a.iter().map(|m| m.max_cos()).collect::<Vec<_>>(),
         b.iter().map(|m| m.max_cos()).collect::<Vec<_>>()
@@ -191,6 +195,8 @@ fn nothing_is_decomposed_twice_across_runs_adapters_and_copies() {
     );
     reports(&full);
     assert_eq!(full.decompositions(), 2 * 2);
+    // …and hashes only the new tuned sides: the base's keys are remembered.
+    assert_eq!(full.hashed(), 2);
 
     // Copying and renaming the checkpoint keeps every hit (content addressing).
     let copy = tempfile::tempdir().unwrap();
@@ -203,6 +209,8 @@ fn nothing_is_decomposed_twice_across_runs_adapters_and_copies() {
     );
     reports(&again);
     assert_eq!(again.decompositions(), 0);
+    // A file written just now may still be in writing: hashed, not remembered.
+    assert_eq!(again.hashed(), 2 * 2);
 
     // One changed byte in a tensor misses for that tensor only.
     let bytes = std::fs::read(&base).unwrap();
@@ -251,7 +259,12 @@ fn a_damaged_cache_entry_is_reported_and_recomputed() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(entries.len(), 6);
+    let ext = |p: &std::path::PathBuf| p.extension().unwrap().to_string_lossy().into_owned();
+    let kinds: Vec<String> = entries.iter().map(ext).collect();
+    // Six decompositions, and both sides' content keys of the two matrices remembered by the
+    // files' identities.
+    assert_eq!(kinds.iter().filter(|k| *k == "lsd").count(), 6, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| *k == "lsr").count(), 4, "{kinds:?}");
     // Damage every entry in a different way: flipped byte, truncation, emptiness.
     for (i, p) in entries.iter().enumerate() {
         let mut b = std::fs::read(p).unwrap();
@@ -273,6 +286,8 @@ fn a_damaged_cache_entry_is_reported_and_recomputed() {
     );
     let again = reports(&e);
     assert_eq!(e.decompositions(), 6);
+    // Damaged records are recomputed silently: the weights are hashed again.
+    assert_eq!(e.hashed(), 4);
     let w = e.cache.take_warnings();
     assert_eq!(w.len(), 6, "{w:?}");
     assert!(w[0].contains("damaged"));
@@ -288,7 +303,7 @@ fn a_damaged_cache_entry_is_reported_and_recomputed() {
         Side::Left,
     );
     reports(&e);
-    assert_eq!(e.decompositions(), 0);
+    assert_eq!((e.decompositions(), e.hashed()), (0, 0));
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The persistent decomposition cache: content-addressed files, written atomically
 //! (temp file + rename), each with a checksum so a damaged entry is recomputed, never trusted.
 //!
-//! Layout: `<dir>/v1/<32 hex digits>.lsd`. Two processes computing the same entry both write a
+//! Layout: `<dir>/v1/<32 hex digits>.lsd`, and `.lsr` for small records (a pair's content keys
+//! remembered by its files' identities). Two processes computing the same entry both write a
 //! complete temp file and rename it into place; whichever lands last wins, and both are whole.
 
 use std::io::Write;
@@ -14,6 +15,7 @@ use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 use crate::spectral::{Decomposition, Vectors};
 
 const MAGIC: &[u8; 8] = b"LSCDEC01";
+const RECORD_MAGIC: &[u8; 8] = b"LSCREC01";
 const VERSION_DIR: &str = "v1";
 
 /// Where the cache lives: `LORASCOPE_CACHE_DIR`, else `$XDG_CACHE_HOME/lorascope`, else
@@ -138,7 +140,38 @@ impl Cache {
     }
 
     pub fn put(&self, key: Key, d: &Decomposition) {
-        let Some(path) = self.path(key) else { return };
+        if let Some(path) = self.path(key) {
+            self.write(&path, &encode(d));
+        }
+    }
+
+    /// A small record stored under `key` (checksummed; a damaged one reads as absent).
+    pub fn get_record(&self, key: Key) -> Option<Vec<u8>> {
+        let b = std::fs::read(self.record_path(key)?).ok()?;
+        if b.len() < 24 || &b[..8] != RECORD_MAGIC {
+            return None;
+        }
+        let (body, sum) = b.split_at(b.len() - 16);
+        (xxh3_128(body).to_le_bytes() == sum).then(|| body[8..].to_vec())
+    }
+
+    pub fn put_record(&self, key: Key, payload: &[u8]) {
+        let Some(path) = self.record_path(key) else {
+            return;
+        };
+        let mut b = RECORD_MAGIC.to_vec();
+        b.extend_from_slice(payload);
+        let sum = xxh3_128(&b);
+        b.extend_from_slice(&sum.to_le_bytes());
+        self.write(&path, &b);
+    }
+
+    fn record_path(&self, key: Key) -> Option<PathBuf> {
+        Some(self.dir.as_ref()?.join(format!("{}.lsr", key.hex())))
+    }
+
+    /// Writes `bytes` to `path` atomically (a complete temp file renamed into place).
+    fn write(&self, path: &Path, bytes: &[u8]) {
         if !self.writable.load(Ordering::Relaxed) {
             return;
         }
@@ -147,9 +180,9 @@ impl Cache {
             .prefix(".tmp-")
             .tempfile_in(dir)
             .and_then(|mut tmp| {
-                tmp.write_all(&encode(d))?;
+                tmp.write_all(bytes)?;
                 tmp.as_file().sync_data()?;
-                tmp.persist(&path).map_err(|e| e.error)?;
+                tmp.persist(path).map_err(|e| e.error)?;
                 Ok(())
             });
         if let Err(e) = res {
@@ -169,7 +202,10 @@ impl Cache {
         let mut n = 0;
         let mut size = 0;
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if e.path().extension().is_some_and(|x| x == "lsd") {
+            if e.path()
+                .extension()
+                .is_some_and(|x| x == "lsd" || x == "lsr")
+            {
                 n += 1;
                 size += e.metadata().map(|m| m.len()).unwrap_or(0);
             }
@@ -185,7 +221,7 @@ impl Cache {
             let p = e.path();
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if name.ends_with(".lsd") || name.starts_with(".tmp-") {
+            if name.ends_with(".lsd") || name.ends_with(".lsr") || name.starts_with(".tmp-") {
                 std::fs::remove_file(&p)?;
                 n += 1;
             }
@@ -275,6 +311,38 @@ mod tests {
                 "truncation to {n} went unnoticed"
             );
         }
+    }
+
+    #[test]
+    fn records_round_trip_and_a_damaged_one_reads_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path());
+        let key = KeyBuilder::new().str("r").finish();
+        assert_eq!(cache.get_record(key), None);
+        cache.put_record(key, b"0123456789abcdef0123456789abcdef");
+        assert_eq!(
+            cache.get_record(key).as_deref(),
+            Some(&b"0123456789abcdef0123456789abcdef"[..])
+        );
+        let path = cache.record_path(key).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        for i in 0..good.len() {
+            let mut b = good.clone();
+            b[i] ^= 1;
+            std::fs::write(&path, &b).unwrap();
+            assert_eq!(
+                cache.get_record(key),
+                None,
+                "flip at byte {i} went unnoticed"
+            );
+        }
+        std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+        assert_eq!(cache.get_record(key), None, "truncation went unnoticed");
+        // Counted and cleared with the decompositions.
+        std::fs::write(&path, &good).unwrap();
+        assert_eq!(cache.info().0, 1);
+        assert_eq!(cache.clear().unwrap(), 1);
+        assert_eq!(cache.get_record(key), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub use dtype::Element;
 pub use model::{Dense, Format, Model};
 pub use pairing::{block_of, natural_cmp, Selection};
 
+use crate::cache::KeyBuilder;
 use crate::error::{Error, Result};
 
 /// The fine-tuned side: a full checkpoint or an adapter applied to the base.
@@ -304,67 +305,101 @@ impl Inputs {
 
     /// Content hashes (base, tuned) of a pair's sources: the bytes, dtype and shape of every
     /// tensor that determines the analysed matrices, plus the adapter's scaling and layout.
-    /// Renaming or copying a checkpoint keeps them; changing one byte changes them.
+    /// Renaming or copying a checkpoint keeps them; changing one byte changes them. (The engine
+    /// remembers them under `content-key-1`: a change to what goes in must change that name.)
     pub fn content_keys(&self, p: &TensorPair) -> Result<(u128, u128)> {
-        use crate::cache::KeyBuilder;
-        fn tensor(kb: KeyBuilder, file: &st::StFile, name: &str) -> KeyBuilder {
-            let info = &file.tensors[name];
-            let shape: Vec<u8> = info
-                .shape
-                .iter()
-                .flat_map(|d| (*d as u64).to_le_bytes())
-                .collect();
-            kb.str(&format!("{:?}", info.dtype))
-                .bytes(&shape)
-                .bytes(file.bytes(info))
-        }
+        let base = self.base_key(p);
+        Ok((base, self.tuned_key(p, base)?))
+    }
+
+    /// The base side of [`content_keys`](Self::content_keys).
+    pub fn base_key(&self, p: &TensorPair) -> u128 {
+        self.base_key_with(p, &content).expect("bytes always hash")
+    }
+
+    /// The tuned side of [`content_keys`](Self::content_keys), given the base side's.
+    pub fn tuned_key(&self, p: &TensorPair, base: u128) -> Result<u128> {
+        Ok(self
+            .tuned_key_with(p, base, &content)?
+            .expect("bytes always hash"))
+    }
+
+    /// Both keys with each tensor's bytes replaced by its file's identity and place in it: equal
+    /// identities mean equal content keys, known without reading the tensors. A side is `None`
+    /// when one of its files has no identity (see [`st::StFile::identity`]).
+    pub fn source_identity(&self, p: &TensorPair) -> Result<(Option<u128>, Option<u128>)> {
+        let identity = |kb: KeyBuilder, file: &st::StFile, info: &st::TensorInfo| {
+            Some(
+                kb.u128(file.identity?)
+                    .u128(((info.start as u128) << 64) | info.end as u128),
+            )
+        };
+        let base = self.base_key_with(p, &identity);
+        let tuned = match base {
+            Some(b) => self.tuned_key_with(p, b, &identity)?,
+            None => None,
+        };
+        Ok((base, tuned))
+    }
+
+    fn base_key_with(&self, p: &TensorPair, data: &TensorData) -> Option<u128> {
         let loc = &self.base.tensors[&p.name];
-        let base = tensor(
-            KeyBuilder::new().str("tensor"),
-            &self.base.files[loc.file],
-            &p.name,
+        let file = &self.base.files[loc.file];
+        Some(
+            tensor_key(KeyBuilder::new().str("tensor"), file, &p.name, data)?
+                .str(if p.transposed { "T" } else { "N" })
+                .finish()
+                .0,
         )
-        .str(if p.transposed { "T" } else { "N" })
-        .finish()
-        .0;
+    }
+
+    fn tuned_key_with(
+        &self,
+        p: &TensorPair,
+        base: u128,
+        data: &TensorData,
+    ) -> Result<Option<u128>> {
         let src = p.tuned.as_ref().ok_or_else(|| {
             Error::Mismatch(format!("base tensor `{}` has no tuned counterpart", p.name))
         })?;
-        let tuned = match (src, &self.tuned) {
-            (TunedSource::Unchanged, _) => base,
-            (TunedSource::Tensor { name }, Tuned::Model(m)) => {
+        let tensor = |kb, file, name| tensor_key(kb, file, name, data);
+        let key = (|| match (src, &self.tuned) {
+            (TunedSource::Unchanged, _) => Some(base),
+            (TunedSource::Tensor { name }, Tuned::Model(m)) => Some(
                 tensor(
                     KeyBuilder::new().str("tensor"),
                     m.file_of(name).unwrap(),
                     name,
-                )
+                )?
                 .str("N")
                 .finish()
-                .0
-            }
-            (TunedSource::Replaced { name }, Tuned::Adapter(a)) => {
-                tensor(KeyBuilder::new().str("tensor"), &a.file, name)
+                .0,
+            ),
+            (TunedSource::Replaced { name }, Tuned::Adapter(a)) => Some(
+                tensor(KeyBuilder::new().str("tensor"), &a.file, name)?
                     .str("N")
                     .finish()
-                    .0
-            }
+                    .0,
+            ),
             (TunedSource::Lora { module }, Tuned::Adapter(a)) => {
                 let m = &a.modules[module];
                 let mut kb = KeyBuilder::new().str("lora").u128(base);
-                kb = tensor(kb, &a.file, &m.a);
-                kb = tensor(kb, &a.file, &m.b);
+                kb = tensor(kb, &a.file, &m.a)?;
+                kb = tensor(kb, &a.file, &m.b)?;
                 if let Some(mag) = &m.magnitude {
-                    kb = tensor(kb.str("dora"), &a.file, mag);
+                    kb = tensor(kb.str("dora"), &a.file, mag)?;
                 }
-                kb.f64(m.scaling)
-                    .str(if m.embedding { "emb" } else { "lin" })
-                    .str(if p.transposed { "T" } else { "N" })
-                    .finish()
-                    .0
+                Some(
+                    kb.f64(m.scaling)
+                        .str(if m.embedding { "emb" } else { "lin" })
+                        .str(if p.transposed { "T" } else { "N" })
+                        .finish()
+                        .0,
+                )
             }
             _ => unreachable!("pairing produces sources of the tuned kind"),
-        };
-        Ok((base, tuned))
+        })();
+        Ok(key)
     }
 
     /// The base matrix, (out, in).
@@ -472,4 +507,32 @@ fn matrix_of(file: &st::StFile, name: &str) -> Result<Dense<f64>> {
         cols: shape[1],
         data: file.decode(name)?,
     })
+}
+
+/// Adds a tensor's content (its bytes, or its file's identity and place) to a key; `None` when
+/// it cannot.
+type TensorData = dyn Fn(KeyBuilder, &st::StFile, &st::TensorInfo) -> Option<KeyBuilder>;
+
+fn content(kb: KeyBuilder, file: &st::StFile, info: &st::TensorInfo) -> Option<KeyBuilder> {
+    Some(kb.bytes(file.bytes(info)))
+}
+
+/// A tensor's part of a content key: dtype, shape and `data`.
+fn tensor_key(
+    kb: KeyBuilder,
+    file: &st::StFile,
+    name: &str,
+    data: &TensorData,
+) -> Option<KeyBuilder> {
+    let info = &file.tensors[name];
+    let shape: Vec<u8> = info
+        .shape
+        .iter()
+        .flat_map(|d| (*d as u64).to_le_bytes())
+        .collect();
+    data(
+        kb.str(&format!("{:?}", info.dtype)).bytes(&shape),
+        file,
+        info,
+    )
 }

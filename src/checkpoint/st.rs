@@ -28,6 +28,49 @@ pub struct StFile {
     /// xxh3-128 of the header bytes: identifies the file cheaply in reports.
     pub header_hash: u128,
     pub size: u64,
+    /// Who the file is without reading it (see [`identity`]), `None` where that is not safe.
+    pub identity: Option<u128>,
+}
+
+/// A file's identity from its metadata: device, inode, size, and modification and change times
+/// (nanoseconds; the change time cannot be set back, so a rewrite or a copy in place gets a new
+/// one). Equal identities mean equal bytes, which lets a re-run skip hashing the weights. `None`
+/// for a file changed in the last two seconds, which may still be being written (a second
+/// write within the clock's tick would keep every field), and off Unix.
+fn identity(meta: &std::fs::Metadata) -> Option<u128> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs() as i64;
+        if now - meta.mtime().max(meta.ctime()) < 2 {
+            return None;
+        }
+        let fields = [
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime() as u64,
+            meta.mtime_nsec() as u64,
+            meta.ctime() as u64,
+            meta.ctime_nsec() as u64,
+        ];
+        let bytes: Vec<u8> = fields.iter().flat_map(|f| f.to_le_bytes()).collect();
+        Some(
+            crate::cache::KeyBuilder::new()
+                .str("file")
+                .bytes(&bytes)
+                .finish()
+                .0,
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
 }
 
 impl std::fmt::Debug for StFile {
@@ -41,7 +84,8 @@ const N_LEN: usize = 8;
 impl StFile {
     pub fn open(path: &Path) -> Result<Arc<StFile>> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let stat = file.metadata().map_err(|e| Error::io(path, e))?;
+        let size = stat.len();
         if size < N_LEN as u64 {
             return Err(Error::file(
                 path,
@@ -90,6 +134,7 @@ impl StFile {
             tensors,
             header_hash,
             size,
+            identity: identity(&stat),
         }))
     }
 
