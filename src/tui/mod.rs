@@ -164,8 +164,14 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
     }
     worker::spawn(engine.clone(), sched.clone(), tx.clone(), settings.workers);
 
-    let mut terminal =
-        init_terminal().map_err(|e| Error::Usage(format!("cannot start the terminal UI: {e}")))?;
+    let mut terminal = match init_terminal() {
+        Ok(t) => t,
+        Err(e) => {
+            sched.stop();
+            EXPLORING.store(false, std::sync::atomic::Ordering::SeqCst);
+            return Err(Error::Usage(format!("cannot start the terminal UI: {e}")));
+        }
+    };
     // Input on its own thread, so a key is handled as soon as it arrives.
     let input_tx = tx.clone();
     std::thread::spawn(move || loop {
@@ -248,6 +254,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
     // Stop at once: an SVD in progress is abandoned; cache writes are atomic.
     sched.stop();
     ratatui::restore();
+    EXPLORING.store(false, std::sync::atomic::Ordering::SeqCst);
     result.map_err(|e| Error::Usage(format!("terminal error: {e}")))?;
     Ok(signal.map_or(0, |s| 128u8.saturating_add(s as u8)))
 }
@@ -268,20 +275,30 @@ fn init_terminal() -> std::io::Result<ratatui::DefaultTerminal> {
     t
 }
 
-/// A panic on the explorer's thread ends it: the terminal is restored, then the panic printed.
-/// Other threads' panics are contained where they run ([`crate::error::contain`]); printing
-/// them would draw over the screen, so only their location is kept, for the error shown.
+/// While the explorer runs: a panic on its thread ends it, so the terminal is restored and then
+/// the panic printed; other threads' panics are contained where they run
+/// ([`crate::error::contain`]), and printing them would draw over the screen, so only their
+/// location is kept, for the error shown. Before and after, panics go to the previous hook.
+static EXPLORING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn install_panic_hook() {
-    let ui = std::thread::current().id();
-    let print = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().id() == ui {
-            ratatui::restore();
-            print(info);
-        } else {
-            crate::error::note_panic(info);
-        }
-    }));
+    use std::sync::atomic::Ordering;
+    EXPLORING.store(true, Ordering::SeqCst);
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let ui = std::thread::current().id();
+        let print = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !EXPLORING.load(Ordering::SeqCst) {
+                print(info);
+            } else if std::thread::current().id() == ui {
+                ratatui::restore();
+                print(info);
+            } else {
+                crate::error::note_panic(info);
+            }
+        }));
+    });
 }
 
 /// Termination signals become an [`Event::Signal`] instead of killing the process with the
