@@ -17,7 +17,7 @@ fn main() -> ExitCode {
 }
 
 /// glibc returns freed blocks of a few MB (the solvers' work matrices) to the kernel and gets
-/// them back zeroed on the next fault; a warm 7B scan spent ~7 % of its CPU on that. Blocks up
+/// them back zeroed on the next fault; a warm 7B scan spent 3–7 % of its CPU on that. Blocks up
 /// to 32 MiB now come from the heap, and heaps are not trimmed (a worker's heap is at most
 /// 64 MiB, so this holds little); decoded weight matrices, larger, are still returned at once.
 fn keep_freed_memory() {

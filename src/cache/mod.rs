@@ -148,11 +148,7 @@ impl Cache {
     /// A small record stored under `key` (checksummed; a damaged one reads as absent).
     pub fn get_record(&self, key: Key) -> Option<Vec<u8>> {
         let b = std::fs::read(self.record_path(key)?).ok()?;
-        if b.len() < 24 || &b[..8] != RECORD_MAGIC {
-            return None;
-        }
-        let (body, sum) = b.split_at(b.len() - 16);
-        (xxh3_128(body).to_le_bytes() == sum).then(|| body[8..].to_vec())
+        unseal(&b, RECORD_MAGIC, 24).map(|body| body[8..].to_vec())
     }
 
     pub fn put_record(&self, key: Key, payload: &[u8]) {
@@ -161,9 +157,7 @@ impl Cache {
         };
         let mut b = RECORD_MAGIC.to_vec();
         b.extend_from_slice(payload);
-        let sum = xxh3_128(&b);
-        b.extend_from_slice(&sum.to_le_bytes());
-        self.write(&path, &b);
+        self.write(&path, &seal(b));
     }
 
     fn record_path(&self, key: Key) -> Option<PathBuf> {
@@ -242,20 +236,29 @@ fn encode(d: &Decomposition) -> Vec<u8> {
     for v in d.vectors.iter() {
         b.extend_from_slice(&v.to_le_bytes());
     }
+    seal(b)
+}
+
+/// Appends the checksum every stored file ends with.
+fn seal(mut b: Vec<u8>) -> Vec<u8> {
     let sum = xxh3_128(&b);
     b.extend_from_slice(&sum.to_le_bytes());
     b
 }
 
-fn decode(bytes: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Option<Decomposition> {
-    let b = (*bytes).as_ref();
-    if b.len() < 48 || &b[..8] != MAGIC {
+/// The body (from its magic on) of a stored file that starts with `magic`, has at least `min`
+/// bytes and a matching checksum.
+fn unseal<'a>(b: &'a [u8], magic: &[u8; 8], min: usize) -> Option<&'a [u8]> {
+    if b.len() < min || &b[..8] != magic {
         return None;
     }
     let (body, sum) = b.split_at(b.len() - 16);
-    if xxh3_128(body).to_le_bytes() != sum {
-        return None;
-    }
+    (xxh3_128(body).to_le_bytes() == sum).then_some(body)
+}
+
+fn decode(bytes: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Option<Decomposition> {
+    let b = (*bytes).as_ref();
+    let body = unseal(b, MAGIC, 48)?;
     let u = |i: usize| u64::from_le_bytes(body[8 + 8 * i..16 + 8 * i].try_into().unwrap()) as usize;
     let (dim, keep, ns) = (u(0), u(1), u(2));
     let nv = dim.checked_mul(keep)?;
