@@ -19,6 +19,7 @@ struct Session {
     master: File,
     child: std::process::Child,
     output: Arc<Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// `lorascope demo` (the explorer, stdout being a terminal) on an 80×24 pty of its own.
@@ -66,7 +67,7 @@ fn explore(panic_at: &str, cache: &std::path::Path) -> Session {
     drop(slave); // reads on the master end with EIO once the child's copies are closed
     let output = Arc::new(Mutex::new(Vec::new()));
     let (mut r, out) = (master.try_clone().unwrap(), output.clone());
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = r.read(&mut buf) {
             if n == 0 {
@@ -79,6 +80,7 @@ fn explore(panic_at: &str, cache: &std::path::Path) -> Session {
         master,
         child,
         output,
+        reader: Some(reader),
     }
 }
 
@@ -101,8 +103,8 @@ impl Session {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
-                // Let the reader drain what the child wrote last.
-                std::thread::sleep(Duration::from_millis(200));
+                // The reader has everything once the child's end of the pty is closed (EIO).
+                self.reader.take().unwrap().join().unwrap();
                 return s.code().unwrap_or(-1);
             }
             if Instant::now() > deadline {
