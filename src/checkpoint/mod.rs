@@ -303,21 +303,16 @@ impl Inputs {
         self.pairs.iter().filter(|p| p.selected)
     }
 
-    /// Content hashes (base, tuned) of a pair's sources: the bytes, dtype and shape of every
-    /// tensor that determines the analysed matrices, plus the adapter's scaling and layout.
-    /// Renaming or copying a checkpoint keeps them; changing one byte changes them. (The engine
-    /// remembers them under `content-key-1`: a change to what goes in must change that name.)
-    pub fn content_keys(&self, p: &TensorPair) -> Result<(u128, u128)> {
-        let base = self.base_key(p);
-        Ok((base, self.tuned_key(p, base)?))
-    }
-
-    /// The base side of [`content_keys`](Self::content_keys).
+    /// Content hash of a pair's base side: the bytes, dtype and shape of the base tensor and
+    /// its layout. Renaming or copying a checkpoint keeps it; changing one byte changes it.
+    /// (The engine remembers these keys under `content-key-1`: a change to what goes in, here
+    /// or in [`tuned_key`](Self::tuned_key), must change that name.)
     pub fn base_key(&self, p: &TensorPair) -> u128 {
         self.base_key_with(p, &content).expect("bytes always hash")
     }
 
-    /// The tuned side of [`content_keys`](Self::content_keys), given the base side's.
+    /// Content hash of a pair's tuned side, given the base side's: the tuned tensor's, or the
+    /// adapter's A/B (and DoRA magnitude) with its scaling and layout.
     pub fn tuned_key(&self, p: &TensorPair, base: u128) -> Result<u128> {
         Ok(self
             .tuned_key_with(p, base, &content)?

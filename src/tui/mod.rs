@@ -138,7 +138,7 @@ fn handle(app: &mut App, ev: Event, cmds: &mut Vec<Cmd>) -> bool {
 /// (128 + its number, after the terminal is restored).
 pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
     // Before any worker starts: their panics must not be printed over the screen.
-    install_panic_hook();
+    let _panics = PanicRouting::install();
     let (tx, rx) = mpsc::channel::<Event>();
     quit_on_signals(tx.clone());
     let engine = Arc::new(engine);
@@ -168,7 +168,6 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
         Ok(t) => t,
         Err(e) => {
             sched.stop();
-            EXPLORING.store(false, std::sync::atomic::Ordering::SeqCst);
             return Err(Error::Usage(format!("cannot start the terminal UI: {e}")));
         }
     };
@@ -254,14 +253,13 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
     // Stop at once: an SVD in progress is abandoned; cache writes are atomic.
     sched.stop();
     ratatui::restore();
-    EXPLORING.store(false, std::sync::atomic::Ordering::SeqCst);
     result.map_err(|e| Error::Usage(format!("terminal error: {e}")))?;
     Ok(signal.map_or(0, |s| 128u8.saturating_add(s as u8)))
 }
 
 /// The terminal in raw mode on the alternate screen. Not `ratatui::try_init`: its panic hook
 /// restores the terminal whichever thread panics, and a worker's panic is contained (its matrix
-/// shows the error) with the explorer still running; see [`install_panic_hook`].
+/// shows the error) with the explorer still running; see [`PanicRouting`].
 fn init_terminal() -> std::io::Result<ratatui::DefaultTerminal> {
     use ratatui::crossterm::{execute, terminal};
     let t = (|| {
@@ -275,30 +273,41 @@ fn init_terminal() -> std::io::Result<ratatui::DefaultTerminal> {
     t
 }
 
-/// While the explorer runs: a panic on its thread ends it, so the terminal is restored and then
-/// the panic printed; other threads' panics are contained where they run
-/// ([`crate::error::contain`]), and printing them would draw over the screen, so only their
-/// location is kept, for the error shown. Before and after, panics go to the previous hook.
-static EXPLORING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// While the explorer runs (the thread in `UI_THREAD`): a panic on its thread ends it, so the
+/// terminal is restored and then the panic printed; other threads' panics are contained where
+/// they run ([`crate::error::contain`]), and printing them would draw over the screen, so only
+/// their location is kept, for the error shown. Otherwise panics go to the previous hook.
+static UI_THREAD: std::sync::Mutex<Option<std::thread::ThreadId>> = std::sync::Mutex::new(None);
 
-fn install_panic_hook() {
-    use std::sync::atomic::Ordering;
-    EXPLORING.store(true, Ordering::SeqCst);
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let ui = std::thread::current().id();
-        let print = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !EXPLORING.load(Ordering::SeqCst) {
-                print(info);
-            } else if std::thread::current().id() == ui {
-                ratatui::restore();
-                print(info);
-            } else {
-                crate::error::note_panic(info);
-            }
-        }));
-    });
+/// Routes panics as above for as long as it lives.
+struct PanicRouting;
+
+impl PanicRouting {
+    fn install() -> PanicRouting {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let print = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let ui = *UI_THREAD.lock().unwrap_or_else(|e| e.into_inner());
+                match ui {
+                    None => print(info),
+                    Some(ui) if ui == std::thread::current().id() => {
+                        ratatui::restore();
+                        print(info);
+                    }
+                    Some(_) => crate::error::note_panic(info),
+                }
+            }));
+        });
+        *UI_THREAD.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current().id());
+        PanicRouting
+    }
+}
+
+impl Drop for PanicRouting {
+    fn drop(&mut self) {
+        *UI_THREAD.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 /// Termination signals become an [`Event::Signal`] instead of killing the process with the
