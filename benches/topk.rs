@@ -3,7 +3,8 @@
 //! SVD of the same matrix, and the LoRA route (base decomposition given, as from the cache),
 //! side by side in one run. Gaussian matrices have the flat top spectrum that is hard for
 //! iterative methods; "decaying" ones look like real weights. LORASCOPE_BENCH_BIG=1 adds 4096.
-//! Fast paths: the median of 5 runs; full SVDs: the faster of 2 at 2048, one run at 4096.
+//! Every method runs once per round, rounds interleaved (5 at 2048, 3 at 4096); each time is
+//! its median, so a drift of the host's speed slows the SVD and the fast path alike.
 
 use std::time::Instant;
 
@@ -14,40 +15,38 @@ use lorascope::spectral::{self, topk, Side};
 
 const KEEP: usize = 32;
 
-fn time<R>(f: impl FnOnce() -> R) -> (f64, R) {
-    let s = Instant::now();
-    let r = f();
-    (s.elapsed().as_secs_f64(), r)
-}
-
-/// The median of `n` runs and the last result: sub-second runs on a noisy machine swing by ±30%.
-fn median<R>(n: usize, mut f: impl FnMut() -> R) -> (f64, R) {
-    let mut times = Vec::with_capacity(n);
-    let mut last = None;
-    for _ in 0..n {
-        let (t, r) = time(&mut f);
-        times.push(t);
-        last = Some(r);
-    }
-    times.sort_by(f64::total_cmp);
-    (times[n / 2], last.expect("n ≥ 1"))
-}
-
-/// The full SVD's time, the faster of two runs where it is short: the ratio is then
-/// conservative.
-fn svd_time<R>(n: usize, mut f: impl FnMut() -> R) -> (f64, R) {
-    let runs = if n <= 2048 { 2 } else { 1 };
-    let mut best = time(&mut f);
-    for _ in 1..runs {
-        let next = time(&mut f);
-        if next.0 < best.0 {
-            best = next;
+/// Times each of `runs` in `rounds` interleaved rounds (every method once per round, in order)
+/// and returns each one's median and last result. The host's speed drifts by tens of percent
+/// within minutes here: interleaving lets a drift slow every method alike, so the ratios hold.
+fn interleaved<R>(rounds: usize, runs: &mut [&mut dyn FnMut() -> R]) -> Vec<(f64, R)> {
+    let mut times = vec![Vec::with_capacity(rounds); runs.len()];
+    let mut last: Vec<Option<R>> = runs.iter().map(|_| None).collect();
+    for _ in 0..rounds {
+        for (i, f) in runs.iter_mut().enumerate() {
+            let s = Instant::now();
+            let r = f();
+            times[i].push(s.elapsed().as_secs_f64());
+            last[i] = Some(r);
         }
     }
-    best
+    times
+        .into_iter()
+        .zip(last)
+        .map(|(mut t, r)| {
+            t.sort_by(f64::total_cmp);
+            (t[t.len() / 2], r.expect("rounds ≥ 1"))
+        })
+        .collect()
 }
 
-const RUNS: usize = 5;
+/// Rounds per size: a 4096² SVD takes ~25 s.
+fn rounds(n: usize) -> usize {
+    if n <= 2048 {
+        5
+    } else {
+        3
+    }
+}
 
 fn dense_of(m: &Mat<f64>) -> Dense<f64> {
     Dense::from_mat(m.as_ref())
@@ -105,26 +104,29 @@ fn main() {
             let base = spectral::decompose_gram(&w0, Side::Left, usize::MAX, par)
                 .unwrap()
                 .unwrap();
-            let (t_svd, exact) = svd_time(n, || {
-                spectral::decompose(&w, Side::Left, KEEP, par).unwrap()
-            });
-            for k in [10, KEEP] {
-                // From a random start, and from the base's vectors (as the engine does).
-                let (t_k, fast) = median(RUNS, || {
-                    topk::dense_top(&w, Side::Left, k, None, par)
-                        .unwrap()
-                        .expect("converged")
-                });
-                let (t_b, warm) = median(RUNS, || {
-                    topk::dense_top(&w, Side::Left, k, Some(&base), par)
-                        .unwrap()
-                        .expect("converged")
-                });
+            let dec = |k: usize, from: Option<&spectral::Decomposition>| {
+                topk::dense_top(&w, Side::Left, k, from, par)
+                    .unwrap()
+                    .expect("converged")
+            };
+            let t = interleaved(
+                rounds(n),
+                &mut [
+                    &mut || spectral::decompose(&w, Side::Left, KEEP, par).unwrap(),
+                    &mut || dec(10, None),
+                    &mut || dec(10, Some(&base)),
+                    &mut || dec(KEEP, None),
+                    &mut || dec(KEEP, Some(&base)),
+                ],
+            );
+            let (t_svd, exact) = &t[0];
+            for (k, random, warm) in [(10, &t[1], &t[2]), (KEEP, &t[3], &t[4])] {
+                let ((t_k, fast), (t_b, warm)) = (random, warm);
                 println!(
                     "{n:>6} {kind:>9} {k:>3}  {t_svd:>9.3}  {t_k:>9.3}  {:>7.1}×  {t_b:>9.3}  {:>7.1}×  {:>10.1e}",
                     t_svd / t_k,
                     t_svd / t_b,
-                    max_dcj(&base, &fast, &exact).max(max_dcj(&base, &warm, &exact))
+                    max_dcj(&base, fast, exact).max(max_dcj(&base, warm, exact))
                 );
             }
         }
@@ -153,20 +155,26 @@ fn main() {
                     w.data[i * n + j] += s * d[(i, j)];
                 }
             }
-            let (t_svd, exact) = svd_time(n, || {
-                spectral::decompose(&w, Side::Left, KEEP, par).unwrap()
-            });
             // Above MAX_PROJECTED_RANK the route declines and the engine runs Krylov on W.
-            let (t_l, fast) = median(RUNS, || {
-                topk::lora_top(&base, &w0, &b, &a, s, Side::Left, KEEP, par)
-                    .unwrap()
-                    .or_else(|| topk::dense_top(&w, Side::Left, KEEP, Some(&base), par).unwrap())
-                    .expect("converged")
-            });
+            let t = interleaved(
+                rounds(n),
+                &mut [
+                    &mut || spectral::decompose(&w, Side::Left, KEEP, par).unwrap(),
+                    &mut || {
+                        topk::lora_top(&base, &w0, &b, &a, s, Side::Left, KEEP, par)
+                            .unwrap()
+                            .or_else(|| {
+                                topk::dense_top(&w, Side::Left, KEEP, Some(&base), par).unwrap()
+                            })
+                            .expect("converged")
+                    },
+                ],
+            );
+            let ((t_svd, exact), (t_l, fast)) = (&t[0], &t[1]);
             println!(
                 "{n:>6} {r:>5}  {t_svd:>9.3}  {t_l:>9.3}  {:>7.1}×  {:>10.1e}",
                 t_svd / t_l,
-                max_dcj(&base, &fast, &exact)
+                max_dcj(&base, fast, exact)
             );
         }
     }
