@@ -167,7 +167,8 @@ pub struct Options {
     pub precision: Precision,
     /// Parallelism inside one decomposition (Seq when matrices run in parallel).
     pub par: Par,
-    /// Tuned singular vectors computed and matched per matrix (at least the rule's k).
+    /// Tuned singular vectors computed and matched per matrix (at least the rule's k): the
+    /// starting value of [`Engine::keep`], which the explorer may raise.
     pub keep: usize,
     /// Matrices whose smaller dimension is at least this use the top-k solvers for the tuned
     /// side; `usize::MAX` means full SVDs everywhere (the paper's method).
@@ -252,6 +253,8 @@ pub struct Engine {
     decompositions: AtomicUsize,
     hashed: AtomicUsize,
     budget: Budget,
+    /// The current keep; each analysis reads it once.
+    keep: AtomicUsize,
     /// Content hashes per matrix: hashing reads the whole tensor, so do it once per run
     /// (heatmaps and reports ask again after the scan).
     keys: std::sync::Mutex<std::collections::HashMap<String, (u128, u128)>>,
@@ -259,8 +262,9 @@ pub struct Engine {
 
 enum Role<'a> {
     Base,
-    /// The tuned matrix, with its base's decomposition (the LoRA route works in its basis).
-    Tuned(&'a Decomposition),
+    /// The tuned matrix, with its base's decomposition (the LoRA route works in its basis) and
+    /// how many vectors to keep.
+    Tuned(&'a Decomposition, usize),
 }
 
 impl Engine {
@@ -272,6 +276,7 @@ impl Engine {
             decompositions: AtomicUsize::new(0),
             hashed: AtomicUsize::new(0),
             budget: Budget::new(opts.memory),
+            keep: AtomicUsize::new(opts.keep),
             keys: Default::default(),
         }
     }
@@ -302,6 +307,17 @@ impl Engine {
         let k = (base, side(tuned_id, &|| self.inputs.tuned_key(pair, base))?);
         self.keys.lock().unwrap().insert(pair.name.clone(), k);
         Ok(k)
+    }
+
+    /// Tuned vectors computed and matched per matrix from now on.
+    pub fn keep(&self) -> usize {
+        self.keep.load(Ordering::Relaxed)
+    }
+
+    /// Compute `keep` tuned vectors per matrix from now on (the explorer, when the user asks for
+    /// a k above it). Analyses already under way finish with the value they started with.
+    pub fn set_keep(&self, keep: usize) {
+        self.keep.store(keep.clamp(1, MAX_KEEP), Ordering::Relaxed);
     }
 
     /// Sides of matrices (base or tuned) whose tensors this engine has hashed rather than found
@@ -361,8 +377,7 @@ impl Engine {
                 }
                 spectral::decompose(&w, side, usize::MAX, par)
             }
-            Role::Tuned(base) => {
-                let keep = self.opts.keep;
+            Role::Tuned(base, keep) => {
                 if fast {
                     if let Some(f) = self.inputs.lora_factors(pair)? {
                         let w0 = self
@@ -526,10 +541,10 @@ impl Engine {
             } else {
                 "svd"
             };
-            let keep = self.opts.keep;
+            let keep = self.keep();
             self.cached(
                 self.key(&format!("{side}/{route}{keep}"), &[tuned_src]),
-                || self.decompose(pair, Role::Tuned(&base)),
+                || self.decompose(pair, Role::Tuned(&base, keep)),
             )?
         };
         Ok((base, tuned))

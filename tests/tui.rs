@@ -316,3 +316,111 @@ fn the_whole_spectrum_is_computed_on_request_and_toggles() {
     assert!(app.message.as_deref().unwrap().contains("disk on fire"));
     assert_eq!(press(&mut app, "F"), vec![Cmd::FullSpectrum(next)]);
 }
+
+/// Applies the workers' events as the event loop does until every row has a result.
+fn run_until_done(
+    app: &mut App,
+    rx: &std::sync::mpsc::Receiver<lorascope::tui::Event>,
+) -> Vec<Cmd> {
+    let mut cmds = Vec::new();
+    while app.done() < app.rows.len() {
+        let ev = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the workers went quiet");
+        lorascope::tui::handle(app, ev, &mut cmds);
+    }
+    cmds
+}
+
+#[test]
+fn a_k_above_the_vectors_computed_recomputes_every_matrix_in_the_background() {
+    use lorascope::tui::Event;
+    let d = tempfile::tempdir().unwrap();
+    let p = lorascope::demo::ensure(d.path()).unwrap();
+    let inputs = Inputs::open(&p.base, &p.lora, &Selection::default()).unwrap();
+    // The top-k route from 64 on, keeping 16 of 128 tuned vectors.
+    let opts = Options {
+        keep: 16,
+        fast_min_dim: 64,
+        ..Options::default()
+    };
+    let engine = std::sync::Arc::new(Engine::new(inputs, Cache::disabled(), opts));
+    let mut app = build_app(&engine, 10, 0.5, UserState::default());
+    assert_eq!(app.keep, 16);
+    let sched = worker::Scheduler::new(app.rows.len());
+    let (tx, rx) = std::sync::mpsc::channel();
+    worker::spawn(engine.clone(), sched.clone(), tx, 2);
+    run_until_done(&mut app, &rx);
+    let old = app.report(0).unwrap().clone();
+    assert_eq!(old.vectors.len(), 16);
+
+    // k = 20 asks for more vectors than computed: every row is queued again, as a new epoch.
+    press(&mut app, "K");
+    code(&mut app, KeyCode::Backspace);
+    code(&mut app, KeyCode::Backspace);
+    press(&mut app, "20");
+    let cmds = code(&mut app, KeyCode::Enter);
+    assert_eq!(cmds, [Cmd::Recompute { keep: 20, epoch: 1 }]);
+    assert_eq!((app.k, app.keep), (20, 20));
+    assert_eq!(app.done(), 0);
+    assert!(app.message.as_deref().unwrap().contains("computing 20"));
+    lorascope::tui::recompute(&engine, &sched, 20, 1);
+    assert_eq!(engine.keep(), 20);
+    run_until_done(&mut app, &rx);
+    for r in 0..app.rows.len() {
+        let rep = app.report(r).unwrap();
+        assert_eq!(rep.vectors.len(), 20, "{}", rep.name);
+        assert_eq!(rep.sigma_tuned.len(), 20, "{}", rep.name);
+    }
+    // The first 16 are the same vectors as before, and the count follows the rule at k = 20.
+    let new = app.report(0).unwrap().clone();
+    for (a, b) in old.vectors.iter().zip(&new.vectors) {
+        assert!(
+            (a.max_cos - b.max_cos).abs() < 1e-6,
+            "{} vs {}",
+            a.max_cos,
+            b.max_cos
+        );
+    }
+    assert_eq!(app.total_intruders(), rule_total(&app, 20, 0.5));
+
+    // A result from before the recomputation, arriving late, is dropped.
+    let mut cmds = Vec::new();
+    assert!(!lorascope::tui::handle(
+        &mut app,
+        Event::Done(0, 0, Ok(old)),
+        &mut cmds
+    ));
+    assert_eq!(app.report(0).unwrap().vectors.len(), 20);
+    // A lower k needs nothing new.
+    press(&mut app, "K");
+    code(&mut app, KeyCode::Backspace);
+    code(&mut app, KeyCode::Backspace);
+    press(&mut app, "5");
+    assert!(code(&mut app, KeyCode::Enter).is_empty());
+    assert_eq!((app.k, app.keep), (5, 20));
+    sched.stop();
+}
+
+#[test]
+fn a_heatmap_that_cannot_be_made_says_why() {
+    let d = tempfile::tempdir().unwrap();
+    let e = demo_engine(d.path());
+    let mut app = analysed(&e);
+    let row = app.selected_row().unwrap();
+    let theme = Theme::new(Depth::C256);
+    assert!(screen(&app, theme, 160, 48).contains("loading…"));
+    app.on_heat_error(row, "base.safetensors changed on disk".into());
+    let s = screen(&app, theme, 160, 48);
+    assert!(
+        s.contains("heatmap failed: base.safetensors changed"),
+        "{s}"
+    );
+    // Another row does not show it; a heatmap that arrives later replaces it.
+    press(&mut app, "j");
+    assert!(!screen(&app, theme, 160, 48).contains("heatmap failed"));
+    press(&mut app, "k");
+    give_heat(&e, &mut app);
+    assert!(app.heat_error.is_none());
+    assert!(!screen(&app, theme, 160, 48).contains("heatmap failed"));
+}

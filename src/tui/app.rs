@@ -94,6 +94,12 @@ pub enum Cmd {
     FullSpectrum(usize),
     /// Write a report of these matrices in this format.
     Export(crate::report::ReportFormat, Vec<String>),
+    /// Compute this many tuned vectors per matrix from now on, every matrix again, as
+    /// [`App::epoch`] (the user asked for a k above [`App::keep`]).
+    Recompute {
+        keep: usize,
+        epoch: u64,
+    },
     Suspend,
     Quit,
 }
@@ -107,8 +113,10 @@ pub struct App {
     /// Position in `visible`.
     pub sel: usize,
     pub k: usize,
-    /// Tuned vectors the engine computes per matrix: the largest k without a restart.
+    /// Tuned vectors the engine computes per matrix: a larger k recomputes every matrix.
     pub keep: usize,
+    /// Bumped by each recomputation: results the workers started before it are stale.
+    pub epoch: u64,
     pub epsilon: f64,
     pub focus: Pane,
     pub zoom: bool,
@@ -123,6 +131,8 @@ pub struct App {
     /// Tuned vectors shown in the heatmap (10 … 200).
     pub heat_k: usize,
     pub heat: Option<Heat>,
+    /// Why the heatmap of this row could not be made.
+    pub heat_error: Option<(usize, String)>,
     pub user: UserState,
     pub paused: bool,
     /// Whole tuned spectra computed on request (scans keep the top part), by row.
@@ -157,6 +167,7 @@ impl App {
             sel: 0,
             k,
             keep: crate::engine::DEFAULT_KEEP.max(k),
+            epoch: 0,
             epsilon,
             focus: Pane::Layers,
             zoom: false,
@@ -168,6 +179,7 @@ impl App {
             cursor_i: 0,
             heat_k: 30,
             heat: None,
+            heat_error: None,
             user,
             paused: false,
             spectra: Default::default(),
@@ -573,10 +585,6 @@ impl App {
                     ),
                 };
                 let checked = match (k, epsilon) {
-                    (Ok(k), Ok(_)) if k > self.keep => Err(format!(
-                        "k is at most {} here (the tuned vectors computed); restart with --keep {k}",
-                        self.keep
-                    )),
                     (Ok(k), Ok(e)) => crate::engine::check_rule(k, e).map(|_| (k, e)),
                     _ => Err(format!("not a number: `{text}`")),
                 };
@@ -584,6 +592,9 @@ impl App {
                     Ok((k, e)) => {
                         self.k = k;
                         self.epsilon = e;
+                        if k > self.keep {
+                            self.recompute(k, cmds);
+                        }
                         self.refresh_visible();
                     }
                     Err(m) => self.message = Some(m),
@@ -623,6 +634,27 @@ impl App {
                 })
                 .collect(),
         }
+    }
+
+    /// Every matrix again with `keep` tuned vectors: the reports so far hold too few for the k
+    /// asked. Whole spectra and flags do not depend on it and stay.
+    fn recompute(&mut self, keep: usize, cmds: &mut Vec<Cmd>) {
+        self.message = Some(format!(
+            "k = {keep} is above the {} tuned vectors computed: computing {keep} for every matrix",
+            self.keep
+        ));
+        self.keep = keep;
+        self.epoch += 1;
+        for r in &mut self.rows {
+            r.status = Status::Queued;
+        }
+        self.heat = None;
+        self.heat_error = None;
+        self.started = Instant::now();
+        cmds.push(Cmd::Recompute {
+            keep,
+            epoch: self.epoch,
+        });
     }
 
     pub fn on_started(&mut self, row: usize) {
@@ -688,7 +720,18 @@ impl App {
         }
     }
 
+    pub fn on_heat_error(&mut self, row: usize, error: String) {
+        self.heat_error = Some((row, error));
+    }
+
     pub fn on_heat(&mut self, heat: Heat) {
+        if self
+            .heat_error
+            .as_ref()
+            .is_some_and(|(r, _)| *r == heat.row)
+        {
+            self.heat_error = None;
+        }
         if self.selected_row() == Some(heat.row) {
             self.cursor_i = self.cursor_i.min(heat.rows.saturating_sub(1));
             self.heat = Some(heat);

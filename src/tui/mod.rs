@@ -24,9 +24,10 @@ pub enum Event {
     Key(KeyEvent),
     Resize,
     Tick,
-    Started(usize),
-    Done(usize, std::result::Result<Arc<MatrixReport>, String>),
-    Heat(Heat),
+    /// Background results, each with the epoch it was computed in (see [`App::epoch`]).
+    Started(u64, usize),
+    Done(u64, usize, std::result::Result<Arc<MatrixReport>, String>),
+    Heat(u64, usize, std::result::Result<Heat, String>),
     /// A matrix's whole tuned spectrum, asked for with `F`.
     Spectrum(usize, std::result::Result<Vec<f64>, String>),
     Exported(std::result::Result<PathBuf, String>),
@@ -84,12 +85,12 @@ pub fn build_app(engine: &Engine, k: usize, epsilon: f64, user: UserState) -> Ap
         inputs.push(format!("adapter {}", a.summary()));
     }
     let mut app = App::new(rows, format!("{base} → {tuned}"), inputs, k, epsilon, user);
-    app.keep = engine.opts.keep;
+    app.keep = engine.keep();
     app
 }
 
 /// Apply one event; true when the screen must be redrawn.
-fn handle(app: &mut App, ev: Event, cmds: &mut Vec<Cmd>) -> bool {
+pub fn handle(app: &mut App, ev: Event, cmds: &mut Vec<Cmd>) -> bool {
     match ev {
         Event::Key(k) => {
             cmds.extend(app.on_key(k));
@@ -108,16 +109,22 @@ fn handle(app: &mut App, ev: Event, cmds: &mut Vec<Cmd>) -> bool {
             app.on_spectrum(r, res);
             true
         }
-        Event::Started(r) => {
+        // Results from before a recomputation hold too few vectors.
+        Event::Started(e, _) | Event::Done(e, ..) | Event::Heat(e, ..) if e != app.epoch => false,
+        Event::Started(_, r) => {
             app.on_started(r);
             true
         }
-        Event::Done(r, res) => {
+        Event::Done(_, r, res) => {
             app.on_done(r, res);
             true
         }
-        Event::Heat(h) => {
+        Event::Heat(_, _, Ok(h)) => {
             app.on_heat(h);
+            true
+        }
+        Event::Heat(_, r, Err(e)) => {
+            app.on_heat_error(r, e);
             true
         }
         Event::Signal(_) => {
@@ -238,6 +245,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
                             let _ = tx.send(Event::Spectrum(row, res));
                         });
                     }
+                    Cmd::Recompute { keep, epoch } => recompute(&engine, &sched, keep, epoch),
                     Cmd::Quit => {}
                 }
             }
@@ -255,6 +263,13 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
     ratatui::restore();
     result.map_err(|e| Error::Usage(format!("terminal error: {e}")))?;
     Ok(signal.map_or(0, |s| 128u8.saturating_add(s as u8)))
+}
+
+/// Every matrix again with `keep` tuned vectors, as `epoch`.
+pub fn recompute(engine: &Engine, sched: &worker::Scheduler, keep: usize, epoch: u64) {
+    // The keep first: every job of the new epoch reads it.
+    engine.set_keep(keep);
+    sched.restart(epoch);
 }
 
 /// The terminal in raw mode on the alternate screen. Not `ratatui::try_init`: its panic hook

@@ -1,5 +1,7 @@
 //! Background analysis for the explorer: the selected matrix first (the latest selection wins),
-//! then, unless paused, the rest in list order. Results and progress go to the UI's channel.
+//! then, unless paused, the rest in list order. Results and progress go to the UI's channel,
+//! stamped with the epoch they were computed in: a recomputation (a larger keep) starts a new
+//! one, and the UI drops what arrives from an earlier one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -18,6 +20,7 @@ struct Queue {
     focus: Option<usize>,
     heat_wanted: Option<usize>,
     paused: bool,
+    epoch: u64,
 }
 
 pub struct Scheduler {
@@ -27,8 +30,8 @@ pub struct Scheduler {
 }
 
 enum Job {
-    Analyze(usize),
-    Heat(usize),
+    Analyze(usize, u64),
+    Heat(usize, u64),
 }
 
 impl Scheduler {
@@ -55,6 +58,16 @@ impl Scheduler {
         self.cv.notify_all();
     }
 
+    /// Every matrix again, as `epoch` (after the engine's keep was raised). Jobs under way
+    /// finish, and their results are dropped as stale.
+    pub fn restart(&self, epoch: u64) {
+        let mut q = self.q.lock().unwrap();
+        q.epoch = epoch;
+        q.state.iter_mut().for_each(|s| *s = 0);
+        q.heat_wanted = q.focus;
+        self.cv.notify_all();
+    }
+
     pub fn stop(&self) {
         self.quit.store(true, Ordering::Relaxed);
         self.cv.notify_all();
@@ -70,11 +83,11 @@ impl Scheduler {
                 match q.state[f] {
                     0 => {
                         q.state[f] = 1;
-                        return Some(Job::Analyze(f));
+                        return Some(Job::Analyze(f, q.epoch));
                     }
                     2 if q.heat_wanted == Some(f) => {
                         q.heat_wanted = None;
-                        return Some(Job::Heat(f));
+                        return Some(Job::Heat(f, q.epoch));
                     }
                     _ => {}
                 }
@@ -82,16 +95,22 @@ impl Scheduler {
             if !q.paused {
                 if let Some(i) = q.state.iter().position(|s| *s == 0) {
                     q.state[i] = 1;
-                    return Some(Job::Analyze(i));
+                    return Some(Job::Analyze(i, q.epoch));
                 }
             }
             q = self.cv.wait(q).unwrap();
         }
     }
 
-    fn finish(&self, row: usize) {
-        self.q.lock().unwrap().state[row] = 2;
+    /// Marks `row` done; false (and the row left to do) when the job was from an earlier epoch.
+    fn finish(&self, row: usize, epoch: u64) -> bool {
+        let mut q = self.q.lock().unwrap();
+        let current = q.epoch == epoch;
+        if current {
+            q.state[row] = 2;
+        }
         self.cv.notify_all();
+        current
     }
 
     fn heat_still_wanted(&self, row: usize) -> bool {
@@ -127,32 +146,78 @@ pub fn spawn(engine: Arc<Engine>, sched: Arc<Scheduler>, tx: Sender<Event>, work
             let pairs = engine.matrices();
             while let Some(job) = sched.next() {
                 match job {
-                    Job::Analyze(row) => {
-                        let _ = tx.send(Event::Started(row));
+                    Job::Analyze(row, epoch) => {
+                        let _ = tx.send(Event::Started(epoch, row));
                         let res = engine.analyze_with_decompositions(pairs[row]);
-                        sched.finish(row);
+                        let current = sched.finish(row, epoch);
                         if sched.quit.load(Ordering::Relaxed) {
                             return;
+                        }
+                        if !current {
+                            continue;
                         }
                         let report = match res {
                             Ok((report, base, tuned)) => {
                                 if sched.heat_still_wanted(row) {
-                                    let _ = tx.send(Event::Heat(heat_of(row, &base, &tuned)));
+                                    let heat = Ok(heat_of(row, &base, &tuned));
+                                    let _ = tx.send(Event::Heat(epoch, row, heat));
                                 }
                                 Ok(Arc::new(report))
                             }
                             Err(e) => Err(e.to_string()),
                         };
-                        let _ = tx.send(Event::Done(row, report));
+                        let _ = tx.send(Event::Done(epoch, row, report));
                     }
-                    Job::Heat(row) => {
+                    Job::Heat(row, epoch) => {
                         // Decompositions come from the cache (or are recomputed without one).
-                        if let Ok((base, tuned)) = engine.decompositions_of(pairs[row]) {
-                            let _ = tx.send(Event::Heat(heat_of(row, &base, &tuned)));
-                        }
+                        let heat = engine
+                            .decompositions_of(pairs[row])
+                            .map(|(base, tuned)| heat_of(row, &base, &tuned))
+                            .map_err(|e| e.to_string());
+                        let _ = tx.send(Event::Heat(epoch, row, heat));
                     }
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn analyze_job(s: &Scheduler) -> (usize, u64) {
+        match s.next() {
+            Some(Job::Analyze(r, e)) => (r, e),
+            _ => panic!("expected an analysis"),
+        }
+    }
+
+    #[test]
+    fn a_restart_requeues_every_row_and_drops_what_earlier_jobs_finish() {
+        let s = Scheduler::new(2);
+        assert_eq!(analyze_job(&s), (0, 0));
+        assert_eq!(analyze_job(&s), (1, 0));
+        assert!(s.finish(0, 0));
+        s.restart(1);
+        // Row 1's job started before the restart: its result is stale and the row stays to do.
+        assert!(!s.finish(1, 0));
+        assert_eq!(analyze_job(&s), (0, 1));
+        assert_eq!(analyze_job(&s), (1, 1));
+        assert!(s.finish(0, 1) && s.finish(1, 1));
+        assert_eq!(s.q.lock().unwrap().state, [2, 2]);
+    }
+
+    #[test]
+    fn a_restart_makes_the_focused_heatmap_again() {
+        let s = Scheduler::new(1);
+        s.focus(0);
+        assert_eq!(analyze_job(&s), (0, 0));
+        assert!(s.finish(0, 0));
+        assert!(s.heat_still_wanted(0));
+        s.restart(1);
+        assert_eq!(analyze_job(&s), (0, 1));
+        assert!(s.finish(0, 1));
+        assert!(matches!(s.next(), Some(Job::Heat(0, 1))));
     }
 }

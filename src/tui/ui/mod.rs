@@ -9,7 +9,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{
     Axis, Bar, BarChart, BarGroup, Block, Cell, Chart, Clear, Dataset, GraphType, Paragraph, Row,
-    Sparkline, SparklineBar, Table, TableState,
+    Sparkline, SparklineBar, Table, TableState, Wrap,
 };
 use ratatui::Frame;
 
@@ -405,12 +405,19 @@ fn render_heatmap(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
         let b = block(" |cos| base (y) × tuned (x) ", focused, theme);
         let inner = b.inner(area);
         f.render_widget(b, area);
-        let t = if app.selected_report().is_some() {
-            "loading…".to_string()
-        } else {
-            status_text(app)
+        let failed = app
+            .heat_error
+            .as_ref()
+            .filter(|(row, _)| Some(*row) == app.selected_row());
+        let (t, style) = match (failed, app.selected_report()) {
+            (Some((_, e)), Some(_)) => (format!("heatmap failed: {e}"), theme.intruder()),
+            (None, Some(_)) => ("loading…".to_string(), theme.dim()),
+            _ => (status_text(app), theme.dim()),
         };
-        f.render_widget(Paragraph::new(t).style(theme.dim()), inner);
+        f.render_widget(
+            Paragraph::new(t).style(style).wrap(Wrap { trim: true }),
+            inner,
+        );
         return;
     };
     let (i, j) = (app.cursor_i.min(h.rows - 1), app.cursor_j.min(h.cols - 1));
