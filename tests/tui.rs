@@ -424,3 +424,24 @@ fn a_heatmap_that_cannot_be_made_says_why() {
     assert!(app.heat_error.is_none());
     assert!(!screen(&app, theme, 160, 48).contains("heatmap failed"));
 }
+
+#[test]
+fn the_heatmap_widens_up_to_the_vectors_computed_and_says_how_to_get_more() {
+    let d = tempfile::tempdir().unwrap();
+    let e = demo_engine(d.path()); // keep 32
+    let mut app = analysed(&e);
+    assert_eq!(app.heat_k, 30);
+    press(&mut app, ">");
+    assert_eq!(app.heat_k, 32);
+    assert!(app.message.is_none());
+    press(&mut app, ">>");
+    assert_eq!(app.heat_k, 32);
+    assert!(app
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("a k above 32 (K) computes more"));
+    // Narrowing starts from what is shown.
+    press(&mut app, "<");
+    assert_eq!(app.heat_k, 21);
+}

@@ -500,7 +500,18 @@ impl App {
                 })
             }
             Action::HeatSmaller => self.heat_k = (self.heat_k * 2 / 3).max(HEAT_MIN),
-            Action::HeatLarger => self.heat_k = (self.heat_k * 3 / 2).min(HEAT_MAX),
+            Action::HeatLarger => {
+                // No wider than the tuned vectors computed, so that `<` narrows at once.
+                let most = self.keep.clamp(HEAT_MIN, HEAT_MAX);
+                if self.heat_k >= most {
+                    self.message = Some(if most == HEAT_MAX {
+                        format!("the heatmap shows at most {HEAT_MAX} tuned vectors")
+                    } else {
+                        format!("all {most} tuned vectors computed are shown; a k above {most} (K) computes more")
+                    });
+                }
+                self.heat_k = (self.heat_k * 3 / 2).min(most);
+            }
             Action::Flag => {
                 if let (Some(row), Some(r)) = (self.selected_row(), self.selected_report().cloned())
                 {
