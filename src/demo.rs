@@ -72,22 +72,13 @@ fn base_matrix(rng: &mut Rng, m: usize, n: usize) -> Mat<f64> {
 }
 
 fn st_bytes(tensors: &[(String, Vec<usize>, &str, Vec<u8>)]) -> Vec<u8> {
-    let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
-    let mut off = 0;
-    for (name, shape, dtype, data) in tensors {
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [off, off + data.len()]}),
-        );
-        off += data.len();
-    }
-    let mut h = serde_json::Value::Object(header).to_string().into_bytes();
-    while h.len() % 8 != 0 {
-        h.push(b' ');
-    }
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend(h);
+    let entries: Vec<_> = tensors
+        .iter()
+        .map(|(n, shape, dtype, data)| (n.clone(), dtype.to_string(), shape.clone(), data.len()))
+        .collect();
+    let mut meta = serde_json::Map::new();
+    meta.insert("format".into(), "pt".into());
+    let mut out = crate::checkpoint::st::header(&entries, meta);
     for t in tensors {
         out.extend(&t.3);
     }

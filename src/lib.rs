@@ -9,6 +9,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod flags;
+pub mod repair;
 pub mod report;
 pub mod spectral;
 pub mod tui;

@@ -298,3 +298,247 @@ fn a_bug_on_one_matrix_fails_that_matrix_and_the_scan_completes() {
         (Some(0), Some(1))
     );
 }
+
+fn total_intruders(base: &str, tuned: &str, extra: &[&str]) -> u64 {
+    let mut args = vec!["scan", base, tuned, "--format", "json", "--no-cache"];
+    args.extend(extra);
+    let r = lorascope(&args, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    v["total_intruders"].as_u64().unwrap()
+}
+
+fn file_bytes(p: &str) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+#[test]
+fn repair_scales_the_intruder_of_a_real_adapter_and_writes_the_merged_model() {
+    use lorascope::checkpoint::model::Model;
+    let d = tempfile::tempdir().unwrap();
+    let (base, lora) = (fx("base.safetensors"), fx("lora-r8"));
+    let adapter = format!("{lora}/adapter_model.safetensors");
+    let before = (file_bytes(&base), file_bytes(&adapter));
+    assert_eq!(total_intruders(&base, &lora, &[]), 1);
+
+    // λ = 0 removes the one intruder (in layer 5's attention output).
+    let out = d.path().join("removed.safetensors");
+    let o = out.to_string_lossy().into_owned();
+    let r = lorascope(
+        &[
+            "repair",
+            &base,
+            &lora,
+            "--lambda",
+            "0",
+            "-o",
+            &o,
+            "--no-cache",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("layer.5.attention.output.dense.weight  u0 σ"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr
+            .contains("1 intruders scaled by λ = 0 in 1 of 2 matrices"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(total_intruders(&base, &o, &[]), 0);
+    // The inputs are untouched and no temporary file is left beside the output.
+    assert_eq!((file_bytes(&base), file_bytes(&adapter)), before);
+    let names: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["removed.safetensors"]);
+
+    // λ = 1 writes the merged model itself: PEFT's merged twin to f32 rounding, every tensor
+    // of the base with its dtype and shape, the adapter's classifier (modules_to_save) in it.
+    let same = d.path().join("same.safetensors");
+    let s = same.to_string_lossy().into_owned();
+    let r = lorascope(
+        &[
+            "repair",
+            &base,
+            &lora,
+            "--lambda",
+            "1",
+            "-o",
+            &s,
+            "--no-cache",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let got = Model::open(&same).unwrap();
+    let merged = Model::open(std::path::Path::new(&fx("lora-r8-merged.safetensors"))).unwrap();
+    let b = Model::open(std::path::Path::new(&base)).unwrap();
+    assert_eq!(
+        got.tensors.keys().collect::<Vec<_>>(),
+        b.tensors.keys().collect::<Vec<_>>()
+    );
+    for (name, loc) in &got.tensors {
+        assert_eq!(loc.info.dtype, b.tensors[name].info.dtype, "{name}");
+        assert_eq!(loc.info.shape, b.tensors[name].info.shape, "{name}");
+    }
+    for name in merged.tensors.keys() {
+        let (x, y) = (
+            got.decode::<f64>(name).unwrap(),
+            merged.decode::<f64>(name).unwrap(),
+        );
+        let worst = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-6, "{name}: {worst}");
+    }
+    let sd = lorascope::checkpoint::st::StFile::open(&same).unwrap();
+    let (rows, cols) = (
+        sd.tensors["classifier.weight"].shape[0],
+        sd.tensors["classifier.weight"].shape[1],
+    );
+    assert!(rows > 0 && cols > 0);
+    assert_ne!(got.bytes("classifier.weight"), b.bytes("classifier.weight"));
+    assert_eq!(total_intruders(&base, &s, &[]), 1);
+}
+
+#[test]
+fn repair_of_a_full_finetune_changes_only_the_matrices_with_intruders() {
+    use lorascope::checkpoint::model::Model;
+    use lorascope::spectral::{self, Side};
+    let d = tempfile::tempdir().unwrap();
+    let (base, full) = (fx("base.safetensors"), fx("full-ft.safetensors"));
+    // The full fine-tune keeps its vectors (c_j ≥ 0.99): at ε = 0.999 four of them count.
+    let rule = ["--epsilon", "0.999"];
+    assert_eq!(total_intruders(&base, &full, &rule), 4);
+    let out = d.path().join("half.safetensors");
+    let o = out.to_string_lossy().into_owned();
+    let mut args = vec![
+        "repair",
+        &base,
+        &full,
+        "--lambda",
+        "0.5",
+        "--scope",
+        "all",
+        "-o",
+        &o,
+        "--no-cache",
+    ];
+    args.extend(rule);
+    let r = lorascope(&args, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // "name  u6 σ 1.2345 → 0.6172, u7 σ …": which vectors of which matrix were scaled.
+    let scaled: Vec<(String, Vec<usize>)> = r
+        .stdout
+        .lines()
+        .map(|l| {
+            let (name, rest) = l.split_once("  ").unwrap();
+            let js = rest
+                .split(", ")
+                .map(|v| v.split_whitespace().next().unwrap()[1..].parse().unwrap())
+                .collect();
+            (name.to_string(), js)
+        })
+        .collect();
+    assert_eq!(
+        scaled.iter().map(|(_, j)| j.len()).sum::<usize>(),
+        4,
+        "{}",
+        r.stdout
+    );
+    let (got, src) = (
+        Model::open(&out).unwrap(),
+        Model::open(std::path::Path::new(&full)).unwrap(),
+    );
+    assert_eq!(got.tensors.len(), src.tensors.len());
+    for name in src.tensors.keys() {
+        let js = scaled.iter().find(|(n, _)| n == name).map(|(_, j)| j);
+        assert_eq!(got.bytes(name) != src.bytes(name), js.is_some(), "{name}");
+        let Some(js) = js else { continue };
+        // Exactly those singular values halved, the others kept (to the f32 the file holds).
+        let sv = |m: &Model| {
+            spectral::decompose(
+                &m.matrix::<f64>(name).unwrap(),
+                Side::Left,
+                0,
+                faer::Par::Seq,
+            )
+            .unwrap()
+            .sigma
+        };
+        let (before, after) = (sv(&src), sv(&got));
+        let mut want = before.clone();
+        js.iter().for_each(|&j| want[j] *= 0.5);
+        want.sort_by(|a, b| b.total_cmp(a));
+        for (a, w) in after.iter().zip(&want) {
+            assert!((a - w).abs() < 1e-5 * before[0], "{name}: {a} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn repair_never_writes_into_an_input_and_checks_lambda() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("lora");
+    std::fs::create_dir(&dir).unwrap();
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(format!("{}/{f}", fx("lora-r8")), dir.join(f)).unwrap();
+    }
+    let base = d.path().join("base.safetensors");
+    std::fs::copy(fx("base.safetensors"), &base).unwrap();
+    let (b, l) = (
+        base.to_string_lossy().into_owned(),
+        dir.to_string_lossy().into_owned(),
+    );
+    let before = file_bytes(&b);
+    let inside = dir
+        .join("repaired.safetensors")
+        .to_string_lossy()
+        .into_owned();
+    let elsewhere = d
+        .path()
+        .join("out.safetensors")
+        .to_string_lossy()
+        .into_owned();
+    let missing = d
+        .path()
+        .join("no/such/dir/out.safetensors")
+        .to_string_lossy()
+        .into_owned();
+    for (out, lambda, says) in [
+        (&b, "0.5", "lorascope does not write into checkpoints"),
+        (&inside, "0.5", "lorascope does not write into checkpoints"),
+        (&missing, "0.5", "its folder does not exist"),
+        (&elsewhere, "-1", "--lambda must be a number ≥ 0"),
+        (&elsewhere, "NaN", "--lambda must be a number ≥ 0"),
+    ] {
+        let r = lorascope(
+            &[
+                "repair",
+                &b,
+                &l,
+                "--lambda",
+                lambda,
+                "-o",
+                out,
+                "--no-cache",
+            ],
+            &[],
+        );
+        assert_eq!(r.code, 2, "{out} {lambda}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    }
+    assert_eq!(file_bytes(&b), before);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+    assert!(!std::path::Path::new(&elsewhere).exists());
+}

@@ -1,5 +1,6 @@
-//! The one place where stored bytes become numbers. Exact for F32/F16/BF16/F64 (widening
-//! conversions are exact; F64→f32 rounds to nearest), independent of alignment.
+//! The one place where stored bytes become numbers (exact for F32/F16/BF16/F64: widening
+//! conversions are exact; F64→f32 rounds to nearest), independent of alignment; and numbers
+//! bytes, for the files lorascope writes.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -174,6 +175,26 @@ impl Element for f64 {
     }
 }
 
+/// `values` as little-endian `dtype` bytes appended to `out`, rounded to nearest (ties to even),
+/// as PyTorch rounds: the inverse of decoding, for files lorascope writes.
+pub fn encode(dtype: Dtype, values: &[f64], out: &mut Vec<u8>) -> Result<(), String> {
+    out.reserve(values.len() * dtype_size(dtype));
+    match dtype {
+        Dtype::F64 => values.iter().for_each(|x| out.extend(x.to_le_bytes())),
+        Dtype::F32 => values
+            .iter()
+            .for_each(|x| out.extend((*x as f32).to_le_bytes())),
+        Dtype::F16 => values
+            .iter()
+            .for_each(|x| out.extend(f16::from_f64(*x).to_le_bytes())),
+        Dtype::BF16 => values
+            .iter()
+            .for_each(|x| out.extend(half::bf16::from_f64(*x).to_le_bytes())),
+        d => return Err(format!("unsupported dtype {d:?}")),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,5 +290,28 @@ mod tests {
         assert!(e.contains("unsupported dtype F8_E4M3"), "{e}");
         let e = f32::decode(Dtype::F32, &[0; 7], &mut out).unwrap_err();
         assert!(e.contains("7 bytes"), "{e}");
+    }
+
+    #[test]
+    fn encoding_rounds_to_nearest_and_decodes_back() {
+        let xs = [1.0, -2.5, 1.0 + 1e-3, 3.0e-5, 65504.0, 1.0 / 3.0];
+        for d in [Dtype::F64, Dtype::F32, Dtype::F16, Dtype::BF16] {
+            let mut b = Vec::new();
+            encode(d, &xs, &mut b).unwrap();
+            assert_eq!(b.len(), xs.len() * dtype_size(d));
+            let mut back = vec![0.0f64; xs.len()];
+            <f64 as Element>::decode(d, &b, &mut back).unwrap();
+            let rel = match d {
+                Dtype::F64 => 0.0,
+                Dtype::F32 => 6e-8,
+                Dtype::F16 => 4.9e-4,
+                _ => 3.9e-3,
+            };
+            for (x, y) in xs.iter().zip(&back) {
+                // Nearest: within half a unit in the last place (relative), subnormals aside.
+                assert!((x - y).abs() <= rel * x.abs() + 1e-7, "{d:?}: {x} → {y}");
+            }
+        }
+        assert!(encode(Dtype::I8, &xs, &mut Vec::new()).is_err());
     }
 }

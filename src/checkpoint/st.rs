@@ -218,3 +218,29 @@ fn describe(e: &SafeTensorError, raw: &serde_json::Value, size: u64, n: usize) -
         other => format!("invalid safetensors file: {other}"),
     }
 }
+
+/// A safetensors header for tensors laid out in the given order, back to back: the 8-byte
+/// length, then the JSON padded with spaces to a multiple of 8 (so data starts aligned).
+/// Entries are (name, dtype as safetensors spells it, shape, bytes).
+pub fn header(
+    entries: &[(String, String, Vec<usize>, usize)],
+    metadata: serde_json::Map<String, serde_json::Value>,
+) -> Vec<u8> {
+    let mut h = serde_json::Map::new();
+    h.insert("__metadata__".into(), serde_json::Value::Object(metadata));
+    let mut off = 0;
+    for (name, dtype, shape, len) in entries {
+        h.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [off, off + len]}),
+        );
+        off += len;
+    }
+    let mut json = serde_json::Value::Object(h).to_string().into_bytes();
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend(json);
+    out
+}

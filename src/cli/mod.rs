@@ -7,6 +7,7 @@ macro_rules! outln {
 
 mod cache_cmd;
 mod inspect;
+mod repair;
 mod report;
 mod scan;
 
@@ -42,6 +43,8 @@ pub enum Command {
     Tui(TuiArgs),
     /// Write a layer report: Markdown, self-contained HTML with plots, JSON or CSV.
     Report(ReportArgs),
+    /// Write a copy of the tuned model with its intruders scaled down by λ (the paper's §5).
+    Repair(RepairArgs),
 }
 
 /// What every analysing command takes: the inputs, the rule, the selection, how to compute.
@@ -202,6 +205,23 @@ pub struct ReportArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct RepairArgs {
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+    /// What each scaled intruder keeps of its singular value: 0 removes it, 1 changes nothing
+    /// (the paper found 0.7–0.9 to cost almost no accuracy while reducing forgetting).
+    #[arg(long = "lambda", value_name = "λ", allow_hyphen_values = true)]
+    pub lambda: f64,
+    /// Scale the highest-ranked intruder of each matrix (the paper) or every intruder in the
+    /// top k (PEFT's reduce_intruder_dimension). The explorer's flags override the rule.
+    #[arg(long, value_enum, default_value = "top")]
+    pub scope: lorascope::repair::Scope,
+    /// The new model: one .safetensors file, written atomically; never inside an input.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Args, Debug)]
 pub struct TuiArgs {
     #[command(flatten)]
     pub analysis: AnalysisArgs,
@@ -310,6 +330,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Demo(a) => demo(a),
         Command::Tui(a) => tui(a),
         Command::Report(a) => report::run(a),
+        Command::Repair(a) => repair::run(a),
     }
 }
 
@@ -384,9 +405,14 @@ fn demo(a: DemoArgs) -> Result<ExitCode, Error> {
 
 /// `lorascope BASE TUNED …` means `lorascope tui BASE TUNED …`.
 pub fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    const COMMANDS: &[&str] = &["inspect", "scan", "demo", "cache", "tui", "report", "help"];
+    use clap::CommandFactory;
     if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
-        if !first.starts_with('-') && !COMMANDS.contains(&first) {
+        // The subcommands as clap knows them, so a new one is never taken for a path.
+        let known = first == "help"
+            || Cli::command()
+                .get_subcommands()
+                .any(|c| c.get_name() == first);
+        if !first.starts_with('-') && !known {
             args.insert(1, "tui".into());
         }
     }

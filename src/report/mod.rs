@@ -128,7 +128,7 @@ pub fn scan_json(inputs: &Inputs, scan: &Scan, opts: &Options, k: usize, epsilon
 
 /// A temp file that ends up with the permissions of any new file (0666 less the umask), not
 /// tempfile's private 0600: reports are meant to be shared.
-fn temp_in(dir: &std::path::Path) -> std::io::Result<tempfile::NamedTempFile> {
+pub(crate) fn temp_in(dir: &std::path::Path) -> std::io::Result<tempfile::NamedTempFile> {
     let mut b = tempfile::Builder::new();
     b.prefix(".lorascope-");
     #[cfg(unix)]

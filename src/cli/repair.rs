@@ -1,0 +1,107 @@
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use lorascope::flags::{self, UserState};
+use lorascope::Error;
+
+use super::scan::{default_jobs, progress_bar, run_scan};
+use super::{print_warnings, RepairArgs};
+
+pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
+    if !(a.lambda.is_finite() && a.lambda >= 0.0) {
+        return Err(Error::Usage(format!(
+            "--lambda must be a number ≥ 0 (0 removes, 1 keeps), got {}",
+            a.lambda
+        )));
+    }
+    let engine = a.analysis.engine()?;
+    // Before any work: a bad output path should not cost a scan.
+    lorascope::repair::check_output(&engine.inputs, &a.output)?;
+    let (k, epsilon) = (a.analysis.k, a.analysis.epsilon);
+    let state = engine
+        .cache
+        .dir()
+        .and_then(|d| d.parent())
+        .map(|root| flags::state_path(root, &engine.inputs));
+    let user = match state.as_deref().map(flags::load) {
+        Some(Ok(u)) => u,
+        Some(Err(e)) => {
+            eprintln!("warning: {e}");
+            UserState::default()
+        }
+        None => UserState::default(),
+    };
+    let scan = run_scan(&engine, a.analysis.jobs.unwrap_or_else(default_jobs));
+    print_warnings(&engine.cache.take_warnings());
+    if scan.failed() > 0 {
+        for (name, r) in &scan.results {
+            if let Err(e) = r {
+                eprintln!("{name}: {e}");
+            }
+        }
+        eprintln!(
+            "error: {} matrices could not be analysed; nothing written",
+            scan.failed()
+        );
+        return Ok(ExitCode::from(3));
+    }
+    let chosen: BTreeMap<String, Vec<usize>> = scan
+        .reports()
+        .map(|r| {
+            let intruders = user.intruders(&r.name, &r.max_cos(), k, epsilon);
+            (r.name.clone(), a.scope.choose(&intruders))
+        })
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    let mut meta = serde_json::Map::new();
+    meta.insert("format".into(), "pt".into());
+    meta.insert(
+        "lorascope_repair".into(),
+        format!(
+            "lorascope {} repair: lambda={} scope={} k={k} epsilon={epsilon}",
+            env!("CARGO_PKG_VERSION"),
+            a.lambda,
+            match a.scope {
+                lorascope::repair::Scope::Top => "top",
+                lorascope::repair::Scope::All => "all",
+            }
+        )
+        .into(),
+    );
+    let pb = progress_bar(0);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes}  eta {eta}  writing",
+        )
+        .unwrap(),
+    );
+    let scaled = lorascope::repair::write_model(
+        &engine,
+        &chosen,
+        a.lambda,
+        meta,
+        &a.output,
+        &|done, total| {
+            pb.set_length(total);
+            pb.set_position(done);
+        },
+    )?;
+    pb.finish_and_clear();
+    for s in &scaled {
+        let v: Vec<String> = s
+            .vectors
+            .iter()
+            .map(|(j, sigma)| format!("u{j} σ {sigma:.4} → {:.4}", sigma * a.lambda))
+            .collect();
+        outln!("{}  {}", s.name, v.join(", "));
+    }
+    let n: usize = scaled.iter().map(|s| s.vectors.len()).sum();
+    eprintln!(
+        "wrote {}: {n} intruders scaled by λ = {} in {} of {} matrices",
+        a.output.display(),
+        a.lambda,
+        scaled.len(),
+        engine.matrices().len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
