@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use faer::{Mat, MatMut, Par};
 use safetensors::Dtype;
 
-use crate::checkpoint::{dtype, Dense, Inputs, Tuned, TunedSource};
+use crate::checkpoint::{dtype, Dense, Inputs, TensorPair, Tuned, TunedSource};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::spectral::{Decomposition, Side};
@@ -127,10 +127,11 @@ enum Source<'a> {
     /// Stored bytes, copied as they are.
     Raw(&'a [u8]),
     /// A matrix to reconstruct (an adapter's merge) and possibly scale, then encode.
-    Matrix(&'a crate::checkpoint::TensorPair),
+    Matrix(&'a TensorPair),
 }
 
-/// Writes the tuned model with the `chosen` vectors of each named matrix scaled by `lambda`, as
+/// Writes the tuned model with the `chosen` vectors of each matrix (named as scans name it: the
+/// base tensor's name) scaled by `lambda`, as
 /// one safetensors file at `out` (a temporary file renamed into place when complete). Tensors
 /// keep their names, shapes and dtypes; untouched ones are copied byte for byte. `progress`
 /// gets (bytes written, total).
@@ -144,44 +145,68 @@ pub fn write_model(
 ) -> Result<Vec<Scaled>> {
     let inputs = &engine.inputs;
     check_output(inputs, out)?;
-    let pairs: BTreeMap<&str, &crate::checkpoint::TensorPair> =
-        inputs.pairs.iter().map(|p| (p.name.as_str(), p)).collect();
     // (name, dtype, shape, source), in name order.
     let mut plan: Vec<(String, Dtype, Vec<usize>, Source)> = Vec::new();
     match &inputs.tuned {
         Tuned::Model(m) => {
+            // Pairs by the tuned tensor's own name, which may differ from the base's (pairing
+            // also matches by a unique suffix).
+            let by_tuned: BTreeMap<&str, &TensorPair> = inputs
+                .pairs
+                .iter()
+                .filter_map(|p| match &p.tuned {
+                    Some(TunedSource::Tensor { name }) => Some((name.as_str(), p)),
+                    _ => None,
+                })
+                .collect();
             for (name, loc) in &m.tensors {
                 let info = &loc.info;
-                let source = match pairs.get(name.as_str()) {
-                    Some(p) if chosen.contains_key(name) => Source::Matrix(p),
+                let source = match by_tuned.get(name.as_str()) {
+                    Some(p) if chosen.contains_key(&p.name) => Source::Matrix(p),
                     _ => Source::Raw(m.files[loc.file].bytes(info)),
                 };
                 plan.push((name.clone(), info.dtype, info.shape.clone(), source));
             }
         }
         Tuned::Adapter(a) => {
+            let pairs: BTreeMap<&str, &TensorPair> =
+                inputs.pairs.iter().map(|p| (p.name.as_str(), p)).collect();
             for (name, loc) in &inputs.base.tensors {
-                let info = &loc.info;
-                let pair = pairs.get(name.as_str());
-                let source = match pair.and_then(|p| p.tuned.as_ref().map(|t| (p, t))) {
-                    Some((p, TunedSource::Lora { .. })) => Source::Matrix(p),
-                    Some((_, TunedSource::Replaced { name: stored })) => {
-                        let info = &a.file.tensors[stored];
-                        Source::Raw(a.file.bytes(info))
-                    }
-                    Some((p, _)) if chosen.contains_key(name) => Source::Matrix(p),
-                    _ => Source::Raw(inputs.base.files[loc.file].bytes(info)),
-                };
-                let (dtype, shape) = match (&source, pair.and_then(|p| p.tuned.as_ref())) {
-                    (Source::Raw(_), Some(TunedSource::Replaced { name: stored })) => {
+                let pair = pairs.get(name.as_str()).copied();
+                let tuned = pair.and_then(|p| p.tuned.as_ref());
+                // A tensor the adapter replaces (modules_to_save) keeps the adapter's dtype.
+                let (dtype, shape, raw) = match tuned {
+                    Some(TunedSource::Replaced { name: stored }) => {
                         let i = &a.file.tensors[stored];
-                        (i.dtype, i.shape.clone())
+                        (i.dtype, i.shape.clone(), a.file.bytes(i))
                     }
-                    _ => (info.dtype, info.shape.clone()),
+                    _ => (
+                        loc.info.dtype,
+                        loc.info.shape.clone(),
+                        inputs.base.files[loc.file].bytes(&loc.info),
+                    ),
+                };
+                let source = match (pair, tuned) {
+                    (Some(p), _) if chosen.contains_key(name) => Source::Matrix(p),
+                    (Some(p), Some(TunedSource::Lora { .. })) => Source::Matrix(p),
+                    _ => Source::Raw(raw),
                 };
                 plan.push((name.clone(), dtype, shape, source));
             }
         }
+    }
+    // Every matrix chosen must be written scaled: a name that found no tensor is a bug here.
+    let planned: std::collections::BTreeSet<&str> = plan
+        .iter()
+        .filter_map(|(_, _, _, s)| match s {
+            Source::Matrix(p) => Some(p.name.as_str()),
+            Source::Raw(_) => None,
+        })
+        .collect();
+    if let Some((missing, _)) = chosen.iter().find(|(n, _)| !planned.contains(n.as_str())) {
+        return Err(Error::Internal(format!(
+            "`{missing}` has intruders to scale but no tensor in the output"
+        )));
     }
     let entries: Vec<(String, String, Vec<usize>, usize)> = plan
         .iter()
@@ -210,11 +235,11 @@ pub fn write_model(
                 Source::Raw(b) => w.write_all(b).map_err(io)?,
                 Source::Matrix(p) => {
                     let mut m = inputs.tuned_matrix::<f64>(p)?;
-                    if let Some(idx) = chosen.get(name).filter(|i| !i.is_empty()) {
+                    if let Some(idx) = chosen.get(&p.name).filter(|i| !i.is_empty()) {
                         let (_, tuned) = engine.decompositions_of(p)?;
                         scale_directions(&mut m, &tuned, engine.opts.side, idx, lambda);
                         scaled.push(Scaled {
-                            name: name.clone(),
+                            name: p.name.clone(),
                             vectors: idx.iter().map(|&j| (j, tuned.sigma[j])).collect(),
                         });
                     }

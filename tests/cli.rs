@@ -437,18 +437,7 @@ fn repair_of_a_full_finetune_changes_only_the_matrices_with_intruders() {
     let r = lorascope(&args, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     // "name  u6 σ 1.2345 → 0.6172, u7 σ …": which vectors of which matrix were scaled.
-    let scaled: Vec<(String, Vec<usize>)> = r
-        .stdout
-        .lines()
-        .map(|l| {
-            let (name, rest) = l.split_once("  ").unwrap();
-            let js = rest
-                .split(", ")
-                .map(|v| v.split_whitespace().next().unwrap()[1..].parse().unwrap())
-                .collect();
-            (name.to_string(), js)
-        })
-        .collect();
+    let scaled = scaled_vectors(&r.stdout);
     assert_eq!(
         scaled.iter().map(|(_, j)| j.len()).sum::<usize>(),
         4,
@@ -483,6 +472,66 @@ fn repair_of_a_full_finetune_changes_only_the_matrices_with_intruders() {
             assert!((a - w).abs() < 1e-5 * before[0], "{name}: {a} vs {w}");
         }
     }
+
+    // Tuned tensors named differently from the base's (paired by suffix) are scaled all the same,
+    // and keep their own names.
+    let renamed = d.path().join("renamed.safetensors");
+    let ts: Vec<T> = src
+        .tensors
+        .iter()
+        .map(|(n, loc)| T {
+            name: n.trim_start_matches("bert.").to_string(),
+            dtype: match loc.info.dtype {
+                safetensors::Dtype::F32 => "F32",
+                d => panic!("fixture dtype {d:?}"),
+            },
+            shape: loc.info.shape.clone(),
+            bytes: src.bytes(n).unwrap().to_vec(),
+        })
+        .collect();
+    write_st(&renamed, &ts);
+    let o2 = d.path().join("renamed-half.safetensors");
+    let (rn, o2s) = (
+        renamed.to_string_lossy().into_owned(),
+        o2.to_string_lossy().into_owned(),
+    );
+    let mut args = vec![
+        "repair",
+        &base,
+        &rn,
+        "--lambda",
+        "0.5",
+        "--scope",
+        "all",
+        "-o",
+        &o2s,
+        "--no-cache",
+    ];
+    args.extend(rule);
+    let r2 = lorascope(&args, &[]);
+    assert_eq!(r2.code, 0, "{}", r2.stderr);
+    assert_eq!(scaled_vectors(&r2.stdout), scaled);
+    let got2 = Model::open(&o2).unwrap();
+    for (n, loc) in &got.tensors {
+        let short = n.trim_start_matches("bert.");
+        assert_eq!(got2.tensors[short].info.shape, loc.info.shape);
+        assert_eq!(got2.bytes(short), got.bytes(n), "{n}");
+    }
+}
+
+/// (matrix, tuned vector indices) from `repair`'s stdout lines "name  u6 σ 1.2345 → 0.6172, …".
+fn scaled_vectors(stdout: &str) -> Vec<(String, Vec<usize>)> {
+    stdout
+        .lines()
+        .map(|l| {
+            let (name, rest) = l.split_once("  ").unwrap();
+            let js = rest
+                .split(", ")
+                .map(|v| v.split_whitespace().next().unwrap()[1..].parse().unwrap())
+                .collect();
+            (name.to_string(), js)
+        })
+        .collect()
 }
 
 #[test]
