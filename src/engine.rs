@@ -613,6 +613,18 @@ impl Engine {
     /// Analyse every selected matrix with `jobs` matrices in flight (memory stays bounded by
     /// that number), calling `progress(done, total, name)` as each finishes.
     pub fn scan(&self, jobs: usize, progress: &(dyn Fn(usize, usize, &str) + Sync)) -> Scan {
+        self.scan_with(jobs, progress, &|_, _| {})
+    }
+
+    /// [`scan`](Self::scan), handing each analysed matrix's report and tuned decomposition to
+    /// `each` (repair keeps the ones it scales, so that nothing is decomposed twice without a
+    /// cache).
+    pub fn scan_with(
+        &self,
+        jobs: usize,
+        progress: &(dyn Fn(usize, usize, &str) + Sync),
+        each: &(dyn Fn(&MatrixReport, Decomposition) + Sync),
+    ) -> Scan {
         use rayon::prelude::*;
         let pairs = self.matrices();
         let total = pairs.len();
@@ -627,7 +639,13 @@ impl Engine {
                 .par_iter()
                 .with_max_len(1)
                 .map(|p| {
-                    let r = self.analyze(p).map_err(|e| e.to_string());
+                    let r = match self.analyze_with_decompositions(p) {
+                        Ok((report, _, tuned)) => {
+                            each(&report, tuned);
+                            Ok(report)
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     progress(n, total, &p.name);
                     (p.name.clone(), r)

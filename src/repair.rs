@@ -130,14 +130,14 @@ enum Source<'a> {
     Matrix(&'a TensorPair),
 }
 
-/// Writes the tuned model with the `chosen` vectors of each matrix (named as scans name it: the
-/// base tensor's name) scaled by `lambda`, as
+/// Writes the tuned model with the chosen vectors of each matrix (named as scans name it: the
+/// base tensor's name; with the tuned decomposition they index) scaled by `lambda`, as
 /// one safetensors file at `out` (a temporary file renamed into place when complete). Tensors
 /// keep their names, shapes and dtypes; untouched ones are copied byte for byte. `progress`
 /// gets (bytes written, total).
 pub fn write_model(
     engine: &Engine,
-    chosen: &BTreeMap<String, Vec<usize>>,
+    chosen: &BTreeMap<String, (Vec<usize>, Decomposition)>,
     lambda: f64,
     metadata: serde_json::Map<String, serde_json::Value>,
     out: &Path,
@@ -235,9 +235,8 @@ pub fn write_model(
                 Source::Raw(b) => w.write_all(b).map_err(io)?,
                 Source::Matrix(p) => {
                     let mut m = inputs.tuned_matrix::<f64>(p)?;
-                    if let Some(idx) = chosen.get(&p.name).filter(|i| !i.is_empty()) {
-                        let (_, tuned) = engine.decompositions_of(p)?;
-                        scale_directions(&mut m, &tuned, engine.opts.side, idx, lambda);
+                    if let Some((idx, tuned)) = chosen.get(&p.name).filter(|c| !c.0.is_empty()) {
+                        scale_directions(&mut m, tuned, engine.opts.side, idx, lambda);
                         scaled.push(Scaled {
                             name: p.name.clone(),
                             vectors: idx.iter().map(|&j| (j, tuned.sigma[j])).collect(),

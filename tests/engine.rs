@@ -433,3 +433,35 @@ fn full_fine_tune_delta_statistics_match_an_svd_of_the_difference() {
         }
     }
 }
+
+#[test]
+fn repair_decomposes_nothing_again_after_its_scan_even_without_a_cache() {
+    use lorascope::repair::{self, Scope};
+    use std::collections::BTreeMap;
+    let d = tempfile::tempdir().unwrap();
+    let p = lorascope::demo::ensure(d.path()).unwrap();
+    let e = engine(&p.base, &p.lora, Cache::disabled(), Side::Left);
+    let chosen = std::sync::Mutex::new(BTreeMap::new());
+    let scan = e.scan_with(2, &|_, _, _| {}, &|r, tuned| {
+        let i = r.intruders(10, 0.5);
+        if !i.is_empty() {
+            chosen
+                .lock()
+                .unwrap()
+                .insert(r.name.clone(), (Scope::All.choose(&i), tuned));
+        }
+    });
+    let chosen = chosen.into_inner().unwrap();
+    let before = e.decompositions();
+    let out = d.path().join("repaired.safetensors");
+    let scaled =
+        repair::write_model(&e, &chosen, 0.0, Default::default(), &out, &|_, _| {}).unwrap();
+    assert_eq!(e.decompositions(), before);
+    // Every intruder of the demo's adapter (blocks 2 and 3) was scaled.
+    assert_eq!(scaled.len(), chosen.len());
+    assert_eq!(
+        scaled.iter().map(|s| s.vectors.len()).sum::<usize>(),
+        scan.total(10, 0.5)
+    );
+    assert!(scan.total(10, 0.5) > 0);
+}

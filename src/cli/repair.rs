@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use lorascope::flags::{self, UserState};
 use lorascope::Error;
 
-use super::scan::{default_jobs, progress_bar, run_scan};
+use super::scan::{default_jobs, progress_bar, run_scan_with};
 use super::{print_warnings, RepairArgs};
 
 pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
@@ -31,7 +31,21 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
         }
         None => UserState::default(),
     };
-    let scan = run_scan(&engine, a.analysis.jobs.unwrap_or_else(default_jobs));
+    // The scan keeps the tuned vectors of what it will scale: without a cache they would
+    // otherwise be computed again.
+    let chosen = std::sync::Mutex::new(BTreeMap::new());
+    let scan = run_scan_with(
+        &engine,
+        a.analysis.jobs.unwrap_or_else(default_jobs),
+        &|r, tuned| {
+            let intruders = user.intruders(&r.name, &r.max_cos(), k, epsilon);
+            let pick = a.scope.choose(&intruders);
+            if !pick.is_empty() {
+                chosen.lock().unwrap().insert(r.name.clone(), (pick, tuned));
+            }
+        },
+    );
+    let chosen = chosen.into_inner().unwrap();
     print_warnings(&engine.cache.take_warnings());
     if scan.failed() > 0 {
         for (name, r) in &scan.results {
@@ -45,14 +59,6 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
         );
         return Ok(ExitCode::from(3));
     }
-    let chosen: BTreeMap<String, Vec<usize>> = scan
-        .reports()
-        .map(|r| {
-            let intruders = user.intruders(&r.name, &r.max_cos(), k, epsilon);
-            (r.name.clone(), a.scope.choose(&intruders))
-        })
-        .filter(|(_, v)| !v.is_empty())
-        .collect();
     let mut meta = serde_json::Map::new();
     meta.insert("format".into(), "pt".into());
     meta.insert(

@@ -39,11 +39,24 @@ pub fn progress_bar(total: usize) -> ProgressBar {
 }
 
 pub fn run_scan(engine: &Engine, jobs: usize) -> Scan {
+    run_scan_with(engine, jobs, &|_, _| {})
+}
+
+/// [`run_scan`], handing each report and tuned decomposition to `each`.
+pub fn run_scan_with(
+    engine: &Engine,
+    jobs: usize,
+    each: &(dyn Fn(&lorascope::engine::MatrixReport, lorascope::spectral::Decomposition) + Sync),
+) -> Scan {
     let pb = progress_bar(engine.matrices().len());
-    let scan = engine.scan(jobs, &|done, _, name| {
-        pb.set_position(done as u64);
-        pb.set_message(name.to_string());
-    });
+    let scan = engine.scan_with(
+        jobs,
+        &|done, _, name| {
+            pb.set_position(done as u64);
+            pb.set_message(name.to_string());
+        },
+        each,
+    );
     pb.finish_and_clear();
     scan
 }
