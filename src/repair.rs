@@ -91,11 +91,8 @@ pub struct Scaled {
 /// writes into the user's checkpoints.
 pub fn check_output(inputs: &Inputs, out: &Path) -> Result<()> {
     let canon = |p: &Path| std::fs::canonicalize(p).ok();
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let out_dir = canon(parent).ok_or_else(|| Error::file(out, "its folder does not exist"))?;
+    let out_dir =
+        canon(folder_of(out)).ok_or_else(|| Error::file(out, "its folder does not exist"))?;
     let out_full = out_dir.join(out.file_name().unwrap_or_default());
     let mut roots: Vec<PathBuf> = vec![inputs.base.path.clone(), inputs.tuned.path().to_path_buf()];
     roots.extend(inputs.base.files.iter().map(|f| f.path.clone()));
@@ -120,6 +117,13 @@ pub fn check_output(inputs: &Inputs, out: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The folder a file name is in ("." for a bare name).
+fn folder_of(p: &Path) -> &Path {
+    p.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Where one output tensor's bytes come from.
@@ -212,18 +216,14 @@ pub fn write_model(
         .iter()
         .map(|(n, d, s, _)| {
             let len = s.iter().product::<usize>() * dtype::dtype_size(*d);
-            (n.clone(), format!("{d:?}"), s.clone(), len)
+            (n.clone(), dtype::name(*d), s.clone(), len)
         })
         .collect();
     let total: u64 = entries.iter().map(|e| e.3 as u64).sum();
     let header = crate::checkpoint::st::header(&entries, metadata);
 
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
     let io = |e: std::io::Error| Error::file(out, format!("cannot write: {e}"));
-    let mut tmp = crate::report::temp_in(dir).map_err(io)?;
+    let mut tmp = crate::report::temp_in(folder_of(out)).map_err(io)?;
     let mut scaled = Vec::new();
     {
         let mut w = std::io::BufWriter::with_capacity(8 << 20, tmp.as_file_mut());

@@ -19,6 +19,19 @@ fn demo_engine(dir: &Path) -> Engine {
     Engine::new(inputs, Cache::disabled(), Options::default())
 }
 
+/// The demo with the top-k route from 64 on (its matrices are 128 wide), keeping `keep` tuned
+/// vectors per matrix.
+fn topk_demo_engine(dir: &Path, keep: usize) -> Engine {
+    let p = lorascope::demo::ensure(dir).unwrap();
+    let inputs = Inputs::open(&p.base, &p.lora, &Selection::default()).unwrap();
+    let opts = Options {
+        keep,
+        fast_min_dim: 64,
+        ..Options::default()
+    };
+    Engine::new(inputs, Cache::disabled(), opts)
+}
+
 /// An app with every matrix analysed, as after the background work finished.
 fn analysed(engine: &Engine) -> App {
     let mut app = build_app(engine, 10, 0.5, UserState::default());
@@ -267,14 +280,7 @@ fn the_whole_spectrum_is_computed_on_request_and_toggles() {
     assert!(app.message.as_deref().unwrap().contains("already shown"));
 
     // With the top-k route from 64 on, scans keep the top 16 of 128.
-    let p = lorascope::demo::ensure(d.path()).unwrap();
-    let inputs = Inputs::open(&p.base, &p.lora, &Selection::default()).unwrap();
-    let opts = Options {
-        keep: 16,
-        fast_min_dim: 64,
-        ..Options::default()
-    };
-    let e = Engine::new(inputs, Cache::disabled(), opts);
+    let e = topk_demo_engine(d.path(), 16);
     let mut app = analysed(&e);
     let row = app.selected_row().unwrap();
     let (m, n) = app.rows[row].shape;
@@ -336,15 +342,7 @@ fn run_until_done(
 fn a_k_above_the_vectors_computed_recomputes_every_matrix_in_the_background() {
     use lorascope::tui::Event;
     let d = tempfile::tempdir().unwrap();
-    let p = lorascope::demo::ensure(d.path()).unwrap();
-    let inputs = Inputs::open(&p.base, &p.lora, &Selection::default()).unwrap();
-    // The top-k route from 64 on, keeping 16 of 128 tuned vectors.
-    let opts = Options {
-        keep: 16,
-        fast_min_dim: 64,
-        ..Options::default()
-    };
-    let engine = std::sync::Arc::new(Engine::new(inputs, Cache::disabled(), opts));
+    let engine = std::sync::Arc::new(topk_demo_engine(d.path(), 16));
     let mut app = build_app(&engine, 10, 0.5, UserState::default());
     assert_eq!(app.keep, 16);
     let sched = worker::Scheduler::new(app.rows.len());

@@ -21,6 +21,11 @@ pub fn is_supported(dtype: Dtype) -> bool {
     matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
 }
 
+/// The dtype as safetensors headers spell it ("BF16").
+pub fn name(dtype: Dtype) -> String {
+    format!("{dtype:?}")
+}
+
 pub fn dtype_size(dtype: Dtype) -> usize {
     dtype.bitsize() / 8
 }

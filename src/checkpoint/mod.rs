@@ -9,7 +9,6 @@ pub mod st;
 
 use std::path::Path;
 
-use safetensors::Dtype;
 use serde::Serialize;
 
 pub use adapter::{Adapter, AdapterConfig, LoraModule};
@@ -115,10 +114,6 @@ pub struct Inputs {
     /// Same name, different shape (e.g. a resized vocabulary); never analysed.
     pub shape_mismatch: Vec<(String, Vec<usize>, Vec<usize>)>,
     pub warnings: Vec<String>,
-}
-
-fn dtype_name(d: Dtype) -> String {
-    format!("{d:?}")
 }
 
 impl Inputs {
@@ -275,7 +270,7 @@ impl Inputs {
                 TensorPair {
                     name: name.clone(),
                     shape: loc.info.shape.clone(),
-                    dtype: dtype_name(loc.info.dtype),
+                    dtype: dtype::name(loc.info.dtype),
                     file: base.files[loc.file]
                         .path
                         .file_name()

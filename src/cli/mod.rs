@@ -341,6 +341,24 @@ pub fn exit_code(e: &Error) -> u8 {
     }
 }
 
+/// The explorer's flags for this pair of inputs (kept beside the cache), so that reports and
+/// repair follow the user where they override the rule; none without a cache.
+pub fn user_state(engine: &lorascope::engine::Engine) -> lorascope::flags::UserState {
+    let state = engine
+        .cache
+        .dir()
+        .and_then(|d| d.parent())
+        .map(|root| lorascope::flags::state_path(root, &engine.inputs));
+    match state.as_deref().map(lorascope::flags::load) {
+        Some(Ok(u)) => u,
+        Some(Err(e)) => {
+            eprintln!("warning: {e}");
+            Default::default()
+        }
+        None => Default::default(),
+    }
+}
+
 pub fn print_warnings(w: &[String]) {
     for w in w {
         eprintln!("warning: {w}");

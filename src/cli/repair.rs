@@ -1,7 +1,6 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use lorascope::flags::{self, UserState};
 use lorascope::Error;
 
 use super::scan::{default_jobs, progress_bar, run_scan_with};
@@ -18,19 +17,7 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
     // Before any work: a bad output path should not cost a scan.
     lorascope::repair::check_output(&engine.inputs, &a.output)?;
     let (k, epsilon) = (a.analysis.k, a.analysis.epsilon);
-    let state = engine
-        .cache
-        .dir()
-        .and_then(|d| d.parent())
-        .map(|root| flags::state_path(root, &engine.inputs));
-    let user = match state.as_deref().map(flags::load) {
-        Some(Ok(u)) => u,
-        Some(Err(e)) => {
-            eprintln!("warning: {e}");
-            UserState::default()
-        }
-        None => UserState::default(),
-    };
+    let user = super::user_state(&engine);
     // The scan keeps the tuned vectors of what it will scale: without a cache they would
     // otherwise be computed again.
     let chosen = std::sync::Mutex::new(BTreeMap::new());

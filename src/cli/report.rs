@@ -1,7 +1,6 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use lorascope::flags::{self, UserState};
 use lorascope::report::{self, model::wants_section, ReportFormat};
 use lorascope::Error;
 
@@ -18,20 +17,7 @@ pub fn run(a: ReportArgs) -> Result<ExitCode, Error> {
         })
         .transpose()?;
     let engine = a.analysis.engine()?;
-    // The explorer's flags for this pair, so the report shows where the user overrode the rule.
-    let state = engine
-        .cache
-        .dir()
-        .and_then(|d| d.parent())
-        .map(|root| flags::state_path(root, &engine.inputs));
-    let user = match state.as_deref().map(flags::load) {
-        Some(Ok(u)) => u,
-        Some(Err(e)) => {
-            eprintln!("warning: {e}");
-            UserState::default()
-        }
-        None => UserState::default(),
-    };
+    let user = super::user_state(&engine);
     let scan = run_scan(&engine, a.analysis.jobs.unwrap_or_else(default_jobs));
     print_warnings(&engine.cache.take_warnings());
     let pick =
