@@ -51,32 +51,21 @@ pub fn scale_directions(
     let vecs = d.as_mat();
     let basis = Mat::<f64>::from_fn(d.dim, idx.len(), |i, j| vecs[(i, idx[j])] as f64);
     let (rows, cols) = (w.rows, w.cols);
-    let mut wm = MatMut::from_row_major_slice_mut(&mut w.data, rows, cols);
-    let shrink = lambda - 1.0;
-    match side {
-        Side::Left => {
-            let c = basis.transpose() * wm.as_ref();
-            faer::linalg::matmul::matmul(
-                wm.as_mut(),
-                faer::Accum::Add,
-                basis.as_ref(),
-                c.as_ref(),
-                shrink,
-                Par::rayon(0),
-            );
-        }
-        Side::Right => {
-            let c = wm.as_ref() * basis.as_ref();
-            faer::linalg::matmul::matmul(
-                wm.as_mut(),
-                faer::Accum::Add,
-                c.as_ref(),
-                basis.transpose(),
-                shrink,
-                Par::rayon(0),
-            );
-        }
-    }
+    let wm = MatMut::from_row_major_slice_mut(&mut w.data, rows, cols);
+    // Right vectors are the left vectors of Wᵀ: the same update on the transposed view.
+    let mut x = match side {
+        Side::Left => wm,
+        Side::Right => wm.transpose_mut(),
+    };
+    let c = basis.transpose() * x.as_ref();
+    faer::linalg::matmul::matmul(
+        x.as_mut(),
+        faer::Accum::Add,
+        basis.as_ref(),
+        c.as_ref(),
+        lambda - 1.0,
+        Par::rayon(0),
+    );
 }
 
 /// One matrix whose intruders were scaled.
