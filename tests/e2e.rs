@@ -69,8 +69,9 @@ impl Drop for Tmux {
 #[test]
 fn explorer_starts_responds_quits_and_restores_the_terminal() {
     let d = tempfile::tempdir().unwrap();
+    // As over SSH: 256 colours, no COLORTERM.
     let cmd = format!(
-        "TERM=xterm-256color NO_COLOR= {} demo --cache-dir {}; echo EXIT=$?; sleep 30",
+        "env -u COLORTERM TERM=xterm-256color NO_COLOR= {} demo --cache-dir {}; echo EXIT=$?; sleep 30",
         env!("CARGO_BIN_EXE_lorascope"),
         d.path().display()
     );
@@ -80,6 +81,14 @@ fn explorer_starts_responds_quits_and_restores_the_terminal() {
     // Wait for the background work to finish: the title shows the total and no progress.
     tmux.wait_for("intruders 30\n");
     assert!(tmux.alternate_on());
+    // The heatmap is drawn in the palette's colours, not in greys.
+    let colours = palette_colours(&tmux.run(&["capture-pane", "-p", "-e", "-t", "e2e"]));
+    let hues: Vec<&u8> = colours
+        .iter()
+        .filter(|&&i| lorascope::tui::theme::RAMP_256.contains(&i))
+        .collect();
+    assert!(hues.len() >= 6, "heatmap colours {hues:?} of {colours:?}");
+    assert!(colours.contains(&203), "no intruder red in {colours:?}");
     // Jump to the first matrix with intruders, move to its first intruder, raise ε, flag.
     tmux.run(&["send-keys", "-t", "e2e", "n"]);
     tmux.wait_for("L2 mlp.down_proj");
@@ -99,6 +108,27 @@ fn explorer_starts_responds_quits_and_restores_the_terminal() {
         text.contains("model.layers.2.mlp.down_proj.weight") && text.contains("\"2\": false"),
         "{text}"
     );
+}
+
+/// The 256-colour palette entries (`38;5;N`, `48;5;N`) in a screen captured with its escapes.
+fn palette_colours(screen: &str) -> std::collections::BTreeSet<u8> {
+    let mut out = std::collections::BTreeSet::new();
+    for seq in screen.split('\x1b').filter_map(|s| s.strip_prefix('[')) {
+        let params: Vec<&str> = seq
+            .split(|c: char| !(c.is_ascii_digit() || c == ';'))
+            .next()
+            .unwrap_or("")
+            .split(';')
+            .collect();
+        for w in params.windows(3) {
+            if (w[0] == "38" || w[0] == "48") && w[1] == "5" {
+                if let Ok(i) = w[2].parse() {
+                    out.insert(i);
+                }
+            }
+        }
+    }
+    out
 }
 
 #[test]

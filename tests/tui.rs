@@ -251,6 +251,44 @@ fn screens_at_80x24_and_160x48() {
 }
 
 #[test]
+fn the_heatmap_and_intruders_keep_their_colours_in_256_and_16_colours() {
+    use lorascope::tui::theme::{RAMP_16, RAMP_256};
+    use ratatui::style::Color;
+    let d = tempfile::tempdir().unwrap();
+    let e = demo_engine(d.path());
+    let mut app = analysed(&e);
+    press(&mut app, "n");
+    give_heat(&e, &mut app);
+    for (depth, ramp) in [
+        (Depth::C256, RAMP_256.map(Color::Indexed).to_vec()),
+        (Depth::C16, RAMP_16.to_vec()),
+    ] {
+        let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        t.draw(|f| ui::render(&app, &Theme::new(depth), f)).unwrap();
+        let buf = t.backend().buffer();
+        let mut heat = std::collections::BTreeSet::new();
+        for c in &buf.content {
+            for col in [c.fg, c.bg] {
+                if let Some(i) = ramp.iter().position(|r| *r == col) {
+                    heat.insert(i);
+                }
+            }
+        }
+        // The demo's heatmap spans low and high similarities: at least 4 distinct steps.
+        assert!(heat.len() >= 4, "{depth:?}: ramp steps on screen {heat:?}");
+        let red = if depth == Depth::C256 {
+            Color::Indexed(203)
+        } else {
+            Color::LightRed
+        };
+        assert!(
+            buf.content.iter().any(|c| c.fg == red),
+            "{depth:?}: no intruder colour"
+        );
+    }
+}
+
+#[test]
 fn the_status_line_and_help_come_from_the_key_table() {
     let d = tempfile::tempdir().unwrap();
     let e = demo_engine(d.path());

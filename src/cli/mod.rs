@@ -225,9 +225,35 @@ pub struct RepairArgs {
 pub struct TuiArgs {
     #[command(flatten)]
     pub analysis: AnalysisArgs,
-    /// Colours: auto honours NO_COLOR and falls back to 256 colours when truecolor is not known.
+    #[command(flatten)]
+    pub look: LookArgs,
+}
+
+/// How the explorer looks.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct LookArgs {
+    /// Colours: auto reads NO_COLOR, COLORTERM, TERM and TERM_PROGRAM, and takes 256 colours
+    /// when truecolor is not known (as over SSH).
     #[arg(long, value_enum, default_value = "auto")]
     pub color: lorascope::tui::theme::ColorChoice,
+    /// The terminal's background: light makes text and borders readable on white.
+    #[arg(long, value_enum, default_value = "dark")]
+    pub theme: ThemeArg,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThemeArg {
+    Dark,
+    Light,
+}
+
+impl From<ThemeArg> for lorascope::tui::theme::Background {
+    fn from(t: ThemeArg) -> Self {
+        match t {
+            ThemeArg::Dark => Self::Dark,
+            ThemeArg::Light => Self::Light,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -300,8 +326,8 @@ pub struct DemoArgs {
     /// Print the scans instead of opening the explorer (the default when stdout is not a terminal).
     #[arg(long)]
     pub scan: bool,
-    #[arg(long, value_enum, default_value = "auto")]
-    pub color: lorascope::tui::theme::ColorChoice,
+    #[command(flatten)]
+    pub look: LookArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -394,7 +420,7 @@ fn demo(a: DemoArgs) -> Result<ExitCode, Error> {
         let analysis = AnalysisArgs::on(paths.base, paths.lora, a.cache);
         return tui(TuiArgs {
             analysis,
-            color: a.color,
+            look: a.look,
         });
     }
     for (title, tuned) in [
@@ -446,7 +472,7 @@ fn tui(a: TuiArgs) -> Result<ExitCode, Error> {
         .dir()
         .and_then(|d| d.parent())
         .map(|d| d.to_path_buf());
-    let depth = Depth::detect(a.color, &|k| std::env::var(k).ok());
+    let depth = Depth::detect(a.look.color, &|k| std::env::var(k).ok());
     // One core stays free for the interface.
     let workers = a
         .analysis
@@ -456,6 +482,7 @@ fn tui(a: TuiArgs) -> Result<ExitCode, Error> {
         k: a.analysis.k,
         epsilon: a.analysis.epsilon,
         depth,
+        background: a.look.theme.into(),
         state_root,
         workers,
     };

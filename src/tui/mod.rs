@@ -39,6 +39,7 @@ pub struct Settings {
     pub k: usize,
     pub epsilon: f64,
     pub depth: Depth,
+    pub background: theme::Background,
     /// Where flags and marks persist (None: not persisted).
     pub state_root: Option<PathBuf>,
     pub workers: usize,
@@ -163,7 +164,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
     }
     let mut app = build_app(&engine, settings.k, settings.epsilon, user);
     app.message = startup_msg;
-    let theme = Theme::new(settings.depth);
+    let theme = Theme::new(settings.depth).on(settings.background);
     let mut signal = None;
     let sched = worker::Scheduler::new(app.rows.len());
     if let Some(r) = app.selected_row() {

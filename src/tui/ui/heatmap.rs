@@ -44,12 +44,13 @@ impl Widget for HeatmapView<'_> {
         let width = (area.width as usize).min(self.cols.min(h.cols).saturating_sub(self.col0));
         for x in 0..width {
             let j = self.col0 + x;
-            let (sym, style) = if j == self.cursor.1 {
-                ("▼", Style::new().add_modifier(Modifier::BOLD))
-            } else if self.intruder.get(j).copied().unwrap_or(false) {
-                ("▲", self.theme.intruder())
-            } else {
-                (" ", Style::new())
+            // Both marks at once: an intruder under the cursor keeps its ▲, in reverse video.
+            let intruder = self.intruder.get(j).copied().unwrap_or(false);
+            let (sym, style) = match (intruder, j == self.cursor.1) {
+                (true, true) => ("▲", self.theme.intruder().add_modifier(Modifier::REVERSED)),
+                (true, false) => ("▲", self.theme.intruder()),
+                (false, true) => ("▼", Style::new().add_modifier(Modifier::BOLD)),
+                (false, false) => (" ", Style::new()),
             };
             buf[(area.x + x as u16, area.y)]
                 .set_symbol(sym)
@@ -84,11 +85,7 @@ impl Widget for HeatmapView<'_> {
                     } else {
                         "▄"
                     });
-                    cell.set_fg(if self.theme.colored() {
-                        ratatui::style::Color::White
-                    } else {
-                        ratatui::style::Color::Reset
-                    });
+                    cell.set_fg(self.theme.cursor());
                     cell.modifier.insert(Modifier::BOLD);
                     if !self.theme.colored() {
                         cell.set_char('X');
@@ -133,6 +130,7 @@ mod tests {
         // Marker line: intruder ▲ over column 1, cursor ▼ over column 2.
         assert_eq!(buf[(1, 0)].symbol(), "▲");
         assert_eq!(buf[(2, 0)].symbol(), "▼");
+        assert!(!buf[(1, 0)].modifier.contains(Modifier::REVERSED));
         // Cell (x=0, line 1) shows base rows 0 and 1 of tuned vector 0: |cos| 1.0 over 0.0.
         let c = &buf[(0, 1)];
         assert_eq!(c.symbol(), "▀");
@@ -145,6 +143,32 @@ mod tests {
         // Column 1, line 2: rows 2 and 3 of the intruder, 0.1 and 0.0.
         assert_eq!(buf[(1, 2)].fg, Color::Rgb(72, 26, 108));
         assert_eq!(buf[(1, 2)].bg, Color::Rgb(68, 1, 84));
+    }
+
+    #[test]
+    fn an_intruder_under_the_cursor_keeps_its_mark() {
+        let h = heat();
+        for depth in [Depth::True, Depth::C256, Depth::C16, Depth::Mono] {
+            let theme = Theme::new(depth);
+            let mut buf = Buffer::empty(Rect::new(0, 0, 3, 3));
+            HeatmapView {
+                heat: &h,
+                col0: 0,
+                row0: 0,
+                cols: 3,
+                cursor: (0, 1),
+                intruder: &[false, true, false],
+                theme,
+            }
+            .render(buf.area, &mut buf);
+            let c = &buf[(1, 0)];
+            assert_eq!(c.symbol(), "▲", "{depth:?}");
+            assert!(
+                c.modifier.contains(Modifier::REVERSED),
+                "{depth:?}: cursor not shown"
+            );
+            assert_eq!(buf[(0, 0)].symbol(), " ");
+        }
     }
 
     #[test]

@@ -461,12 +461,19 @@ fn render_heatmap(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
         map,
     );
     let mut spans = vec![Span::raw("0 ")];
-    for s in 0..8 {
-        let v = (s as f32 + 0.5) / 8.0;
+    // Every distinct colour once, or 8 of 16 where the pane is narrow.
+    let n = if legend.width >= 40 {
+        theme.heat_steps()
+    } else {
+        theme.heat_steps().min(8)
+    };
+    for s in 0..n {
+        let v = (s as f32 + 0.5) / n as f32;
         if theme.colored() {
             spans.push(Span::styled("█", Style::new().fg(theme.heat(v))));
         } else {
-            spans.push(Span::raw(super::theme::MONO_RAMP[s].to_string()));
+            let g = super::theme::MONO_RAMP[super::theme::ramp_index(v, 8)];
+            spans.push(Span::raw(g.to_string()));
         }
     }
     spans.push(Span::raw(format!(" 1  K={cols} rows {row0}…")));
