@@ -96,8 +96,40 @@ fn table_csv_and_exit_codes() {
     let lines: Vec<_> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 3);
     assert!(lines[0].ends_with("c_0,c_1,c_2"));
+    let r = lorascope(
+        &["scan", &base, &lora, "--no-cache", "--fail-above", "0"],
+        &[],
+    );
+    assert!(r.stderr.contains("1 intruder exceed"), "{}", r.stderr);
     assert!(
         lines[1].starts_with("bert.encoder.layer.5.attention.output.dense.weight,384,384,1,0.18")
+    );
+    // --sweep in CSV: one count column per ε of the grid, equal to the table's counts.
+    let r = lorascope(
+        &[
+            "scan",
+            &base,
+            &lora,
+            "--no-cache",
+            "--format",
+            "csv",
+            "--sweep",
+        ],
+        &[],
+    );
+    let lines: Vec<Vec<&str>> = r.stdout.lines().map(|l| l.split(',').collect()).collect();
+    let header = &lines[0];
+    assert_eq!(header.len(), 8 + 10 + 9, "{header:?}");
+    assert_eq!(header[18], "intruders_eps_0.1");
+    assert_eq!(header[26], "intruders_eps_0.9");
+    for row in &lines[1..] {
+        assert_eq!(row.len(), header.len(), "{row:?}");
+    }
+    let dense = lines.iter().find(|l| l[0].contains("layer.5")).unwrap();
+    // c_0 = 0.185: an intruder from ε = 0.2 up, as in the JSON sweep.
+    assert_eq!(
+        &dense[18..27],
+        ["0", "1", "1", "1", "1", "1", "1", "1", "1"]
     );
     // --fail-above: 1 intruder > 0 → exit 1; not above 1 → 0.
     assert_eq!(
@@ -346,7 +378,7 @@ fn repair_scales_the_intruder_of_a_real_adapter_and_writes_the_merged_model() {
     );
     assert!(
         r.stderr
-            .contains("1 intruders scaled by λ = 0 in 1 of 2 matrices"),
+            .contains("1 intruder scaled by λ = 0 in 1 of 2 matrices"),
         "{}",
         r.stderr
     );

@@ -145,6 +145,29 @@ fn bad_input_fails_before_the_terminal_is_touched() {
     assert!(o.stdout.is_empty());
 }
 
+#[test]
+fn the_explorer_without_a_terminal_says_so_in_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let demo = lorascope::demo::ensure(d.path()).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_lorascope"))
+        .arg(&demo.base)
+        .arg(&demo.lora)
+        .arg("--no-cache")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        err.trim_end(),
+        "error: the explorer needs a terminal; use `lorascope scan` for text output"
+    );
+    assert!(
+        o.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
 /// The pid of the process whose command line contains `needle` (and is not a shell).
 fn pid_of(needle: &str) -> Option<i32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {

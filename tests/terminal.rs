@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 const ENTER_ALT: &str = "\x1b[?1049h";
 const LEAVE_ALT: &str = "\x1b[?1049l";
+const SHOW_CURSOR: &str = "\x1b[?25h";
 
 struct Session {
     master: File,
@@ -99,6 +100,17 @@ impl Session {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    fn wait_for_output_after(&self, from: usize, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.text()[from..].contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} after byte {from} in:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     fn wait_exit(&mut self) -> i32 {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -155,6 +167,37 @@ fn a_panic_in_a_worker_fails_its_matrix_and_the_explorer_carries_on() {
     assert!(
         !out.contains("panicked"),
         "a worker's panic drew over the screen:\n{out}"
+    );
+    assert!(s.cooked(), "raw mode left on");
+}
+
+#[test]
+fn ctrl_z_gives_the_shell_its_cursor_back_and_the_screen_returns() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut s = explore("", cache.path());
+    // ratatui moves the cursor between words: wait for single words.
+    s.wait_for_output("matrices");
+    let before = s.text().len();
+    s.master.write_all(b"\x1a").unwrap();
+    // Suspending leaves the alternate screen and shows the cursor. This session leader has no
+    // job control, so SIGTSTP does not stop it (an orphaned process group): it carries on as
+    // after `fg`, back on the alternate screen with the whole screen drawn again.
+    s.wait_for_output_after(before, SHOW_CURSOR);
+    let out = s.text();
+    let tail = &out[before..];
+    let left = tail
+        .find(LEAVE_ALT)
+        .expect("left the alternate screen on C-z");
+    let shown = tail.find(SHOW_CURSOR).unwrap();
+    assert!(shown > left, "cursor shown before leaving the screen");
+    s.wait_for_output_after(before + shown, ENTER_ALT);
+    s.wait_for_output_after(before + shown, "matrices");
+    s.master.write_all(b"q").unwrap();
+    assert_eq!(s.wait_exit(), 0, "{}", s.text());
+    let out = s.text();
+    assert!(
+        out.rfind(SHOW_CURSOR) > out.rfind(LEAVE_ALT),
+        "cursor hidden after quit"
     );
     assert!(s.cooked(), "raw mode left on");
 }

@@ -289,6 +289,47 @@ fn the_heatmap_and_intruders_keep_their_colours_in_256_and_16_colours() {
 }
 
 #[test]
+fn every_popup_fits_whole_at_80x24_and_at_the_smallest_size() {
+    let d = tempfile::tempdir().unwrap();
+    let e = demo_engine(d.path());
+    let mut app = analysed(&e);
+    let theme = Theme::new(Depth::C256);
+    for (w, h) in [(80, 24), (120, 40), (60, 16)] {
+        press(&mut app, "x");
+        let s = screen(&app, theme, w, h);
+        for line in [
+            "export 1 matrix report to the working folder as:",
+            "m Markdown · h HTML · j JSON · c CSV",
+            "Esc cancel",
+        ] {
+            assert!(s.contains(line), "{w}×{h}: `{line}` clipped:\n{s}");
+        }
+        code(&mut app, KeyCode::Esc);
+        assert!(app.popup.is_none());
+        press(&mut app, "?");
+        // Every binding's help is on screen (two columns where one does not fit), or is
+        // reached by scrolling where neither fits.
+        let mut seen = screen(&app, theme, w, h);
+        for _ in 0..lorascope::tui::keys::BINDINGS.len() {
+            press(&mut app, "j");
+            seen += &screen(&app, theme, w, h);
+        }
+        assert!(app.popup.is_some(), "scrolling closed the help");
+        for b in lorascope::tui::keys::BINDINGS {
+            assert!(
+                seen.contains(b.help),
+                "{w}×{h}: help lacks `{}`:\n{seen}",
+                b.help
+            );
+        }
+        press(&mut app, "x");
+        press(&mut app, "e");
+        assert!(screen(&app, theme, w, h).contains("ε in (0, 1] · Enter Esc"));
+        code(&mut app, KeyCode::Esc);
+    }
+}
+
+#[test]
 fn the_status_line_and_help_come_from_the_key_table() {
     let d = tempfile::tempdir().unwrap();
     let e = demo_engine(d.path());

@@ -467,6 +467,12 @@ fn tui(a: TuiArgs) -> Result<ExitCode, Error> {
     use lorascope::tui::{self, theme::Depth, Settings};
     // Bad input fails here, before the terminal is touched.
     let engine = a.analysis.engine()?;
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return Err(Error::Usage(
+            "the explorer needs a terminal; use `lorascope scan` for text output".into(),
+        ));
+    }
     let state_root = engine
         .cache
         .dir()

@@ -41,8 +41,8 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
             }
         }
         eprintln!(
-            "error: {} matrices could not be analysed; nothing written",
-            scan.failed()
+            "error: {} could not be analysed; nothing written",
+            lorascope::report::count(scan.failed(), "matrix", "matrices")
         );
         return Ok(ExitCode::from(3));
     }
@@ -90,11 +90,12 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
     }
     let n: usize = scaled.iter().map(|s| s.vectors.len()).sum();
     eprintln!(
-        "wrote {}: {n} intruders scaled by λ = {} in {} of {} matrices",
+        "wrote {}: {} scaled by λ = {} in {} of {}",
         a.output.display(),
+        lorascope::report::count(n, "intruder", "intruders"),
         a.lambda,
         scaled.len(),
-        engine.matrices().len()
+        lorascope::report::count(engine.matrices().len(), "matrix", "matrices")
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -69,14 +69,15 @@ pub fn run(a: ScanArgs) -> Result<ExitCode, Error> {
     let total = scan.total(a.analysis.k, a.analysis.epsilon);
     if scan.failed() > 0 {
         eprintln!(
-            "error: {} matrices could not be analysed (see their rows)",
-            scan.failed()
+            "error: {} could not be analysed (see their rows)",
+            report::count(scan.failed(), "matrix", "matrices")
         );
         return Ok(ExitCode::from(3));
     }
     if a.fail_above.is_some_and(|n| total > n) {
         eprintln!(
-            "{total} intruders exceed --fail-above {}",
+            "{} exceed --fail-above {}",
+            report::count(total, "intruder", "intruders"),
             a.fail_above.unwrap()
         );
         return Ok(ExitCode::from(1));
@@ -96,30 +97,47 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs) {
             outln!("{}", serde_json::to_string_pretty(&v).unwrap());
         }
         ScanFormat::Csv => {
-            let cols: Vec<String> = (0..k).map(|j| format!("c_{j}")).collect();
+            let mut cols: Vec<String> = (0..k).map(|j| format!("c_{j}")).collect();
+            // --sweep: the count at each ε of the grid, one column each.
+            let sweep: Vec<f64> = if a.sweep {
+                lorascope::spectral::rule::sweep_epsilons()
+            } else {
+                vec![]
+            };
+            cols.extend(sweep.iter().map(|e| format!("intruders_eps_{e:.1}")));
             outln!(
                 "name,rows,cols,intruders,min_cos,delta_rel_norm,delta_effective_rank,error,{}",
                 cols.join(",")
             );
             for (name, r) in &scan.results {
                 match r {
-                    Ok(m) => outln!(
-                        "{name},{},{},{},{:.6},{:.6},{},,{}",
-                        m.shape[0],
-                        m.shape[1],
-                        m.intruders(k, eps).len(),
-                        m.min_cos(k),
-                        m.delta_rel_norm,
-                        m.delta_effective_rank
-                            .map_or(String::new(), |x| format!("{x:.3}")),
-                        m.max_cos()
+                    Ok(m) => {
+                        let mut values: Vec<String> = m
+                            .max_cos()
                             .iter()
                             .take(k)
                             .map(|c| format!("{c:.6}"))
-                            .collect::<Vec<_>>()
-                            .join(",")
+                            .collect();
+                        // A matrix of rank below k has fewer vectors: its row keeps its width.
+                        values.resize(k, String::new());
+                        values.extend(sweep.iter().map(|&e| m.intruders(k, e).len().to_string()));
+                        outln!(
+                            "{name},{},{},{},{:.6},{:.6},{},,{}",
+                            m.shape[0],
+                            m.shape[1],
+                            m.intruders(k, eps).len(),
+                            m.min_cos(k),
+                            m.delta_rel_norm,
+                            m.delta_effective_rank
+                                .map_or(String::new(), |x| format!("{x:.3}")),
+                            values.join(",")
+                        )
+                    }
+                    Err(e) => outln!(
+                        "{name},,,,,,,\"{}\"{}",
+                        e.replace('"', "'"),
+                        ",".repeat(k + sweep.len())
                     ),
-                    Err(e) => outln!("{name},,,,,,,\"{}\",", e.replace('"', "'")),
                 }
             }
         }
@@ -184,9 +202,9 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs) {
             }
             outln!("");
             outln!(
-                "total intruders (k={k}, ε={eps}): {} in {} matrices{}",
+                "total intruders (k={k}, ε={eps}): {} in {}{}",
                 scan.total(k, eps),
-                scan.results.len(),
+                report::count(scan.results.len(), "matrix", "matrices"),
                 if scan.failed() > 0 {
                     format!(", {} failed", scan.failed())
                 } else {

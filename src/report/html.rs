@@ -465,8 +465,8 @@ td:first-child,th:first-child{text-align:left}code{font-size:.9em}.intr{color:#e
     }
     let _ = write!(
         s,
-        "<h2>Summary</h2><p><b class=intr>{} intruder(s)</b> {}</p>",
-        r.total_intruders,
+        "<h2>Summary</h2><p><b class=intr>{}</b> {}</p>",
+        super::count(r.total_intruders, "intruder", "intruders"),
         escape(&r.summary_tail())
     );
     for (n, e) in &r.failed {

@@ -7,6 +7,31 @@ pub mod text;
 
 pub use model::{build, now_rfc3339, Report};
 
+/// "1 intruder", "2 intruders": a count with its noun (plural by a trailing s, or as given).
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A number as a plain decimal with 7 significant digits (`6.977734`, `0.0001234`), never in
+/// exponent form: spreadsheets read it as written, and f32 data carries no more digits.
+pub fn plain(x: f64) -> String {
+    if !x.is_finite() {
+        return format!("{x}");
+    }
+    if x == 0.0 {
+        return "0".into();
+    }
+    let mag = x.abs().log10().floor() as i32;
+    let decimals = (6 - mag).clamp(0, 45) as usize;
+    let s = format!("{x:.decimals$}");
+    // Trailing zeros say nothing; `1.500000` → `1.5`.
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportFormat {
     Md,
@@ -137,4 +162,31 @@ pub(crate) fn temp_in(dir: &std::path::Path) -> std::io::Result<tempfile::NamedT
         b.permissions(std::fs::Permissions::from_mode(0o666));
     }
     b.tempfile_in(dir)
+}
+
+#[cfg(test)]
+mod number_tests {
+    use super::{count, plain};
+
+    #[test]
+    fn plain_decimals_keep_seven_significant_digits_without_exponents() {
+        assert_eq!(plain(6.977734), "6.977734");
+        assert_eq!(plain(0.9998834133), "0.9998834");
+        assert_eq!(plain(1.0), "1");
+        assert_eq!(plain(1234567.89), "1234568");
+        assert_eq!(plain(-0.000012345678), "-0.00001234568");
+        assert_eq!(plain(0.0), "0");
+        assert_eq!(plain(1e-30).parse::<f64>().unwrap(), 1e-30);
+        for x in [6.977734e0, 3.2e-9, 812.25, 0.5] {
+            let p = plain(x);
+            assert!(!p.contains('e'), "{p}");
+            assert!(
+                (p.parse::<f64>().unwrap() - x).abs() <= x.abs() * 1e-6,
+                "{p}"
+            );
+        }
+        assert_eq!(count(1, "intruder", "intruders"), "1 intruder");
+        assert_eq!(count(0, "intruder", "intruders"), "0 intruders");
+        assert_eq!(count(2, "matrix", "matrices"), "2 matrices");
+    }
 }

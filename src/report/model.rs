@@ -236,15 +236,17 @@ impl Report {
     pub fn summary_tail(&self) -> String {
         let overrides = if self.overrides > 0 {
             format!(
-                "; the rule alone finds {}, the user overrode it on {} vectors",
-                self.total_rule, self.overrides
+                "; the rule alone finds {}, the user overrode it on {}",
+                self.total_rule,
+                super::count(self.overrides, "vector", "vectors")
             )
         } else {
             String::new()
         };
         format!(
-            "in {} matrices ({} analysed){overrides}.",
-            self.matrices_total, self.matrices_analysed
+            "in {} ({} analysed){overrides}.",
+            super::count(self.matrices_total, "matrix", "matrices"),
+            self.matrices_analysed
         )
     }
 
@@ -263,13 +265,17 @@ impl Report {
     }
 }
 
-/// "none" or "2 intruder(s) (j = 0, 3)".
+/// "none", "1 intruder (j = 3)" or "2 intruders (j = 0, 3)".
 pub fn intruder_summary(j: &[usize]) -> String {
     if j.is_empty() {
         "none".into()
     } else {
         let list: Vec<String> = j.iter().map(|x| x.to_string()).collect();
-        format!("{} intruder(s) (j = {})", j.len(), list.join(", "))
+        format!(
+            "{} (j = {})",
+            super::count(j.len(), "intruder", "intruders"),
+            list.join(", ")
+        )
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use serde_json::{json, Value};
 
 use super::model::{Report, Section};
-use super::SCHEMA_VERSION;
+use super::{plain, SCHEMA_VERSION};
 
 /// Fixed formatting keeps golden files stable.
 fn f(x: f64) -> String {
@@ -93,8 +93,8 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "\n## Summary\n");
     let _ = writeln!(
         s,
-        "**{} intruder(s)** {}",
-        r.total_intruders,
+        "**{}** {}",
+        super::count(r.total_intruders, "intruder", "intruders"),
         r.summary_tail()
     );
     for (n, e) in &r.failed {
@@ -235,25 +235,22 @@ pub fn csv(r: &Report) -> String {
         for v in &m.vectors {
             let _ = writeln!(
                 s,
-                "{},{},{},{},{:.6e},{},{:.6},{:.6},{},{:.6e},{},{},{},{:.6e},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 csv_field(&m.name),
                 m.shape[0],
                 m.shape[1],
                 v.j,
-                v.sigma,
-                m.sigma_base
-                    .get(v.j)
-                    .map_or(String::new(), |x| format!("{x:.6e}")),
-                v.sigma_ratio,
-                v.max_cos,
+                plain(v.sigma),
+                m.sigma_base.get(v.j).map_or(String::new(), |x| plain(*x)),
+                format!("{:.6}", v.sigma_ratio),
+                format!("{:.6}", v.max_cos),
                 v.best_base_index,
-                v.best_base_sigma,
+                plain(v.best_base_sigma),
                 v.rule,
                 v.flag.map_or(String::new(), |f| f.to_string()),
                 v.intruder,
-                m.delta_rel_norm,
-                m.delta_effective_rank
-                    .map_or(String::new(), |x| format!("{x:.4}"))
+                plain(m.delta_rel_norm),
+                m.delta_effective_rank.map_or(String::new(), plain)
             );
         }
     }

@@ -122,6 +122,8 @@ pub struct App {
     pub zoom: bool,
     pub tab: Tab,
     pub popup: Option<Popup>,
+    /// First line of the help where it scrolls (a screen too small for all of it).
+    pub help_scroll: usize,
     pub filter: Option<(String, Regex)>,
     pub sort: SortBy,
     /// Tuned vector under the cursor (heatmap column, details row, spectrum bar).
@@ -173,6 +175,7 @@ impl App {
             zoom: false,
             tab: Tab::Main,
             popup: None,
+            help_scroll: 0,
             filter: None,
             sort: SortBy::Name,
             cursor_j: 0,
@@ -381,12 +384,23 @@ impl App {
         }
         let action = action_for(&key);
         if self.popup == Some(Popup::Help) {
-            // Any key closes help; Ctrl-C still quits and Ctrl-Z still suspends.
+            // Moving keys scroll it where it does not fit; any other key closes it. Ctrl-C
+            // still quits and Ctrl-Z still suspends.
             let ctrl = key
                 .modifiers
                 .contains(ratatui::crossterm::event::KeyModifiers::CONTROL);
-            if !(ctrl && matches!(action, Some(Action::Quit | Action::Suspend))) {
-                self.popup = None;
+            match action {
+                Some(Action::Down) => self.help_scroll += 1,
+                Some(Action::PageDown) => self.help_scroll += 10,
+                Some(Action::Up) => self.help_scroll = self.help_scroll.saturating_sub(1),
+                Some(Action::PageUp) => self.help_scroll = self.help_scroll.saturating_sub(10),
+                Some(Action::Quit | Action::Suspend) if ctrl => {}
+                _ => {
+                    self.popup = None;
+                    return cmds;
+                }
+            }
+            if self.popup.is_some() && !ctrl {
                 return cmds;
             }
         }
@@ -460,7 +474,10 @@ impl App {
                     Tab::Main
                 };
             }
-            Action::Help => self.popup = Some(Popup::Help),
+            Action::Help => {
+                self.popup = Some(Popup::Help);
+                self.help_scroll = 0;
+            }
             Action::Filter => {
                 let text = self
                     .filter

@@ -225,8 +225,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
                     },
                     Cmd::Suspend => {
                         suspend();
-                        terminal = init_terminal()?;
-                        terminal.clear()?;
+                        resume(&mut terminal)?;
                         dirty = true;
                     }
                     Cmd::Export(format, names) => {
@@ -287,6 +286,25 @@ fn init_terminal() -> std::io::Result<ratatui::DefaultTerminal> {
         ratatui::restore();
     }
     t
+}
+
+/// Back from a suspension (`fg`): the same terminal object, so no new size or cursor query, in
+/// raw mode on the alternate screen again, cursor hidden, everything redrawn.
+fn resume(terminal: &mut ratatui::DefaultTerminal) -> std::io::Result<()> {
+    use ratatui::crossterm::{execute, terminal as term};
+    term::enable_raw_mode()?;
+    execute!(
+        std::io::stdout(),
+        term::EnterAlternateScreen,
+        term::Clear(term::ClearType::All)
+    )?;
+    terminal.hide_cursor()?;
+    // Not `Terminal::clear`: it asks the terminal where the cursor is, and a terminal that does
+    // not answer (or answers late) would end the explorer. Emptying both buffers makes the
+    // next draw write every cell.
+    terminal.swap_buffers();
+    terminal.current_buffer_mut().reset();
+    Ok(())
 }
 
 /// While the explorer runs (the thread in `UI_THREAD`): a panic on its thread ends it, so the
@@ -415,6 +433,8 @@ pub fn export_job(
 #[cfg(unix)]
 fn suspend() {
     ratatui::restore();
+    // The shell gets its cursor back (restore leaves it hidden); drawing hides it again on fg.
+    let _ = ratatui::crossterm::execute!(std::io::stdout(), ratatui::crossterm::cursor::Show);
     // SAFETY: raising a signal on ourselves; the shell resumes us with SIGCONT.
     unsafe {
         libc::raise(libc::SIGTSTP);

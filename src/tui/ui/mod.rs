@@ -47,27 +47,20 @@ pub fn render(app: &App, theme: &Theme, f: &mut Frame) {
     }
     render_status(app, theme, f, status);
     match &app.popup {
-        Some(Popup::Help) => render_help(theme, f, area),
+        Some(Popup::Help) => render_help(app, theme, f, area),
         Some(Popup::Export) => {
             let n = app.export_set().len();
-            let r = centered(area, 50, 4);
-            f.render_widget(Clear, r);
-            f.render_widget(
-                Paragraph::new(vec![
-                    Line::from(format!(
-                        "export {n} matrix report(s) to the working folder as"
-                    )),
-                    Line::from("m Markdown · h HTML · j JSON · c CSV · Esc cancel"),
-                ])
-                .block(
-                    Block::bordered()
-                        .title(" export ")
-                        .border_style(theme.focus_border()),
-                ),
-                r,
-            );
+            let lines = vec![
+                Line::from(format!(
+                    "export {} to the working folder as:",
+                    crate::report::count(n, "matrix report", "matrix reports")
+                )),
+                Line::from("m Markdown · h HTML · j JSON · c CSV"),
+                Line::from("Esc cancel").style(theme.dim()),
+            ];
+            popup(f, area, " export ", lines, theme);
         }
-        Some(Popup::Input { prompt, text }) => render_input(prompt, text, f, area),
+        Some(Popup::Input { prompt, text }) => render_input(prompt, text, theme, f, area),
         None => {}
     }
 }
@@ -611,12 +604,13 @@ fn render_overview(app: &App, theme: &Theme, f: &mut Frame, body: Rect) {
             .bar_gap(1),
         chart_area,
     );
+    use crate::report::count;
     let mut lines = vec![Line::from(format!(
-        "{} intruders in {} matrices ({} analysed); {} user overrides, {} marked",
-        app.total_intruders(),
-        app.rows.len(),
+        "{} in {} ({} analysed); {}, {} marked",
+        count(app.total_intruders(), "intruder", "intruders"),
+        count(app.rows.len(), "matrix", "matrices"),
         app.done(),
-        app.overrides(),
+        count(app.overrides(), "user override", "user overrides"),
         app.user.marks.len()
     ))
     .style(Style::new().add_modifier(Modifier::BOLD))];
@@ -678,14 +672,19 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
     )
 }
 
-fn render_help(theme: &Theme, f: &mut Frame, area: Rect) {
-    // Two columns when one does not fit the height.
+fn render_help(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
     let n = BINDINGS.len();
-    let per_col = if n as u16 + 2 <= area.height {
-        n
+    // One column where it fits, else two; where two do not fit either, one that scrolls.
+    let two_fit = area.width >= 78 && n.div_ceil(2) as u16 + 2 <= area.height;
+    let one_fits = n as u16 + 2 <= area.height;
+    let two = !one_fits && two_fit;
+    let per_col = if two { n.div_ceil(2) } else { n };
+    let visible = if one_fits || two {
+        per_col
     } else {
-        n.div_ceil(2)
+        area.height.saturating_sub(2) as usize
     };
+    let first = app.help_scroll.min(per_col - visible.min(per_col));
     let cell = |i: usize| -> Vec<Cell> {
         match BINDINGS.get(i) {
             Some(b) => vec![
@@ -695,16 +694,15 @@ fn render_help(theme: &Theme, f: &mut Frame, area: Rect) {
             None => vec![Cell::from(""), Cell::from("")],
         }
     };
-    let rows: Vec<Row> = (0..per_col)
+    let rows: Vec<Row> = (first..(first + visible).min(per_col))
         .map(|i| {
             let mut cells = cell(i);
-            if per_col < n {
+            if two {
                 cells.extend(cell(i + per_col));
             }
             Row::new(cells)
         })
         .collect();
-    let two = per_col < n;
     let widths: Vec<Constraint> = if two {
         vec![
             Constraint::Length(6),
@@ -715,19 +713,28 @@ fn render_help(theme: &Theme, f: &mut Frame, area: Rect) {
     } else {
         vec![Constraint::Length(6), Constraint::Fill(1)]
     };
-    let r = centered(area, if two { 78 } else { 44 }, per_col as u16 + 2);
+    let title = if visible < per_col {
+        format!(
+            " keys {}–{} of {n} · ↑↓ scroll, any other key closes ",
+            first + 1,
+            first + visible
+        )
+    } else {
+        " keys (any key closes) ".to_string()
+    };
+    let r = centered(area, if two { 78 } else { 56 }, visible as u16 + 2);
     f.render_widget(Clear, r);
     f.render_widget(
         Table::new(rows, widths).column_spacing(1).block(
             Block::bordered()
-                .title(" keys (any key closes) ")
+                .title(title)
                 .border_style(theme.focus_border()),
         ),
         r,
     );
 }
 
-fn render_input(prompt: &Prompt, text: &str, f: &mut Frame, area: Rect) {
+fn render_input(prompt: &Prompt, text: &str, theme: &Theme, f: &mut Frame, area: Rect) {
     let label = match prompt {
         Prompt::Filter => "filter (regex, empty clears)",
         Prompt::Epsilon => "ε in (0, 1]",
@@ -735,8 +742,39 @@ fn render_input(prompt: &Prompt, text: &str, f: &mut Frame, area: Rect) {
     };
     let r = centered(area, 50, 3);
     f.render_widget(Clear, r);
+    // The end of a long entry stays in view.
+    let room = r.width.saturating_sub(3) as usize;
+    let shown: String = {
+        let n = text.chars().count();
+        text.chars().skip(n.saturating_sub(room)).collect()
+    };
     f.render_widget(
-        Paragraph::new(format!("{text}▏")).block(Block::bordered().title(format!(" {label} "))),
+        Paragraph::new(format!("{shown}▏")).block(
+            Block::bordered()
+                .title(format!(" {label} · Enter Esc "))
+                .border_style(theme.focus_border()),
+        ),
+        r,
+    );
+}
+
+/// A bordered box sized to its lines (wrapped where the screen is narrower), centred.
+fn popup(f: &mut Frame, area: Rect, title: &str, lines: Vec<Line>, theme: &Theme) {
+    let w = lines.iter().map(|l| l.width()).max().unwrap_or(0) as u16 + 4;
+    let w = w.max(title.chars().count() as u16 + 4).min(area.width);
+    let inner_w = w.saturating_sub(2).max(1) as usize;
+    let h: usize = lines
+        .iter()
+        .map(|l| l.width().max(1).div_ceil(inner_w))
+        .sum();
+    let r = centered(area, w, h as u16 + 2);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::bordered()
+                .title(title.to_string())
+                .border_style(theme.focus_border()),
+        ),
         r,
     );
 }
