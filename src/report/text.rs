@@ -235,15 +235,15 @@ pub fn csv(r: &Report) -> String {
         for v in &m.vectors {
             let _ = writeln!(
                 s,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{:.6},{:.6},{},{},{},{},{},{},{}",
                 csv_field(&m.name),
                 m.shape[0],
                 m.shape[1],
                 v.j,
                 plain(v.sigma),
                 m.sigma_base.get(v.j).map_or(String::new(), |x| plain(*x)),
-                format!("{:.6}", v.sigma_ratio),
-                format!("{:.6}", v.max_cos),
+                v.sigma_ratio,
+                v.max_cos,
                 v.best_base_index,
                 plain(v.best_base_sigma),
                 v.rule,
