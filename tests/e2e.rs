@@ -95,7 +95,7 @@ fn explorer_starts_responds_quits_and_restores_the_terminal() {
     tmux.run(&["send-keys", "-t", "e2e", "l", "l", "]"]);
     tmux.wait_for("ε=0.55");
     tmux.run(&["send-keys", "-t", "e2e", "f"]);
-    tmux.wait_for("vector 2 of model.layers.2.mlp.down_proj.weight: not an intruder");
+    tmux.wait_for("vector 2 of L2 mlp.down_proj: not an intruder");
     tmux.run(&["send-keys", "-t", "e2e", "q"]);
     let s = tmux.wait_for("EXIT=");
     assert!(s.contains("EXIT=0"), "{s}");

@@ -199,5 +199,10 @@ fn ctrl_z_gives_the_shell_its_cursor_back_and_the_screen_returns() {
         out.rfind(SHOW_CURSOR) > out.rfind(LEAVE_ALT),
         "cursor hidden after quit"
     );
+    // The mouse was captured (the default), released on C-z, captured again, released on quit.
+    let (on, off) = ("\x1b[?1000h", "\x1b[?1000l");
+    assert_eq!(out.matches(on).count(), 2, "{out:?}");
+    assert!(out.rfind(off) > out.rfind(on), "mouse left captured");
+    assert!(out[before..].find(off) < out[before..].find(on), "C-z kept the mouse");
     assert!(s.cooked(), "raw mode left on");
 }

@@ -155,8 +155,103 @@ fn epsilon_and_k_change_live_from_stored_cj() {
     code(&mut app, KeyCode::Enter);
     assert_eq!(app.k, 3, "k = 0 is refused");
     assert!(app.message.as_deref().unwrap().contains("k must be"));
-    code(&mut app, KeyCode::Esc); // Esc on the main screen with no filter quits
-    assert!(app.quit);
+    // Esc backs out one level at a time; on the main screen it only says how to quit.
+    press(&mut app, "z");
+    assert!(app.zoom);
+    press(&mut app, "/q_proj");
+    code(&mut app, KeyCode::Enter);
+    code(&mut app, KeyCode::Esc);
+    assert!(!app.zoom && app.filter.is_some());
+    code(&mut app, KeyCode::Esc);
+    assert!(app.filter.is_none());
+    assert!(code(&mut app, KeyCode::Esc).is_empty());
+    assert!(!app.quit);
+    assert_eq!(app.message.as_deref(), Some("q quits"));
+}
+
+fn click(app: &mut App, x: u16, y: u16) -> Vec<Cmd> {
+    use ratatui::crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    app.on_mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: x,
+        row: y,
+        modifiers: KeyModifiers::NONE,
+    })
+}
+
+fn wheel(app: &mut App, x: u16, y: u16, down: bool) -> Vec<Cmd> {
+    use ratatui::crossterm::event::{MouseEvent, MouseEventKind};
+    app.on_mouse(MouseEvent {
+        kind: if down {
+            MouseEventKind::ScrollDown
+        } else {
+            MouseEventKind::ScrollUp
+        },
+        column: x,
+        row: y,
+        modifiers: KeyModifiers::NONE,
+    })
+}
+
+#[test]
+fn pages_move_by_the_rows_shown_and_the_mouse_selects_what_it_clicks() {
+    use lorascope::tui::layout;
+    let d = tempfile::tempdir().unwrap();
+    let e = demo_engine(d.path());
+    let mut app = analysed(&e);
+    app.size = ratatui::layout::Rect::new(0, 0, 80, 24);
+    let areas = layout::areas(&app, app.size);
+    let list = areas.layers.unwrap();
+    // 80×24: the list shows 20 rows; PgDn moves by them, PgUp back.
+    assert_eq!(
+        layout::page_rows(&app, Pane::Layers),
+        list.height as usize - 2
+    );
+    code(&mut app, KeyCode::PageDown);
+    assert_eq!(app.sel, 20);
+    code(&mut app, KeyCode::PageUp);
+    assert_eq!(app.sel, 0);
+    code(&mut app, KeyCode::End);
+    assert_eq!(app.sel, 23);
+    code(&mut app, KeyCode::Home);
+    assert_eq!(app.sel, 0);
+
+    // A click on the list's fifth row selects the fifth matrix.
+    assert_eq!(click(&mut app, list.x + 5, list.y + 1 + 4), [Cmd::Focus(4)]);
+    assert_eq!(app.sel, 4);
+    // The wheel over the list scrolls it by 3.
+    assert_eq!(
+        wheel(&mut app, list.x + 5, list.y + 3, true),
+        [Cmd::Focus(7)]
+    );
+    wheel(&mut app, list.x + 5, list.y + 3, false);
+    assert_eq!(app.sel, 4);
+
+    // A click on the table's fourth vector row moves the cursor to j = 3 and focuses it.
+    press(&mut app, "n");
+    give_heat(&e, &mut app);
+    let areas = layout::areas(&app, app.size);
+    let table = areas.details.unwrap();
+    assert!(click(&mut app, table.x + 2, table.y + 2 + 3).is_empty());
+    assert_eq!((app.focus, app.cursor_j), (Pane::Details, 3));
+    // A click in the heatmap picks the tuned vector of its column and the base vector of its
+    // row (two per line in colour).
+    let heat = areas.heatmap.unwrap();
+    click(&mut app, heat.x + 1 + 5, heat.y + 1 + 1 + 2);
+    assert_eq!(app.focus, Pane::Heatmap);
+    assert_eq!((app.cursor_j, app.cursor_i), (5, 4));
+    // The marker line picks the column only.
+    click(&mut app, heat.x + 1 + 1, heat.y + 1);
+    assert_eq!((app.cursor_j, app.cursor_i), (1, 4));
+    // PgDn in the heatmap moves the base cursor by the rows it shows.
+    let rows = layout::page_rows(&app, Pane::Heatmap);
+    assert_eq!(rows, (heat.height as usize - 4) * 2);
+    code(&mut app, KeyCode::PageDown);
+    assert_eq!(app.cursor_i, 4 + rows);
+    // m hands the mouse to the terminal and back.
+    let before = app.mouse;
+    assert_eq!(press(&mut app, "m"), [Cmd::SetMouse(!before)]);
+    assert_eq!(press(&mut app, "m"), [Cmd::SetMouse(before)]);
 }
 
 #[test]
@@ -334,14 +429,26 @@ fn the_status_line_and_help_come_from_the_key_table() {
     let d = tempfile::tempdir().unwrap();
     let e = demo_engine(d.path());
     let mut app = analysed(&e);
+    // At every width the status bar keeps `? help` and `q quit` at its right end, and fills
+    // the rest with the table's other hints in order.
+    for w in [60, 80, 120, 200] {
+        let s = screen(&app, Theme::new(Depth::Mono), w, 24);
+        let status = s.lines().last().unwrap();
+        assert!(status.ends_with("? help  q quit"), "{w}: {status}");
+        let left = lorascope::tui::keys::hints_line(w as usize - 16);
+        assert!(status.starts_with(&left), "{w}: {status}");
+        assert!(
+            !left.is_empty() && status.chars().count() <= w as usize,
+            "{w}: {status}"
+        );
+    }
+    // A message keeps them too, and the flag count shows when there are flags.
+    press(&mut app, "f");
     let s = screen(&app, Theme::new(Depth::Mono), 80, 24);
     let status = s.lines().last().unwrap();
-    assert_eq!(status, lorascope::tui::keys::hints_line(80));
-    assert!(lorascope::tui::keys::hints().join("  ").starts_with(status));
-    assert!(
-        status.contains("x export") && status.chars().count() <= 80,
-        "{status}"
-    );
+    assert!(status.starts_with("vector 0 of "), "{status}");
+    assert!(status.ends_with("1 flag  ? help  q quit"), "{status}");
+    press(&mut app, "f");
     press(&mut app, "?");
     let s = screen(&app, Theme::new(Depth::Mono), 80, 24);
     for b in lorascope::tui::keys::BINDINGS {
@@ -378,7 +485,7 @@ fn the_whole_spectrum_is_computed_on_request_and_toggles() {
     assert!(app.spectra_pending.is_empty());
     assert_eq!(app.full_spectrum(row), Some(all.as_slice()));
     let big = screen(&app, theme, 160, 48);
-    assert!(big.contains("· all σ (log)"), "{big}");
+    assert!(big.contains("· all σ "), "{big}");
     assert!(big.contains(&format!("{} values", m.min(n))), "{big}");
     // At 80 columns the pane is narrower than the spectrum: several values per bar.
     let small = screen(&app, theme, 80, 24);
@@ -391,7 +498,7 @@ fn the_whole_spectrum_is_computed_on_request_and_toggles() {
     press(&mut app, "k");
     assert_eq!(app.selected_row(), Some(row));
     assert!(press(&mut app, "F").is_empty());
-    assert!(screen(&app, theme, 160, 48).contains("· all σ (log)"));
+    assert!(screen(&app, theme, 160, 48).contains("· all σ "));
 
     // A failure is reported and the request can be repeated.
     press(&mut app, "j");

@@ -239,6 +239,10 @@ pub struct LookArgs {
     /// The terminal's background: light makes text and borders readable on white.
     #[arg(long, value_enum, default_value = "dark")]
     pub theme: ThemeArg,
+    /// Leave the mouse to the terminal, so that text can be selected (`m` toggles; most
+    /// terminals also select with Shift held while the mouse is captured).
+    #[arg(long)]
+    pub no_mouse: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -489,6 +493,7 @@ fn tui(a: TuiArgs) -> Result<ExitCode, Error> {
         epsilon: a.analysis.epsilon,
         depth,
         background: a.look.theme.into(),
+        mouse: !a.look.no_mouse,
         state_root,
         workers,
     };

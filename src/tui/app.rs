@@ -5,7 +5,7 @@ use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ratatui::crossterm::event::{KeyCode, KeyEvent};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, MouseButton, MouseEvent, MouseEventKind};
 use regex::Regex;
 
 use super::keys::{action_for, Action};
@@ -101,10 +101,30 @@ pub enum Cmd {
         epoch: u64,
     },
     Suspend,
+    /// Capture the mouse, or give it back to the terminal.
+    SetMouse(bool),
     Quit,
 }
 
 pub use crate::flags::UserState;
+
+/// `bert.encoder.layer.3.attention.self.query.weight` → `L3 attention.self.query`.
+pub fn short_name(name: &str, block: &str) -> String {
+    let rest = name
+        .strip_prefix(block)
+        .map(|r| r.trim_start_matches('.'))
+        .unwrap_or(name);
+    let rest = rest.strip_suffix(".weight").unwrap_or(rest);
+    // The list is narrow; the spectrum title shows the full name.
+    let rest = rest
+        .replace("self_attn.", "attn.")
+        .replace("attention.", "attn.")
+        .replace("intermediate.", "inter.");
+    match block.rsplit('.').next() {
+        Some(n) if !block.is_empty() => format!("L{n} {rest}"),
+        _ => rest,
+    }
+}
 
 pub struct App {
     pub rows: Vec<Row>,
@@ -149,6 +169,12 @@ pub struct App {
     pub inputs: Vec<String>,
     pub started: Instant,
     pub quit: bool,
+    /// The screen's size, for paging and the mouse (see [`super::layout`]).
+    pub size: ratatui::layout::Rect,
+    /// Heatmap rows per terminal line: 2 in colour, 1 without.
+    pub heat_rows_per_line: usize,
+    /// Whether the mouse is captured (off: the terminal selects text).
+    pub mouse: bool,
 }
 
 pub const HEAT_MIN: usize = 10;
@@ -193,6 +219,9 @@ impl App {
             inputs,
             started: Instant::now(),
             quit: false,
+            size: ratatui::layout::Rect::new(0, 0, 80, 24),
+            heat_rows_per_line: 2,
+            mouse: false,
         };
         app.refresh_visible();
         app
@@ -323,6 +352,83 @@ impl App {
         }
     }
 
+    /// Up or down by `delta` rows in a pane: matrices in the list (and the spectrum), tuned
+    /// vectors in the table, base vectors in the heatmap.
+    fn move_by(&mut self, pane: Pane, delta: isize, cmds: &mut Vec<Cmd>) {
+        let mv = |x: usize, max: usize| {
+            (x as isize).saturating_add(delta).clamp(0, max as isize) as usize
+        };
+        match pane {
+            Pane::Layers | Pane::Spectrum => {
+                let pos = mv(self.sel, self.visible.len().saturating_sub(1));
+                self.select(pos, cmds);
+            }
+            Pane::Details => self.cursor_j = mv(self.cursor_j, self.max_j()),
+            Pane::Heatmap => {
+                let max = self.heat.as_ref().map_or(0, |h| h.rows.saturating_sub(1));
+                self.cursor_i = mv(self.cursor_i, max);
+            }
+        }
+    }
+
+    /// A click selects what is under it (a matrix, a tuned vector's column or row) and focuses
+    /// its pane; the wheel scrolls the pane under the pointer.
+    pub fn on_mouse(&mut self, ev: MouseEvent) -> Vec<Cmd> {
+        let mut cmds = Vec::new();
+        if self.popup.is_some() || self.tab != Tab::Main {
+            return cmds;
+        }
+        let areas = super::layout::areas(self, self.size);
+        let Some(pane) = areas.pane_at(ev.column, ev.row) else {
+            return cmds;
+        };
+        let area = areas.of(pane).unwrap_or_default();
+        match ev.kind {
+            MouseEventKind::ScrollDown => self.move_by(pane, 3, &mut cmds),
+            MouseEventKind::ScrollUp => self.move_by(pane, -3, &mut cmds),
+            MouseEventKind::Down(MouseButton::Left) => {
+                self.message = None;
+                self.focus = pane;
+                // Rows below the border (and the table's header).
+                let line = |skip: u16| ev.row.checked_sub(area.y + skip).map(|l| l as usize);
+                match pane {
+                    Pane::Layers => {
+                        let h = area.height.saturating_sub(2) as usize;
+                        let offset = super::layout::list_offset(self.sel, self.visible.len(), h);
+                        if let Some(l) = line(1).filter(|&l| l < h) {
+                            if offset + l < self.visible.len() {
+                                self.select(offset + l, &mut cmds);
+                            }
+                        }
+                    }
+                    Pane::Details => {
+                        let h = area.height.saturating_sub(3) as usize;
+                        let offset = super::layout::details_offset(self.cursor_j, h);
+                        if let Some(l) = line(2).filter(|&l| l < h) {
+                            self.cursor_j = (offset + l).min(self.max_j());
+                        }
+                    }
+                    Pane::Heatmap => {
+                        if let Some(h) = self.heat.clone() {
+                            let inner = ratatui::widgets::Block::bordered().inner(area);
+                            let v =
+                                super::layout::heat_view(self, &h, inner, self.heat_rows_per_line);
+                            if let Some((i, j)) = v.cell_at(&h, ev.column, ev.row) {
+                                self.cursor_j = j.min(self.max_j());
+                                if let Some(i) = i {
+                                    self.cursor_i = i;
+                                }
+                            }
+                        }
+                    }
+                    Pane::Spectrum => {}
+                }
+            }
+            _ => {}
+        }
+        cmds
+    }
+
     fn jump_intruder(&mut self, forward: bool, cmds: &mut Vec<Cmd>) {
         let n = self.visible.len();
         for step in 1..=n {
@@ -407,12 +513,13 @@ impl App {
         let Some(action) = action else {
             return cmds;
         };
-        let page = 10;
+        let page = super::layout::page_rows(self, self.focus) as isize;
         match action {
             Action::Quit => {
                 self.quit = true;
                 cmds.push(Cmd::Quit);
             }
+            // One level back; quitting is q's (Esc pressed once too often must not leave).
             Action::Back => {
                 if self.zoom {
                     self.zoom = false;
@@ -422,8 +529,7 @@ impl App {
                     self.filter = None;
                     self.refresh_visible();
                 } else {
-                    self.quit = true;
-                    cmds.push(Cmd::Quit);
+                    self.message = Some("q quits".into());
                 }
             }
             Action::Up
@@ -440,20 +546,7 @@ impl App {
                     Action::Top => isize::MIN / 2,
                     _ => isize::MAX / 2,
                 };
-                let mv = |x: usize, max: usize| {
-                    (x as isize).saturating_add(delta).clamp(0, max as isize) as usize
-                };
-                match self.focus {
-                    Pane::Layers | Pane::Spectrum => {
-                        let pos = mv(self.sel, self.visible.len().saturating_sub(1));
-                        self.select(pos, &mut cmds);
-                    }
-                    Pane::Details => self.cursor_j = mv(self.cursor_j, self.max_j()),
-                    Pane::Heatmap => {
-                        let max = self.heat.as_ref().map_or(0, |h| h.rows.saturating_sub(1));
-                        self.cursor_i = mv(self.cursor_i, max);
-                    }
-                }
+                self.move_by(self.focus, delta, &mut cmds);
             }
             Action::Left => self.cursor_j = self.cursor_j.saturating_sub(1),
             Action::Right => self.cursor_j = (self.cursor_j + 1).min(self.max_j()),
@@ -546,9 +639,11 @@ impl App {
                         if entry.is_empty() {
                             self.user.flags.remove(&name);
                         }
+                        // Short: the status bar keeps its right end for `? help  q quit`.
                         self.message = Some(format!(
-                            "vector {} of {name}: {}",
+                            "vector {} of {}: {}",
                             self.cursor_j,
+                            short_name(&name, &self.rows[row].block),
                             if now { "intruder" } else { "not an intruder" }
                         ));
                         cmds.push(Cmd::SaveState);
@@ -569,6 +664,15 @@ impl App {
                 cmds.push(Cmd::SetPaused(self.paused));
             }
             Action::Suspend => cmds.push(Cmd::Suspend),
+            Action::Mouse => {
+                self.mouse = !self.mouse;
+                self.message = Some(if self.mouse {
+                    "mouse on: click to select, wheel to scroll (m: off)".into()
+                } else {
+                    "mouse off: the terminal selects text (m: on)".into()
+                });
+                cmds.push(Cmd::SetMouse(self.mouse));
+            }
             Action::FullSpectrum => self.toggle_full_spectrum(&mut cmds),
             Action::Export => {
                 if self.export_set().is_empty() {

@@ -36,6 +36,7 @@ pub enum Action {
     FullSpectrum,
     Export,
     Suspend,
+    Mouse,
 }
 
 const NONE: KeyModifiers = KeyModifiers::NONE;
@@ -87,14 +88,14 @@ pub const BINDINGS: &[Binding] = &[
         keys: &[(PageUp, NONE)],
         label: "PgUp",
         action: Action::PageUp,
-        help: "page up",
+        help: "up by the rows shown",
         hint: None,
     },
     Binding {
         keys: &[(PageDown, NONE)],
         label: "PgDn",
         action: Action::PageDown,
-        help: "page down",
+        help: "down by the rows shown",
         hint: None,
     },
     Binding {
@@ -126,8 +127,8 @@ pub const BINDINGS: &[Binding] = &[
         hint: None,
     },
     Binding {
-        keys: &[(Enter, NONE)],
-        label: "Enter",
+        keys: &[(Char('z'), NONE), (Enter, NONE)],
+        label: "z ⏎",
         action: Action::Zoom,
         help: "zoom the pane / back",
         hint: None,
@@ -243,6 +244,13 @@ pub const BINDINGS: &[Binding] = &[
         hint: Some("x export"),
     },
     Binding {
+        keys: &[(Char('m'), NONE)],
+        label: "m",
+        action: Action::Mouse,
+        help: "mouse on/off (off: select)",
+        hint: None,
+    },
+    Binding {
         keys: &[(Char('p'), NONE)],
         label: "p",
         action: Action::Pause,
@@ -260,7 +268,7 @@ pub const BINDINGS: &[Binding] = &[
         keys: &[(Esc, NONE)],
         label: "Esc",
         action: Action::Back,
-        help: "close, unzoom, unfilter, quit",
+        help: "back: popup, zoom, filter",
         hint: None,
     },
     Binding {
@@ -302,10 +310,21 @@ pub fn hints() -> Vec<&'static str> {
     BINDINGS.iter().filter_map(|b| b.hint).collect()
 }
 
-/// As many whole hints as fit in `width` columns.
+/// The hints the status bar never drops: how to get help and how to leave.
+pub fn pinned_hints() -> Vec<&'static str> {
+    BINDINGS
+        .iter()
+        .filter(|b| matches!(b.action, Action::Help | Action::Quit))
+        .filter_map(|b| b.hint)
+        .collect()
+}
+
+/// As many whole hints as fit in `width` columns, in table order, leaving out the pinned ones
+/// (the status bar puts those at its right end).
 pub fn hints_line(width: usize) -> String {
+    let pinned = pinned_hints();
     let mut line = String::new();
-    for h in hints() {
+    for h in hints().into_iter().filter(|h| !pinned.contains(h)) {
         let extra = if line.is_empty() { 0 } else { 2 } + h.chars().count();
         if line.chars().count() + extra > width {
             break;

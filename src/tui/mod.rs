@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod keys;
+pub mod layout;
 pub mod theme;
 pub mod ui;
 pub mod worker;
@@ -22,7 +23,9 @@ use theme::{Depth, Theme};
 
 pub enum Event {
     Key(KeyEvent),
-    Resize,
+    Mouse(ratatui::crossterm::event::MouseEvent),
+    /// The terminal's new size.
+    Resize(u16, u16),
     Tick,
     /// Background results, each with the epoch it was computed in (see [`App::epoch`]).
     Started(u64, usize),
@@ -43,6 +46,8 @@ pub struct Settings {
     /// Where flags and marks persist (None: not persisted).
     pub state_root: Option<PathBuf>,
     pub workers: usize,
+    /// Capture the mouse from the start (`--no-mouse` turns it off).
+    pub mouse: bool,
 }
 
 /// The app for an engine's selected matrices, before any work.
@@ -97,7 +102,14 @@ pub fn handle(app: &mut App, ev: Event, cmds: &mut Vec<Cmd>) -> bool {
             cmds.extend(app.on_key(k));
             true
         }
-        Event::Resize => true,
+        Event::Mouse(m) => {
+            cmds.extend(app.on_mouse(m));
+            true
+        }
+        Event::Resize(w, h) => {
+            app.size = ratatui::layout::Rect::new(0, 0, w, h);
+            true
+        }
         // Ticks only refresh elapsed times and the ETA while work is under way.
         Event::Tick => {
             !app.spectra_pending.is_empty()
@@ -179,13 +191,22 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
             return Err(Error::Usage(format!("cannot start the terminal UI: {e}")));
         }
     };
+    app.heat_rows_per_line = ui::heatmap::HeatmapView::rows_per_line(&theme);
+    if let Ok(s) = terminal.size() {
+        app.size = ratatui::layout::Rect::new(0, 0, s.width, s.height);
+    }
+    app.mouse = settings.mouse;
+    if app.mouse {
+        let _ = set_mouse(true);
+    }
     // Input on its own thread, so a key is handled as soon as it arrives.
     let input_tx = tx.clone();
     std::thread::spawn(move || loop {
         let ev = match event::poll(Duration::from_secs(1)) {
             Ok(true) => match event::read() {
                 Ok(event::Event::Key(k)) if k.kind == KeyEventKind::Press => Event::Key(k),
-                Ok(event::Event::Resize(..)) => Event::Resize,
+                Ok(event::Event::Resize(w, h)) => Event::Resize(w, h),
+                Ok(event::Event::Mouse(m)) => Event::Mouse(m),
                 Ok(_) => continue,
                 Err(_) => return,
             },
@@ -225,7 +246,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
                     },
                     Cmd::Suspend => {
                         suspend();
-                        resume(&mut terminal)?;
+                        resume(&mut terminal, app.mouse)?;
                         dirty = true;
                     }
                     Cmd::Export(format, names) => {
@@ -246,6 +267,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
                         });
                     }
                     Cmd::Recompute { keep, epoch } => recompute(&engine, &sched, keep, epoch),
+                    Cmd::SetMouse(on) => set_mouse(on)?,
                     Cmd::Quit => {}
                 }
             }
@@ -260,7 +282,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
     })();
     // Stop at once: an SVD in progress is abandoned; cache writes are atomic.
     sched.stop();
-    ratatui::restore();
+    restore_terminal();
     result.map_err(|e| Error::Usage(format!("terminal error: {e}")))?;
     Ok(signal.map_or(0, |s| 128u8.saturating_add(s as u8)))
 }
@@ -283,14 +305,31 @@ fn init_terminal() -> std::io::Result<ratatui::DefaultTerminal> {
         ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))
     })();
     if t.is_err() {
-        ratatui::restore();
+        restore_terminal();
     }
     t
 }
 
+/// The terminal as the shell had it: mouse released, cooked mode, main screen, cursor shown
+/// (`ratatui::restore` leaves the cursor hidden and the mouse captured). Safe to repeat.
+fn restore_terminal() {
+    let _ = set_mouse(false);
+    ratatui::restore();
+    let _ = ratatui::crossterm::execute!(std::io::stdout(), ratatui::crossterm::cursor::Show);
+}
+
+fn set_mouse(on: bool) -> std::io::Result<()> {
+    use ratatui::crossterm::{event, execute};
+    if on {
+        execute!(std::io::stdout(), event::EnableMouseCapture)
+    } else {
+        execute!(std::io::stdout(), event::DisableMouseCapture)
+    }
+}
+
 /// Back from a suspension (`fg`): the same terminal object, so no new size or cursor query, in
 /// raw mode on the alternate screen again, cursor hidden, everything redrawn.
-fn resume(terminal: &mut ratatui::DefaultTerminal) -> std::io::Result<()> {
+fn resume(terminal: &mut ratatui::DefaultTerminal, mouse: bool) -> std::io::Result<()> {
     use ratatui::crossterm::{execute, terminal as term};
     term::enable_raw_mode()?;
     execute!(
@@ -298,6 +337,9 @@ fn resume(terminal: &mut ratatui::DefaultTerminal) -> std::io::Result<()> {
         term::EnterAlternateScreen,
         term::Clear(term::ClearType::All)
     )?;
+    if mouse {
+        set_mouse(true)?;
+    }
     terminal.hide_cursor()?;
     // Not `Terminal::clear`: it asks the terminal where the cursor is, and a terminal that does
     // not answer (or answers late) would end the explorer. Emptying both buffers makes the
@@ -326,7 +368,7 @@ impl PanicRouting {
                 match ui {
                     None => print(info),
                     Some(ui) if ui == std::thread::current().id() => {
-                        ratatui::restore();
+                        restore_terminal();
                         print(info);
                     }
                     Some(_) => crate::error::note_panic(info),
@@ -432,9 +474,7 @@ pub fn export_job(
 
 #[cfg(unix)]
 fn suspend() {
-    ratatui::restore();
-    // The shell gets its cursor back (restore leaves it hidden); drawing hides it again on fg.
-    let _ = ratatui::crossterm::execute!(std::io::stdout(), ratatui::crossterm::cursor::Show);
+    restore_terminal();
     // SAFETY: raising a signal on ourselves; the shell resumes us with SIGCONT.
     unsafe {
         libc::raise(libc::SIGTSTP);

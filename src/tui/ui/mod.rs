@@ -13,19 +13,17 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 
-use super::app::{App, Pane, Popup, Prompt, SortBy, Status, Tab};
+use super::app::{short_name, App, Pane, Popup, Prompt, SortBy, Status, Tab};
 use super::keys::{hints_line, BINDINGS};
+use super::layout::{self, MIN_HEIGHT, MIN_WIDTH};
 use super::theme::Theme;
 use heatmap::HeatmapView;
-
-pub const MIN_WIDTH: u16 = 60;
-pub const MIN_HEIGHT: u16 = 16;
 
 pub fn render(app: &App, theme: &Theme, f: &mut Frame) {
     let area = f.area();
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         let msg = format!(
-            "terminal too small ({}×{}): lorascope needs at least {MIN_WIDTH}×{MIN_HEIGHT}",
+            "terminal too small ({}×{}): lorascope needs at least {MIN_WIDTH}×{MIN_HEIGHT} · q quits",
             area.width, area.height
         );
         f.render_widget(
@@ -34,18 +32,13 @@ pub fn render(app: &App, theme: &Theme, f: &mut Frame) {
         );
         return;
     }
-    let [title, body, status] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Fill(1),
-        Constraint::Length(1),
-    ])
-    .areas(area);
-    render_title(app, theme, f, title);
+    let a = layout::areas(app, area);
+    render_title(app, theme, f, a.title);
     match app.tab {
-        Tab::Main => render_main(app, theme, f, body),
-        Tab::Overview => render_overview(app, theme, f, body),
+        Tab::Main => render_main(app, theme, f, &a),
+        Tab::Overview => render_overview(app, theme, f, a.body),
     }
-    render_status(app, theme, f, status);
+    render_status(app, theme, f, a.status);
     match &app.popup {
         Some(Popup::Help) => render_help(app, theme, f, area),
         Some(Popup::Export) => {
@@ -105,56 +98,21 @@ fn render_title(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
     f.render_widget(Paragraph::new(line), area);
 }
 
-fn render_main(app: &App, theme: &Theme, f: &mut Frame, body: Rect) {
-    if app.zoom {
-        match app.focus {
-            Pane::Layers => render_layers(app, theme, f, body),
-            Pane::Spectrum => render_spectrum(app, theme, f, body),
-            Pane::Heatmap => render_heatmap(app, theme, f, body),
-            Pane::Details => render_details(app, theme, f, body),
-        }
-        return;
+fn render_main(app: &App, theme: &Theme, f: &mut Frame, a: &layout::Areas) {
+    if let Some(r) = a.layers {
+        render_layers(app, theme, f, r);
     }
-    let left_w = (body.width * 2 / 5).clamp(28, 60);
-    let [left, right] =
-        Layout::horizontal([Constraint::Length(left_w), Constraint::Fill(1)]).areas(body);
-    render_layers(app, theme, f, left);
-    let spec_h = if right.height >= 40 { 8 } else { 5 };
-    let prof_h = if right.height >= 40 { 8 } else { 4 };
-    let [spec, mid, prof] = Layout::vertical([
-        Constraint::Length(spec_h),
-        Constraint::Fill(1),
-        Constraint::Length(prof_h),
-    ])
-    .areas(right);
-    render_spectrum(app, theme, f, spec);
-    let details_w = if mid.width >= 100 {
-        mid.width / 2
-    } else {
-        30.min(mid.width / 2 + 6)
-    };
-    let [heat, details] =
-        Layout::horizontal([Constraint::Fill(1), Constraint::Length(details_w)]).areas(mid);
-    render_heatmap(app, theme, f, heat);
-    render_details(app, theme, f, details);
-    render_profile(app, theme, f, prof);
-}
-
-/// `bert.encoder.layer.3.attention.self.query.weight` → `L3 attention.self.query`.
-pub fn short_name(name: &str, block: &str) -> String {
-    let rest = name
-        .strip_prefix(block)
-        .map(|r| r.trim_start_matches('.'))
-        .unwrap_or(name);
-    let rest = rest.strip_suffix(".weight").unwrap_or(rest);
-    // The list is narrow; the spectrum title shows the full name.
-    let rest = rest
-        .replace("self_attn.", "attn.")
-        .replace("attention.", "attn.")
-        .replace("intermediate.", "inter.");
-    match block.rsplit('.').next() {
-        Some(n) if !block.is_empty() => format!("L{n} {rest}"),
-        _ => rest,
+    if let Some(r) = a.spectrum {
+        render_spectrum(app, theme, f, r);
+    }
+    if let Some(r) = a.heatmap {
+        render_heatmap(app, theme, f, r);
+    }
+    if let Some(r) = a.details {
+        render_details(app, theme, f, r);
+    }
+    if let Some(r) = a.profile {
+        render_profile(app, theme, f, r);
     }
 }
 
@@ -210,10 +168,7 @@ fn render_layers(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
             ])
         })
         .collect();
-    let offset = app
-        .sel
-        .saturating_sub(inner_h.saturating_sub(1) / 2)
-        .min(app.visible.len().saturating_sub(inner_h));
+    let offset = layout::list_offset(app.sel, app.visible.len(), inner_h);
     let mut state = TableState::default()
         .with_offset(offset)
         .with_selected(Some(app.sel));
@@ -271,13 +226,13 @@ fn render_spectrum(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
             let row = &app.rows[r];
             let name = row.name.strip_suffix(".weight").unwrap_or(&row.name);
             let what = if whole.is_some() {
-                "all σ (log)".to_string()
+                " · all σ".to_string()
             } else if let Some(t) = app.spectra_pending.get(&r) {
-                format!("all σ… {}s", t.elapsed().as_secs())
+                format!(" · all σ… {}s", t.elapsed().as_secs())
             } else {
-                "log σ tuned/base".to_string()
+                String::new()
             };
-            format!(" {name} {}×{} · {what} ", row.shape.0, row.shape.1)
+            format!(" {name} {}×{}{what} ", row.shape.0, row.shape.1)
         })
         .unwrap_or_default();
     let b = block(title, app.focus == Pane::Spectrum, theme);
@@ -290,9 +245,14 @@ fn render_spectrum(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
     let row = app.selected_row().unwrap();
     let name = &app.rows[row].name;
     let tuned = whole.unwrap_or(&r.sigma_tuned);
+    // A gutter names the series; narrow panes do without it.
+    let gutter_w = if inner.width >= 40 { 6 } else { 0 };
+    let [upper, text] = Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(inner);
+    let [gutter, plot] =
+        Layout::horizontal([Constraint::Length(gutter_w), Constraint::Fill(1)]).areas(upper);
     let bins = spectrum_bins(
         tuned.len(),
-        inner.width as usize,
+        plot.width as usize,
         app.cursor_j,
         whole.is_some(),
     );
@@ -309,24 +269,39 @@ fn render_spectrum(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
         (a.min(x), b.max(x))
     });
     let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
-    let spark_h = inner.height.saturating_sub(1) / 2;
-    let [tuned_area, base_area, text] = Layout::vertical([
+    // Tuned bars, a marker line (▲ intruder, ↑ cursor) where there is room, base bars, a line
+    // of numbers.
+    let marker_h = u16::from(plot.height >= 3);
+    let spark_h = plot.height.saturating_sub(marker_h) / 2;
+    let rows = Layout::vertical([
         Constraint::Length(spark_h.max(1)),
+        Constraint::Length(marker_h),
         Constraint::Length(spark_h.max(1)),
-        Constraint::Length(1),
-    ])
-    .areas(inner);
+    ]);
+    let [tuned_area, marker_area, base_area] = rows.areas(plot);
+    let [tuned_label, _, base_label] = rows.areas(gutter);
+    f.render_widget(
+        Paragraph::new("tuned").style(theme.tuned_series()),
+        tuned_label,
+    );
+    f.render_widget(
+        Paragraph::new("base").style(theme.base_series()),
+        base_label,
+    );
+    let is_intruder = |bin: &Range<usize>| {
+        bin.clone().any(|j| {
+            r.vectors
+                .get(j)
+                .is_some_and(|m| app.is_intruder(name, j, m.max_cos))
+        })
+    };
     let tuned_bars: Vec<SparklineBar> = spectrum_bars(&t, lo, hi)
         .into_iter()
         .zip(&bins)
         .map(|(v, bin)| {
             let style = if bin.contains(&app.cursor_j) {
                 Some(Style::new().add_modifier(Modifier::REVERSED))
-            } else if bin.clone().any(|j| {
-                r.vectors
-                    .get(j)
-                    .is_some_and(|m| app.is_intruder(name, j, m.max_cos))
-            }) {
+            } else if is_intruder(bin) {
                 Some(theme.intruder())
             } else {
                 None
@@ -341,6 +316,22 @@ fn render_spectrum(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
             .style(theme.tuned_series()),
         tuned_area,
     );
+    if marker_h > 0 {
+        let marks: Vec<Span> = bins
+            .iter()
+            .map(
+                |bin| match (is_intruder(bin), bin.contains(&app.cursor_j)) {
+                    (true, true) => {
+                        Span::styled("▲", theme.intruder().add_modifier(Modifier::REVERSED))
+                    }
+                    (true, false) => Span::styled("▲", theme.intruder()),
+                    (false, true) => Span::styled("↑", Style::new().add_modifier(Modifier::BOLD)),
+                    (false, false) => Span::raw(" "),
+                },
+            )
+            .collect();
+        f.render_widget(Paragraph::new(Line::from(marks)), marker_area);
+    }
     f.render_widget(
         Sparkline::default()
             .data(spectrum_bars(&b0, lo, hi))
@@ -348,12 +339,13 @@ fn render_spectrum(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
             .style(theme.base_series()),
         base_area,
     );
+    let range = format!("log σ {lo:.2}…{hi:.2}");
     let j = app.cursor_j;
     let info = if let Some(w) = whole {
         // Bars stand for bins here: the spectrum's extent says more than the cursor's values.
         let per = w.len() as f64 / bins.len().max(1) as f64;
         format!(
-            "{} values{} · σ {:.4} … {:.3e}",
+            "{} values{} · σ {:.4} … {:.3e} · {range}",
             w.len(),
             if per > 1.0 {
                 format!(", {per:.1}/bar")
@@ -365,10 +357,9 @@ fn render_spectrum(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
         )
     } else {
         let mut info = format!(
-            "j={j} σ={:.4} σ0[{j}]={:.4} σ/σ1={:.3}",
+            "j={j} σ={:.4} base σ={:.4} · {range}",
             r.sigma_tuned.get(j).copied().unwrap_or(f64::NAN),
             r.sigma_base.get(j).copied().unwrap_or(f64::NAN),
-            r.vectors.get(j).map_or(f64::NAN, |v| v.sigma_ratio)
         );
         if !r.has_whole_spectrum() {
             info += &format!(" · top {} (F: all)", r.sigma_tuned.len());
@@ -414,25 +405,18 @@ fn render_heatmap(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
         return;
     };
     let (i, j) = (app.cursor_i.min(h.rows - 1), app.cursor_j.min(h.cols - 1));
-    let title = format!(" |cos| base {i} × tuned {j} = {:.3} ", h.at(i, j));
+    let title = if area.width >= 36 {
+        format!(" |cos| base {i} × tuned {j} = {:.3} ", h.at(i, j))
+    } else {
+        format!(" |cos| {i}×{j} = {:.3} ", h.at(i, j))
+    };
     let b = block(title, focused, theme);
     let inner = b.inner(area);
     f.render_widget(b, area);
     if inner.height < 3 {
         return;
     }
-    let [map, legend] = Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(inner);
-    let cols = app.heat_k.min(h.cols);
-    let width = map.width as usize;
-    let col0 = if j >= width { j + 1 - width } else { 0 }.min(cols.saturating_sub(width.min(cols)));
-    let per = HeatmapView::rows_per_line(theme);
-    let lines = map.height.saturating_sub(1) as usize;
-    let visible_rows = lines * per;
-    let row0 = if i >= visible_rows {
-        (i + 1 - visible_rows).div_ceil(per) * per
-    } else {
-        0
-    };
+    let v = layout::heat_view(app, h, inner, HeatmapView::rows_per_line(theme));
     let name = &app.rows[h.row].name;
     let intruder: Vec<bool> = (0..h.cols)
         .map(|c| {
@@ -444,33 +428,48 @@ fn render_heatmap(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
     f.render_widget(
         HeatmapView {
             heat: h,
-            col0,
-            row0,
-            cols,
+            col0: v.col0,
+            row0: v.row0,
+            cols: v.cols,
             cursor: (i, j),
             intruder: &intruder,
             theme: *theme,
         },
-        map,
+        v.map,
     );
     let mut spans = vec![Span::raw("0 ")];
     // Every distinct colour once, or 8 of 16 where the pane is narrow.
-    let n = if legend.width >= 40 {
+    let n = if v.legend.width >= 40 {
         theme.heat_steps()
     } else {
         theme.heat_steps().min(8)
     };
     for s in 0..n {
-        let v = (s as f32 + 0.5) / n as f32;
+        let x = (s as f32 + 0.5) / n as f32;
         if theme.colored() {
-            spans.push(Span::styled("█", Style::new().fg(theme.heat(v))));
+            spans.push(Span::styled("█", Style::new().fg(theme.heat(x))));
         } else {
-            let g = super::theme::MONO_RAMP[super::theme::ramp_index(v, 8)];
+            let g = super::theme::MONO_RAMP[super::theme::ramp_index(x, 8)];
             spans.push(Span::raw(g.to_string()));
         }
     }
-    spans.push(Span::raw(format!(" 1  K={cols} rows {row0}…")));
-    f.render_widget(Paragraph::new(Line::from(spans)), legend);
+    let shown = v.cols.min(v.map.width as usize);
+    let mut tail = if v.legend.width >= 30 {
+        format!(
+            " 1  j {}–{}/{}",
+            v.col0,
+            v.col0 + shown.saturating_sub(1),
+            v.cols
+        )
+    } else {
+        format!(" 1 {shown}/{}", v.cols)
+    };
+    // Zoomed and wider than what was computed: say where more come from.
+    if app.zoom && v.map.width as usize > v.cols && v.cols == h.cols {
+        tail += &format!(" (all computed; K > {} computes more)", h.cols);
+    }
+    spans.push(Span::raw(tail));
+    f.render_widget(Paragraph::new(Line::from(spans)), v.legend);
 }
 
 fn render_details(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
@@ -509,8 +508,7 @@ fn render_details(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
             ])
         })
         .collect();
-    let inner_h = area.height.saturating_sub(3) as usize;
-    let offset = app.cursor_j.saturating_sub(inner_h.saturating_sub(1));
+    let offset = layout::details_offset(app.cursor_j, area.height.saturating_sub(3) as usize);
     let mut state = TableState::default()
         .with_offset(offset)
         .with_selected(Some(app.cursor_j));
@@ -653,12 +651,37 @@ fn render_overview(app: &App, theme: &Theme, f: &mut Frame, body: Rect) {
     f.render_widget(chart, right);
 }
 
+/// The message or the hints that fit on the left; the flag count and `? help  q quit` always
+/// on the right.
 fn render_status(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
+    let mut right = super::keys::pinned_hints().join("  ");
+    let flags = app.overrides();
+    if flags > 0 {
+        right = format!("{}  {right}", crate::report::count(flags, "flag", "flags"));
+    }
+    let right_w = right.chars().count() as u16;
+    let [left, _, pinned] = Layout::horizontal([
+        Constraint::Fill(1),
+        Constraint::Length(2),
+        Constraint::Length(right_w),
+    ])
+    .areas(area);
     let text = match &app.message {
         Some(m) => Span::styled(m.clone(), Style::new().add_modifier(Modifier::BOLD)),
-        None => Span::styled(hints_line(area.width as usize), theme.dim()),
+        None => Span::styled(hints_line(left.width as usize), theme.dim()),
     };
-    f.render_widget(Paragraph::new(Line::from(text)), area);
+    f.render_widget(Paragraph::new(Line::from(text)), left);
+    let mut spans = Vec::new();
+    if flags > 0 {
+        let n = crate::report::count(flags, "flag", "flags");
+        spans.push(Span::styled(n, theme.flagged()));
+        spans.push(Span::raw("  "));
+    }
+    spans.push(Span::styled(
+        super::keys::pinned_hints().join("  "),
+        theme.dim(),
+    ));
+    f.render_widget(Paragraph::new(Line::from(spans)), pinned);
 }
 
 fn centered(area: Rect, w: u16, h: u16) -> Rect {
