@@ -223,6 +223,10 @@ pub struct MatrixReport {
     /// None where the scan skipped it: a large matrix of a full fine-tune without
     /// [`Options::delta_rank`].
     pub delta_effective_rank: Option<f64>,
+    /// The content of the weights analysed (both sides' content keys): what the user's flags
+    /// are attached to ([`crate::flags`]).
+    #[serde(skip)]
+    pub weights: u128,
 }
 
 impl MatrixReport {
@@ -599,6 +603,12 @@ impl Engine {
             sigma_base: base.sigma.clone(),
             sigma_tuned: tuned.sigma.clone(),
             vectors,
+            weights: KeyBuilder::new()
+                .str("weights-1")
+                .u128(base_src)
+                .u128(tuned_src)
+                .finish()
+                .0,
         };
         Ok((report, base, tuned))
     }
@@ -664,15 +674,31 @@ impl Scan {
     pub fn failed(&self) -> usize {
         self.results.iter().filter(|(_, r)| r.is_err()).count()
     }
+    /// Intruders by the rule alone.
     pub fn total(&self, k: usize, epsilon: f64) -> usize {
-        self.reports().map(|r| r.intruders(k, epsilon).len()).sum()
+        self.total_with(&Default::default(), k, epsilon)
+    }
+    /// Intruders under the user's verdicts (their flags where set, else the rule).
+    pub fn total_with(&self, user: &crate::flags::UserState, k: usize, epsilon: f64) -> usize {
+        self.reports()
+            .map(|r| user.intruders(&r.name, &r.max_cos(), k, epsilon).len())
+            .sum()
     }
     /// Intruders per block (`…layer.N`), natural order; matrices outside blocks under "(other)".
     pub fn per_layer(&self, k: usize, epsilon: f64) -> Vec<(String, usize)> {
+        self.per_layer_with(&Default::default(), k, epsilon)
+    }
+    /// [`Scan::per_layer`] under the user's verdicts.
+    pub fn per_layer_with(
+        &self,
+        user: &crate::flags::UserState,
+        k: usize,
+        epsilon: f64,
+    ) -> Vec<(String, usize)> {
         let mut out: Vec<(String, usize)> = Vec::new();
         for r in self.reports() {
             let block = crate::checkpoint::block_of(&r.name).unwrap_or("(other)");
-            let n = r.intruders(k, epsilon).len();
+            let n = user.intruders(&r.name, &r.max_cos(), k, epsilon).len();
             match out.iter_mut().find(|(b, _)| b == block) {
                 Some((_, c)) => *c += n,
                 None => out.push((block.to_string(), n)),

@@ -95,7 +95,7 @@ fn table_csv_and_exit_codes() {
     );
     let lines: Vec<_> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 3);
-    assert!(lines[0].ends_with("c_0,c_1,c_2"));
+    assert!(lines[0].ends_with("c_0,c_1,c_2,rule_intruders,user_flags"));
     let r = lorascope(
         &["scan", &base, &lora, "--no-cache", "--fail-above", "0"],
         &[],
@@ -119,7 +119,7 @@ fn table_csv_and_exit_codes() {
     );
     let lines: Vec<Vec<&str>> = r.stdout.lines().map(|l| l.split(',').collect()).collect();
     let header = &lines[0];
-    assert_eq!(header.len(), 8 + 10 + 9, "{header:?}");
+    assert_eq!(header.len(), 8 + 10 + 9 + 2, "{header:?}");
     assert_eq!(header[18], "intruders_eps_0.1");
     assert_eq!(header[26], "intruders_eps_0.9");
     for row in &lines[1..] {
@@ -622,4 +622,154 @@ fn repair_never_writes_into_an_input_and_checks_lambda() {
     assert_eq!(file_bytes(&b), before);
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
     assert!(!std::path::Path::new(&elsewhere).exists());
+}
+
+/// A copy of the r=8 adapter with every lora_B negated: the same header, other weights (as two
+/// checkpoints of one training run).
+fn same_header_adapter(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = fixtures().join("minilm/lora-r8");
+    let out = dir.join("lora-r8-other");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::copy(
+        src.join("adapter_config.json"),
+        out.join("adapter_config.json"),
+    )
+    .unwrap();
+    let mut bytes = std::fs::read(src.join("adapter_model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    for (name, t) in header.as_object().unwrap() {
+        if !name.contains("lora_B") {
+            continue;
+        }
+        assert_eq!(t["dtype"], "F32");
+        let (a, b) = (
+            t["data_offsets"][0].as_u64().unwrap(),
+            t["data_offsets"][1].as_u64().unwrap(),
+        );
+        for i in (a..b).step_by(4) {
+            bytes[8 + n + i as usize + 3] ^= 0x80;
+        }
+    }
+    std::fs::write(out.join("adapter_model.safetensors"), bytes).unwrap();
+    out
+}
+
+#[test]
+fn explorer_flags_follow_the_weights_not_the_headers_and_scan_says_so() {
+    use lorascope::checkpoint::{Inputs, Selection};
+    use lorascope::engine::{Engine, Options};
+    let d = tempfile::tempdir().unwrap();
+    let state_home = d.path().join("state");
+    let base = fx("base.safetensors");
+    let a = fx("lora-r8");
+    let b = same_header_adapter(d.path());
+    // As the explorer does: flag j = 0 of the matrix with the intruder as "not an intruder".
+    let dense = "bert.encoder.layer.5.attention.output.dense.weight";
+    let inputs = Inputs::open(base.as_ref(), a.as_ref(), &Selection::default()).unwrap();
+    let path = lorascope::flags::state_path(&state_home.join("lorascope"), &inputs);
+    let engine = Engine::new(
+        inputs,
+        lorascope::cache::Cache::disabled(),
+        Options::default(),
+    );
+    let pair = engine
+        .matrices()
+        .into_iter()
+        .find(|p| p.name == dense)
+        .unwrap();
+    let r = engine.analyze(pair).unwrap();
+    let mut user = lorascope::flags::UserState::default();
+    user.flags.insert(dense.into(), [(0, false)].into());
+    let mut file = lorascope::flags::StateFile::open(path.clone());
+    file.stored.record(&user, dense, r.weights);
+    file.save().unwrap();
+    // The two adapters share the file (same headers).
+    let inputs_b = Inputs::open(base.as_ref(), b.as_ref(), &Selection::default()).unwrap();
+    assert_eq!(
+        path,
+        lorascope::flags::state_path(&state_home.join("lorascope"), &inputs_b)
+    );
+
+    let env = [("XDG_STATE_HOME", state_home.to_str().unwrap())];
+    let scan = |tuned: &str, extra: &[&str]| {
+        let mut args = vec![
+            "scan",
+            base.as_str(),
+            tuned,
+            "--no-cache",
+            "--format",
+            "json",
+        ];
+        args.extend(extra);
+        let r = lorascope(&args, &env);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        (
+            serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap(),
+            r.stderr,
+        )
+    };
+    // Run A: the flag applies, and says so.
+    let (v, err) = scan(&a, &[]);
+    assert_eq!(v["total_rule_intruders"], 1);
+    assert_eq!(v["total_intruders"], 0);
+    assert_eq!(v["flags_applied"], 1);
+    let m = v["matrices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == dense)
+        .unwrap();
+    assert_eq!(m["user_flags"], serde_json::json!({"0": false}));
+    assert_eq!(m["rule_intruders"], serde_json::json!([0]));
+    assert_eq!(m["intruders"], serde_json::json!([]));
+    assert!(
+        err.contains("1 explorer flag applied; --ignore-flags"),
+        "{err}"
+    );
+    // --ignore-flags: the rule alone, silently.
+    let (v, err) = scan(&a, &["--ignore-flags"]);
+    assert_eq!(
+        (v["total_intruders"].as_u64(), v["flags_applied"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(err, "");
+    // Run B, same headers, other weights: not applied, and reported.
+    let (v, err) = scan(b.to_str().unwrap(), &[]);
+    assert_eq!(v["flags_applied"], 0);
+    assert_eq!(v["total_intruders"], v["total_rule_intruders"]);
+    assert!(
+        err.contains("1 flag stored for these matrices belong to other weights"),
+        "{err}"
+    );
+    // The table marks the overridden count and the CSV lists the flag.
+    let r = lorascope(&["scan", &base, &a, "--no-cache"], &env);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with(dense) && l.contains(" 0*")),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("the rule alone finds 1"), "{}", r.stdout);
+    let r = lorascope(&["scan", &base, &a, "--no-cache", "--format", "csv"], &env);
+    let row = r.stdout.lines().find(|l| l.starts_with(dense)).unwrap();
+    assert!(row.ends_with(",1,0:false"), "{row}");
+    // Repair follows the same flags: on A nothing is left to scale, on B its intruder is.
+    let out = d.path().join("out.safetensors");
+    let r = lorascope(
+        &[
+            "repair",
+            &base,
+            &a,
+            "--no-cache",
+            "--lambda",
+            "0",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("0 intruders scaled"), "{}", r.stderr);
 }

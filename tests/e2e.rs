@@ -71,9 +71,9 @@ fn explorer_starts_responds_quits_and_restores_the_terminal() {
     let d = tempfile::tempdir().unwrap();
     // As over SSH: 256 colours, no COLORTERM.
     let cmd = format!(
-        "env -u COLORTERM TERM=xterm-256color NO_COLOR= {} demo --cache-dir {}; echo EXIT=$?; sleep 30",
+        "env -u COLORTERM TERM=xterm-256color NO_COLOR= XDG_STATE_HOME={0}/state {1} demo --cache-dir {0}; echo EXIT=$?; sleep 30",
+        d.path().display(),
         env!("CARGO_BIN_EXE_lorascope"),
-        d.path().display()
     );
     let tmux = Tmux::start("quit", &cmd);
     let s = tmux.wait_for("top vectors");
@@ -100,14 +100,19 @@ fn explorer_starts_responds_quits_and_restores_the_terminal() {
     let s = tmux.wait_for("EXIT=");
     assert!(s.contains("EXIT=0"), "{s}");
     assert!(!tmux.alternate_on(), "alternate screen left");
-    // The flag was saved for this (base, tuned) pair.
-    let state: Vec<_> = std::fs::read_dir(d.path().join("state")).unwrap().collect();
+    // The flag was saved for this (base, tuned) pair in the XDG state folder, not the cache,
+    // with where the user was.
+    let dir = d.path().join("state/lorascope/flags");
+    let state: Vec<_> = std::fs::read_dir(dir).unwrap().collect();
     assert_eq!(state.len(), 1);
     let text = std::fs::read_to_string(state[0].as_ref().unwrap().path()).unwrap();
-    assert!(
-        text.contains("model.layers.2.mlp.down_proj.weight") && text.contains("\"2\": false"),
-        "{text}"
-    );
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let entries: Vec<_> = v["matrices"].as_object().unwrap().values().collect();
+    assert_eq!(entries.len(), 1, "{text}");
+    assert_eq!(entries[0]["name"], "model.layers.2.mlp.down_proj.weight");
+    assert_eq!(entries[0]["flags"]["2"], false);
+    assert_eq!(v["view"]["matrix"], "model.layers.2.mlp.down_proj.weight");
+    assert_eq!(v["view"]["vector"], 2);
 }
 
 /// The 256-colour palette entries (`38;5;N`, `48;5;N`) in a screen captured with its escapes.
@@ -187,7 +192,7 @@ fn a_termination_signal_restores_the_terminal_and_exits_128_plus_its_number() {
     let d = tempfile::tempdir().unwrap();
     let cache = d.path().display().to_string();
     let cmd = format!(
-        "TERM=xterm-256color {} demo --cache-dir {cache}; echo EXIT=$?; stty -a; sleep 30",
+        "TERM=xterm-256color XDG_STATE_HOME={cache}/state {} demo --cache-dir {cache}; echo EXIT=$?; stty -a; sleep 30",
         env!("CARGO_BIN_EXE_lorascope"),
     );
     let tmux = Tmux::start("signal", &cmd);

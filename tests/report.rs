@@ -61,7 +61,7 @@ fn golden_markdown_json_csv_on_the_demo() {
     });
     // JSON agrees with the scan JSON's fields and numbers.
     let j: serde_json::Value = serde_json::from_str(&ReportFormat::Json.render(&r)).unwrap();
-    let scan = report::scan_json(&e.inputs, &s, &e.opts, 10, 0.5);
+    let scan = report::scan_json(&e.inputs, &s, &e.opts, (10, 0.5), &UserState::default());
     let m = &j["matrices"][1];
     let sm = scan["matrices"]
         .as_array()
@@ -172,10 +172,12 @@ fn explorer_export_writes_exactly_the_marked_matrices_without_overwriting() {
 fn report_command_writes_stdout_or_new_files_and_reads_the_explorers_flags() {
     let d = tempfile::tempdir().unwrap();
     let p = lorascope::demo::ensure(d.path()).unwrap();
+    let state_home = d.path().join("state");
     let run = |args: &[&str], cwd: &Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_lorascope"))
             .args(args)
             .current_dir(cwd)
+            .env("XDG_STATE_HOME", &state_home)
             .output()
             .unwrap()
     };
@@ -185,16 +187,36 @@ fn report_command_writes_stdout_or_new_files_and_reads_the_explorers_flags() {
     // A flag saved by the explorer for this pair shows up in the report.
     let inputs = Inputs::open(&p.base, &p.lora, &Selection::default()).unwrap();
     let mut user = UserState::default();
-    user.flags
-        .entry("model.layers.3.mlp.up_proj.weight".into())
-        .or_default()
-        .insert(0, true);
-    lorascope::flags::save(&lorascope::flags::state_path(&cache, &inputs), &user).unwrap();
+    let name = "model.layers.3.mlp.up_proj.weight";
+    user.flags.entry(name.into()).or_default().insert(0, true);
+    let path = lorascope::flags::state_path(&state_home.join("lorascope"), &inputs);
+    let engine = lorascope::engine::Engine::new(inputs, Cache::disabled(), Default::default());
+    let pair = engine
+        .matrices()
+        .into_iter()
+        .find(|p| p.name == name)
+        .unwrap();
+    let weights = engine.analyze(pair).unwrap().weights;
+    let mut file = lorascope::flags::StateFile::open(path);
+    file.stored.record(&user, name, weights);
+    file.save().unwrap();
     let o = run(
         &["report", base, lora, "--format", "json", "--cache-dir", c],
         d.path(),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["user_overrides"], 1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("1 explorer flag applied"), "{err}");
+    // `cache clear` does not touch them.
+    assert!(run(&["cache", "clear", "--cache-dir", c], d.path())
+        .status
+        .success());
+    let o = run(
+        &["report", base, lora, "--format", "json", "--cache-dir", c],
+        d.path(),
+    );
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["user_overrides"], 1);
     assert_eq!(j["total_rule_intruders"], 30);
@@ -248,7 +270,7 @@ fn sections_show_the_delta_rank_a_scan_skipped_as_too_costly() {
     let e = Engine::new(inputs, Cache::disabled(), opts);
     let s = e.scan(2, &|_, _, _| {});
     assert!(s.reports().all(|m| m.delta_effective_rank.is_none()));
-    let json = report::scan_json(&e.inputs, &s, &e.opts, 10, 0.5);
+    let json = report::scan_json(&e.inputs, &s, &e.opts, (10, 0.5), &UserState::default());
     assert!(json["matrices"]
         .as_array()
         .unwrap()

@@ -50,6 +50,7 @@ fn explore(panic_at: &str, cache: &std::path::Path) -> Session {
         .arg(cache)
         .env("TERM", "xterm-256color")
         .env("LORASCOPE_TEST_PANIC", panic_at)
+        .env("XDG_STATE_HOME", cache.join("state"))
         .env("RUST_BACKTRACE", "0")
         .stdin(stdio())
         .stdout(stdio())
@@ -203,6 +204,9 @@ fn ctrl_z_gives_the_shell_its_cursor_back_and_the_screen_returns() {
     let (on, off) = ("\x1b[?1000h", "\x1b[?1000l");
     assert_eq!(out.matches(on).count(), 2, "{out:?}");
     assert!(out.rfind(off) > out.rfind(on), "mouse left captured");
-    assert!(out[before..].find(off) < out[before..].find(on), "C-z kept the mouse");
+    assert!(
+        out[before..].find(off) < out[before..].find(on),
+        "C-z kept the mouse"
+    );
     assert!(s.cooked(), "raw mode left on");
 }

@@ -278,24 +278,70 @@ fn flags_override_the_rule_and_persist() {
     press(&mut app, " ");
     assert!(app.user.marks.contains(&app.rows[0].name));
 
-    // Round trip through the state file; the key is stable for the same inputs.
+    // Stored by the weights' content as flags are set; a new explorer on the same pair gets
+    // them back as its matrices are analysed, and finds the view where it was left.
+    assert_eq!(app.stored.matrices.len(), 2);
     let path = lorascope::flags::state_path(d.path(), &e.inputs);
     assert_eq!(
         path,
         lorascope::flags::state_path(d.path(), &demo_engine(d.path()).inputs)
     );
-    lorascope::flags::save(&path, &app.user).unwrap();
-    let loaded = lorascope::flags::load(&path).unwrap();
-    assert_eq!(loaded, app.user);
-    let app2 = build_app(&e, 10, 0.5, loaded);
+    let mut file = lorascope::flags::StateFile::open(path.clone());
+    file.stored = app.stored.clone();
+    file.stored.view = app.view();
+    file.save().unwrap();
+    let file = lorascope::flags::StateFile::open(path.clone());
+    assert!(file.warning.is_none());
+    let mut app2 = build_app(&e, 10, 0.5, UserState::default());
+    app2.stored = file.stored.clone();
+    app2.restore_view(file.stored.view.as_ref().unwrap());
+    assert_eq!(app2.selected_row(), Some(0));
+    for (i, p) in e.matrices().into_iter().enumerate() {
+        let (r, ..) = e.analyze_with_decompositions(p).unwrap();
+        app2.on_done(i, Ok(std::sync::Arc::new(r)));
+    }
+    assert_eq!(app2.user, app.user);
     assert_eq!(app2.flag(&name, first), Some(false));
+    assert_eq!(app2.total_intruders(), before);
     // Unflagging returns to the rule and drops the entry.
     press(&mut app, "f");
     assert_eq!(app.flag(&app.rows[0].name.clone(), 0), None);
-    // The full fine-tune of the same base has its own state.
+    // The full fine-tune of the same base has its own file.
     let p = lorascope::demo::ensure(d.path()).unwrap();
     let full = Inputs::open(&p.base, &p.full, &Selection::default()).unwrap();
     assert_ne!(path, lorascope::flags::state_path(d.path(), &full));
+}
+
+#[test]
+fn reopening_a_pair_returns_to_the_matrix_vector_pane_and_zoom() {
+    let d = tempfile::tempdir().unwrap();
+    let e = demo_engine(d.path());
+    let mut app = analysed(&e);
+    press(&mut app, "n");
+    press(&mut app, "lll");
+    code(&mut app, KeyCode::Tab);
+    code(&mut app, KeyCode::Tab);
+    press(&mut app, "z");
+    let view = app.view().unwrap();
+    assert_eq!(
+        (view.vector, view.zoom, view.pane.as_str()),
+        (3, true, "Heatmap")
+    );
+    let mut again = build_app(&e, 10, 0.5, UserState::default());
+    again.restore_view(&view);
+    assert_eq!(again.selected_row(), app.selected_row());
+    assert_eq!(
+        (again.cursor_j, again.focus, again.zoom),
+        (3, Pane::Heatmap, true)
+    );
+    // A matrix no longer there (another selection) leaves the start as it is.
+    let gone = lorascope::flags::View {
+        matrix: "no.such.matrix".into(),
+        ..view
+    };
+    let mut fresh = build_app(&e, 10, 0.5, UserState::default());
+    fresh.restore_view(&gone);
+    assert_eq!((fresh.sel, fresh.cursor_j, fresh.zoom), (0, 0, false));
 }
 
 fn screen(app: &App, theme: Theme, w: u16, h: u16) -> String {

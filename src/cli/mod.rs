@@ -89,6 +89,9 @@ pub struct AnalysisArgs {
     /// always runs) [default: half the memory available at start].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub memory: Option<u64>,
+    /// Count by the rule alone, without the flags set in the explorer.
+    #[arg(long)]
+    pub ignore_flags: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -142,6 +145,7 @@ impl AnalysisArgs {
             full_svd: false,
             delta_rank: false,
             memory: None,
+            ignore_flags: false,
             cache,
         }
     }
@@ -371,22 +375,57 @@ pub fn exit_code(e: &Error) -> u8 {
     }
 }
 
-/// The explorer's flags for this pair of inputs (kept beside the cache), so that reports and
-/// repair follow the user where they override the rule; none without a cache.
-pub fn user_state(engine: &lorascope::engine::Engine) -> lorascope::flags::UserState {
-    let state = engine
+/// The explorer's flags for these analysed matrices (see [`lorascope::flags`]), so that scan,
+/// report and repair follow the user where they override the rule; said on stderr, with what
+/// was not applied. None with `--ignore-flags`.
+pub fn user_state(
+    engine: &lorascope::engine::Engine,
+    matrices: &[(&str, u128)],
+    ignore: bool,
+) -> lorascope::flags::UserState {
+    use lorascope::flags;
+    if ignore {
+        return Default::default();
+    }
+    if let Some(w) = engine
         .cache
         .dir()
         .and_then(|d| d.parent())
-        .map(|root| lorascope::flags::state_path(root, &engine.inputs));
-    match state.as_deref().map(lorascope::flags::load) {
-        Some(Ok(u)) => u,
-        Some(Err(e)) => {
-            eprintln!("warning: {e}");
-            Default::default()
-        }
-        None => Default::default(),
+        .and_then(flags::legacy_warning)
+    {
+        eprintln!("warning: {w}");
     }
+    let Some(dir) = flags::default_dir() else {
+        return Default::default();
+    };
+    let file = flags::StateFile::open(flags::state_path(&dir, &engine.inputs));
+    if let Some(w) = &file.warning {
+        eprintln!("warning: {w}");
+    }
+    let user = file.stored.user_for(matrices.iter().copied());
+    let stale = file.stored.stale(matrices.iter().copied());
+    if user.overrides() > 0 {
+        eprintln!(
+            "{} applied; --ignore-flags for the rule alone",
+            lorascope::report::count(user.overrides(), "explorer flag", "explorer flags")
+        );
+    }
+    if stale > 0 {
+        eprintln!(
+            "warning: {} stored for these matrices belong to other weights (another run of \
+             this architecture, or a changed adapter config) and are not applied",
+            lorascope::report::count(stale, "flag", "flags")
+        );
+    }
+    user
+}
+
+/// (name, weights) of a scan's analysed matrices, for [`user_state`].
+pub fn analysed(scan: &lorascope::engine::Scan) -> Vec<(&str, u128)> {
+    scan.results
+        .iter()
+        .filter_map(|(n, r)| r.as_ref().ok().map(|m| (n.as_str(), m.weights)))
+        .collect()
 }
 
 pub fn print_warnings(w: &[String]) {
@@ -477,11 +516,7 @@ fn tui(a: TuiArgs) -> Result<ExitCode, Error> {
             "the explorer needs a terminal; use `lorascope scan` for text output".into(),
         ));
     }
-    let state_root = engine
-        .cache
-        .dir()
-        .and_then(|d| d.parent())
-        .map(|d| d.to_path_buf());
+    let state_dir = lorascope::flags::default_dir();
     let depth = Depth::detect(a.look.color, &|k| std::env::var(k).ok());
     // One core stays free for the interface.
     let workers = a
@@ -494,7 +529,7 @@ fn tui(a: TuiArgs) -> Result<ExitCode, Error> {
         depth,
         background: a.look.theme.into(),
         mouse: !a.look.no_mouse,
-        state_root,
+        state_dir,
         workers,
     };
     Ok(ExitCode::from(tui::run(engine, settings)?))

@@ -17,7 +17,15 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
     // Before any work: a bad output path should not cost a scan.
     lorascope::repair::check_output(&engine.inputs, &a.output)?;
     let (k, epsilon) = (a.analysis.k, a.analysis.epsilon);
-    let user = super::user_state(&engine);
+    // The flags file is read once; each matrix's flags apply to its weights.
+    let stored = (!a.analysis.ignore_flags)
+        .then(lorascope::flags::default_dir)
+        .flatten()
+        .map(|d| {
+            lorascope::flags::StateFile::open(lorascope::flags::state_path(&d, &engine.inputs))
+                .stored
+        })
+        .unwrap_or_default();
     // The scan keeps the tuned vectors of what it will scale: without a cache they would
     // otherwise be computed again.
     let chosen = std::sync::Mutex::new(BTreeMap::new());
@@ -25,6 +33,7 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
         &engine,
         a.analysis.jobs.unwrap_or_else(default_jobs),
         &|r, tuned| {
+            let user = stored.user_for([(r.name.as_str(), r.weights)]);
             let intruders = user.intruders(&r.name, &r.max_cos(), k, epsilon);
             let pick = a.scope.choose(&intruders);
             if !pick.is_empty() {
@@ -34,6 +43,8 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
     );
     let chosen = chosen.into_inner().unwrap();
     print_warnings(&engine.cache.take_warnings());
+    // Said as scan and report say it (the same file, read again).
+    super::user_state(&engine, &super::analysed(&scan), a.analysis.ignore_flags);
     if scan.failed() > 0 {
         for (name, r) in &scan.results {
             if let Err(e) = r {

@@ -65,8 +65,9 @@ pub fn run(a: ScanArgs) -> Result<ExitCode, Error> {
     let engine = a.analysis.engine()?;
     let scan = run_scan(&engine, a.analysis.jobs.unwrap_or_else(default_jobs));
     print_warnings(&engine.cache.take_warnings());
-    print_scan(&engine, &scan, &a);
-    let total = scan.total(a.analysis.k, a.analysis.epsilon);
+    let user = super::user_state(&engine, &super::analysed(&scan), a.analysis.ignore_flags);
+    print_scan(&engine, &scan, &a, &user);
+    let total = scan.total_with(&user, a.analysis.k, a.analysis.epsilon);
     if scan.failed() > 0 {
         eprintln!(
             "error: {} could not be analysed (see their rows)",
@@ -89,11 +90,23 @@ pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs) {
+/// Counts follow the explorer's flags (`user`) where set; each output says where they did.
+fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs, user: &lorascope::flags::UserState) {
     let (k, eps) = (a.analysis.k, a.analysis.epsilon);
+    let counted =
+        |m: &lorascope::engine::MatrixReport| user.intruders(&m.name, &m.max_cos(), k, eps);
+    let flags_of = |name: &str| -> String {
+        user.flags
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|(j, v)| format!("{j}:{v}"))
+            .collect::<Vec<_>>()
+            .join(";")
+    };
     match a.format {
         ScanFormat::Json => {
-            let v = report::scan_json(&engine.inputs, scan, &engine.opts, k, eps);
+            let v = report::scan_json(&engine.inputs, scan, &engine.opts, (k, eps), user);
             outln!("{}", serde_json::to_string_pretty(&v).unwrap());
         }
         ScanFormat::Csv => {
@@ -105,6 +118,8 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs) {
                 vec![]
             };
             cols.extend(sweep.iter().map(|e| format!("intruders_eps_{e:.1}")));
+            // The rule's own count and the flags that override it (`j:verdict;…`).
+            cols.extend(["rule_intruders".to_string(), "user_flags".to_string()]);
             outln!(
                 "name,rows,cols,intruders,min_cos,delta_rel_norm,delta_effective_rank,error,{}",
                 cols.join(",")
@@ -121,11 +136,13 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs) {
                         // A matrix of rank below k has fewer vectors: its row keeps its width.
                         values.resize(k, String::new());
                         values.extend(sweep.iter().map(|&e| m.intruders(k, e).len().to_string()));
+                        values.push(m.intruders(k, eps).len().to_string());
+                        values.push(flags_of(name));
                         outln!(
                             "{name},{},{},{},{:.6},{:.6},{},,{}",
                             m.shape[0],
                             m.shape[1],
-                            m.intruders(k, eps).len(),
+                            counted(m).len(),
                             m.min_cos(k),
                             m.delta_rel_norm,
                             m.delta_effective_rank
@@ -136,7 +153,7 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs) {
                     Err(e) => outln!(
                         "{name},,,,,,,\"{}\"{}",
                         e.replace('"', "'"),
-                        ",".repeat(k + sweep.len())
+                        ",".repeat(k + sweep.len() + 2)
                     ),
                 }
             }
@@ -170,10 +187,17 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs) {
                 match r {
                     Ok(m) => {
                         let ratio = m.sigma_tuned[0] / m.sigma_base[0];
+                        // `*`: the user's flags changed this matrix's verdicts.
+                        let n = counted(m).len();
+                        let count = if user.flags.contains_key(name) {
+                            format!("{n}*")
+                        } else {
+                            n.to_string()
+                        };
                         let mut line = format!(
                             "{name:<w$}  {:>10}  {:>9}  {:>7.3}  {:>8.3}  {:>7.4}",
                             format!("{}×{}", m.shape[0], m.shape[1]),
-                            m.intruders(k, eps).len(),
+                            count,
                             m.min_cos(k),
                             ratio,
                             m.delta_rel_norm
@@ -190,7 +214,7 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs) {
             }
             outln!("");
             outln!("intruders per layer (k={k}, ε={eps}):");
-            for (b, n) in scan.per_layer(k, eps) {
+            for (b, n) in scan.per_layer_with(user, k, eps) {
                 outln!("  {b:<w2$} {n}", w2 = w.min(40));
             }
             if a.sweep {
@@ -203,7 +227,7 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs) {
             outln!("");
             outln!(
                 "total intruders (k={k}, ε={eps}): {} in {}{}",
-                scan.total(k, eps),
+                scan.total_with(user, k, eps),
                 report::count(scan.results.len(), "matrix", "matrices"),
                 if scan.failed() > 0 {
                     format!(", {} failed", scan.failed())
@@ -211,6 +235,12 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs) {
                     String::new()
                 }
             );
+            if user.overrides() > 0 {
+                outln!(
+                    "(* explorer flags: the rule alone finds {}; --ignore-flags for it)",
+                    scan.total(k, eps)
+                );
+            }
         }
     }
 }

@@ -107,17 +107,35 @@ use crate::engine::{Options, Scan};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// `scan --format json`.
-pub fn scan_json(inputs: &Inputs, scan: &Scan, opts: &Options, k: usize, epsilon: f64) -> Value {
+/// Counts follow the user's flags where set ("intruders", "total_intruders", "per_layer");
+/// "rule_intruders" and "total_rule_intruders" are the rule's alone, "user_flags" the verdicts
+/// that override it. The sweep is the rule's.
+pub fn scan_json(
+    inputs: &Inputs,
+    scan: &Scan,
+    opts: &Options,
+    (k, epsilon): (usize, f64),
+    user: &crate::flags::UserState,
+) -> Value {
     let matrices: Vec<Value> = scan
         .results
         .iter()
         .map(|(name, r)| match r {
             Ok(m) => {
                 let top = &m.vectors[..k.min(m.vectors.len())];
+                let flags: serde_json::Map<String, Value> = user
+                    .flags
+                    .get(name)
+                    .into_iter()
+                    .flatten()
+                    .map(|(j, v)| (j.to_string(), Value::Bool(*v)))
+                    .collect();
                 json!({
                     "name": name,
                     "shape": m.shape,
-                    "intruders": m.intruders(k, epsilon),
+                    "intruders": user.intruders(name, &m.max_cos(), k, epsilon),
+                    "rule_intruders": m.intruders(k, epsilon),
+                    "user_flags": flags,
                     "max_cos": top.iter().map(|v| v.max_cos).collect::<Vec<_>>(),
                     "best_base_index": top.iter().map(|v| v.best_base_index).collect::<Vec<_>>(),
                     "best_base_sigma": top.iter().map(|v| v.best_base_sigma).collect::<Vec<_>>(),
@@ -140,10 +158,12 @@ pub fn scan_json(inputs: &Inputs, scan: &Scan, opts: &Options, k: usize, epsilon
         "epsilon": epsilon,
         "vectors": opts.side,
         "precision": opts.precision,
-        "total_intruders": scan.total(k, epsilon),
+        "total_intruders": scan.total_with(user, k, epsilon),
+        "total_rule_intruders": scan.total(k, epsilon),
+        "flags_applied": user.overrides(),
         "failed": scan.failed(),
         "inputs": {"base": base, "tuned": tuned, "adapter": adapter},
-        "per_layer": scan.per_layer(k, epsilon).into_iter()
+        "per_layer": scan.per_layer_with(user, k, epsilon).into_iter()
             .map(|(b, n)| json!({"layer": b, "intruders": n})).collect::<Vec<_>>(),
         "sweep": scan.sweep(k).into_iter()
             .map(|(e, n)| json!({"epsilon": e, "intruders": n})).collect::<Vec<_>>(),

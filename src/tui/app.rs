@@ -175,6 +175,10 @@ pub struct App {
     pub heat_rows_per_line: usize,
     /// Whether the mouse is captured (off: the terminal selects text).
     pub mouse: bool,
+    /// The flags file's content, kept up to date; the event loop writes it.
+    pub stored: crate::flags::Stored,
+    /// Stale flags were mentioned once already.
+    pub stale_noted: bool,
 }
 
 pub const HEAT_MIN: usize = 10;
@@ -222,6 +226,8 @@ impl App {
             size: ratatui::layout::Rect::new(0, 0, 80, 24),
             heat_rows_per_line: 2,
             mouse: false,
+            stored: Default::default(),
+            stale_noted: false,
         };
         app.refresh_visible();
         app
@@ -639,6 +645,7 @@ impl App {
                         if entry.is_empty() {
                             self.user.flags.remove(&name);
                         }
+                        self.stored.record(&self.user, &name, r.weights);
                         // Short: the status bar keeps its right end for `? help  q quit`.
                         self.message = Some(format!(
                             "vector {} of {}: {}",
@@ -654,7 +661,12 @@ impl App {
                 if let Some(row) = self.selected_row() {
                     let name = self.rows[row].name.clone();
                     if !self.user.marks.remove(&name) {
-                        self.user.marks.insert(name);
+                        self.user.marks.insert(name.clone());
+                    }
+                    // Persisted with the weights once analysed (see `on_done`).
+                    if let Some(r) = self.report(row) {
+                        let w = r.weights;
+                        self.stored.record(&self.user, &name, w);
                     }
                     cmds.push(Cmd::SaveState);
                 }
@@ -735,6 +747,34 @@ impl App {
         }
     }
 
+    /// Where the user is, to be found again next time.
+    pub fn view(&self) -> Option<crate::flags::View> {
+        let row = self.selected_row()?;
+        Some(crate::flags::View {
+            matrix: self.rows[row].name.clone(),
+            vector: self.cursor_j,
+            zoom: self.zoom,
+            pane: format!("{:?}", self.focus),
+        })
+    }
+
+    /// Back where the user was: the matrix (if it is still there), vector, pane and zoom.
+    pub fn restore_view(&mut self, v: &crate::flags::View) {
+        let Some(row) = self.rows.iter().position(|r| r.name == v.matrix) else {
+            return;
+        };
+        let Some(pos) = self.visible.iter().position(|&i| i == row) else {
+            return;
+        };
+        self.sel = pos;
+        self.cursor_j = v.vector;
+        self.focus = PANES
+            .into_iter()
+            .find(|p| format!("{p:?}") == v.pane)
+            .unwrap_or(Pane::Layers);
+        self.zoom = v.zoom;
+    }
+
     /// The marked matrices that are analysed, or else the selected one.
     pub fn export_set(&self) -> Vec<String> {
         let marked: Vec<String> = self
@@ -794,6 +834,20 @@ impl App {
     }
 
     pub fn on_done(&mut self, row: usize, result: Result<Arc<MatrixReport>, String>) {
+        if let Ok(r) = &result {
+            // The stored flags of these weights, and what was set here before they were known.
+            let name = self.rows[row].name.clone();
+            self.stored.apply(&mut self.user, &name, r.weights);
+            self.stored.record(&self.user, &name, r.weights);
+            if !self.stale_noted && self.stored.stale([(name.as_str(), r.weights)]) > 0 {
+                self.stale_noted = true;
+                self.message = Some(format!(
+                    "flags stored for {} belong to other weights (another run, or a changed \
+                     config): not applied",
+                    short_name(&name, &self.rows[row].block)
+                ));
+            }
+        }
         self.rows[row].status = match result {
             Ok(r) => Status::Done(r),
             Err(e) => Status::Failed(e),

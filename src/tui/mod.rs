@@ -43,8 +43,8 @@ pub struct Settings {
     pub epsilon: f64,
     pub depth: Depth,
     pub background: theme::Background,
-    /// Where flags and marks persist (None: not persisted).
-    pub state_root: Option<PathBuf>,
+    /// Where flags, marks and the last view persist (None: not persisted).
+    pub state_dir: Option<PathBuf>,
     pub workers: usize,
     /// Capture the mouse from the start (`--no-mouse` turns it off).
     pub mouse: bool,
@@ -162,20 +162,24 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
     let (tx, rx) = mpsc::channel::<Event>();
     quit_on_signals(tx.clone());
     let engine = Arc::new(engine);
-    let state_path = settings
-        .state_root
+    let mut state = settings
+        .state_dir
         .as_ref()
-        .map(|r| crate::flags::state_path(r, &engine.inputs));
-    let mut user = UserState::default();
-    let mut startup_msg = None;
-    if let Some(p) = &state_path {
-        match crate::flags::load(p) {
-            Ok(u) => user = u,
-            Err(e) => startup_msg = Some(e),
+        .map(|d| crate::flags::StateFile::open(crate::flags::state_path(d, &engine.inputs)));
+    let mut app = build_app(&engine, settings.k, settings.epsilon, UserState::default());
+    let legacy = engine
+        .cache
+        .dir()
+        .and_then(|d| d.parent())
+        .and_then(crate::flags::legacy_warning);
+    app.message = legacy;
+    if let Some(st) = &state {
+        app.stored = st.stored.clone();
+        app.message = st.warning.clone().or(app.message.take());
+        if let Some(v) = &st.stored.view {
+            app.restore_view(v);
         }
     }
-    let mut app = build_app(&engine, settings.k, settings.epsilon, user);
-    app.message = startup_msg;
     let theme = Theme::new(settings.depth).on(settings.background);
     let mut signal = None;
     let sched = worker::Scheduler::new(app.rows.len());
@@ -236,13 +240,17 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
                 match c {
                     Cmd::Focus(r) => sched.focus(r),
                     Cmd::SetPaused(p) => sched.set_paused(p),
-                    Cmd::SaveState => match &state_path {
-                        Some(p) => {
-                            if let Err(e) = crate::flags::save(p, &app.user) {
+                    Cmd::SaveState => match &mut state {
+                        Some(st) => {
+                            st.stored = app.stored.clone();
+                            if let Err(e) = st.save() {
                                 app.message = Some(format!("could not save flags: {e}"));
                             }
                         }
-                        None => app.message = Some("no cache folder: flags are not saved".into()),
+                        None => {
+                            app.message =
+                                Some("no state folder ($HOME unset): flags are not saved".into())
+                        }
                     },
                     Cmd::Suspend => {
                         suspend();
@@ -282,6 +290,15 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
     })();
     // Stop at once: an SVD in progress is abandoned; cache writes are atomic.
     sched.stop();
+    // Where the user was, for next time (flags were saved as they were set).
+    if let Some(st) = &mut state {
+        let view = app.view();
+        if st.writable && view != st.stored.view {
+            st.stored = app.stored.clone();
+            st.stored.view = view;
+            let _ = st.save();
+        }
+    }
     restore_terminal();
     result.map_err(|e| Error::Usage(format!("terminal error: {e}")))?;
     Ok(signal.map_or(0, |s| 128u8.saturating_add(s as u8)))

@@ -124,6 +124,8 @@ pub struct Run {
 pub fn lorascope(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lorascope"));
     c.args(args);
+    // Never the user's own flags: a test that wants some passes its own XDG_STATE_HOME.
+    c.env("XDG_STATE_HOME", "/nonexistent/lorascope-test-state");
     for (k, v) in env {
         c.env(k, v);
     }
