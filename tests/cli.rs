@@ -773,3 +773,21 @@ fn explorer_flags_follow_the_weights_not_the_headers_and_scan_says_so() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("0 intruders scaled"), "{}", r.stderr);
 }
+
+#[test]
+fn help_shows_how_to_open_the_explorer() {
+    let r = lorascope(&["--help"], &[]);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stdout.contains("Usage: lorascope BASE TUNED [OPTIONS]"),
+        "{}",
+        r.stdout
+    );
+    for cmd in ["scan", "report", "repair", "demo", "tui"] {
+        assert!(
+            r.stdout.contains(&format!("  {cmd} ")),
+            "{cmd}: {}",
+            r.stdout
+        );
+    }
+}

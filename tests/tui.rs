@@ -371,8 +371,17 @@ fn screens_at_80x24_and_160x48() {
     let theme = Theme::new(Depth::C256);
     let path = d.path().to_string_lossy().into_owned();
     insta::with_settings!({filters => vec![(path.as_str(), "[DEMO]")]}, {
-        for (w, h) in [(80, 24), (160, 48)] {
+        for (w, h) in [(80, 24), (120, 40), (160, 48)] {
             insta::assert_snapshot!(format!("main_{w}x{h}"), screen(&app, theme, w, h));
+        }
+        // The same panes, whole, in every colour depth (the text does not depend on it).
+        for depth in [Depth::True, Depth::C16, Depth::Mono] {
+            for (w, h) in [(80, 24), (120, 40)] {
+                let s = screen(&app, Theme::new(depth), w, h);
+                for part in ["┌ matrices 24", "tuned ", "base ", "top vectors", "? help  q quit"] {
+                    assert!(s.contains(part), "{depth:?} {w}×{h}: no `{part}`:\n{s}");
+                }
+            }
         }
         press(&mut app, "o");
         assert_eq!(app.tab, Tab::Overview);
@@ -660,9 +669,12 @@ fn the_heatmap_widens_up_to_the_vectors_computed_and_says_how_to_get_more() {
     let d = tempfile::tempdir().unwrap();
     let e = demo_engine(d.path()); // keep 32
     let mut app = analysed(&e);
-    assert_eq!(app.heat_k, 30);
-    press(&mut app, ">");
+    // It starts with every vector computed.
     assert_eq!(app.heat_k, 32);
+    press(&mut app, "<");
+    assert_eq!(app.heat_k, 21);
+    press(&mut app, ">");
+    assert_eq!(app.heat_k, 31);
     assert!(app.message.is_none());
     press(&mut app, ">>");
     assert_eq!(app.heat_k, 32);

@@ -22,7 +22,9 @@ use lorascope::Error;
 #[command(
     name = "lorascope",
     version,
-    about = "What did fine-tuning do to the weights? Finds intruder dimensions (Shuttleworth et al., 2024)."
+    about = "What did fine-tuning do to the weights? Finds intruder dimensions (Shuttleworth et al., 2024).",
+    override_usage = "lorascope BASE TUNED [OPTIONS]    explore a fine-tune (TUNED: a model or a PEFT adapter)\n       lorascope <COMMAND> [ARGS]",
+    after_help = "Examples:\n  lorascope demo                          the explorer on a generated demo\n  lorascope ./base ./adapter              the explorer (same as `lorascope tui ./base ./adapter`)\n  lorascope scan ./base ./adapter --sweep intruder counts, for scripts and CI"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -35,7 +37,7 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Count intruder dimensions in every selected matrix.
     Scan(ScanArgs),
-    /// Scan a small generated demo: a LoRA adapter with intruders and a full fine-tune.
+    /// The explorer on a small generated demo with intruders (`--scan`: print the scans).
     Demo(DemoArgs),
     /// Show or empty the decomposition cache.
     Cache(CacheCmdArgs),

@@ -210,7 +210,7 @@ impl App {
             sort: SortBy::Name,
             cursor_j: 0,
             cursor_i: 0,
-            heat_k: 30,
+            heat_k: crate::engine::DEFAULT_KEEP.max(k).clamp(HEAT_MIN, HEAT_MAX),
             heat: None,
             heat_error: None,
             user,

@@ -92,6 +92,8 @@ pub fn build_app(engine: &Engine, k: usize, epsilon: f64, user: UserState) -> Ap
     }
     let mut app = App::new(rows, format!("{base} → {tuned}"), inputs, k, epsilon, user);
     app.keep = engine.keep();
+    // Every tuned vector computed, as far as the width allows (`<` narrows).
+    app.heat_k = app.keep.clamp(app::HEAT_MIN, app::HEAT_MAX);
     app
 }
 

@@ -149,8 +149,13 @@ fn render_layers(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
                 Status::Failed(_) => ("✗".to_string(), theme.intruder()),
                 Status::Done(_) => {
                     let n = app.intruders(i).map_or(0, |v| v.len());
+                    // A glyph as well as a colour: readable without colour too.
                     (
-                        n.to_string(),
+                        if n > 0 {
+                            format!("{n}▲")
+                        } else {
+                            n.to_string()
+                        },
                         if n > 0 {
                             theme.intruder()
                         } else {
@@ -180,7 +185,7 @@ fn render_layers(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
             Constraint::Length(1),
             Constraint::Fill(1),
             Constraint::Length(shape_w),
-            Constraint::Length(3),
+            Constraint::Length(4),
             Constraint::Length(1),
         ],
     )
