@@ -1,6 +1,7 @@
 //! `cargo bench --bench render`: one explorer frame at 160×48 on a TestBackend (layout, every
 //! widget, the buffer diff; no terminal I/O), with the heatmap filled: the main screen and the
-//! zoomed heatmap, on the demo's analysed matrices. Target: ≤ 2 ms a frame.
+//! zoomed heatmap, on the demo's analysed matrices; and in 256 colours (as over SSH) at 80×24
+//! and 200×60. Target: ≤ 2 ms a frame.
 
 use lorascope::cache::Cache;
 use lorascope::checkpoint::{Inputs, Selection};
@@ -49,9 +50,14 @@ fn app(zoom: bool) -> (tempfile::TempDir, App) {
 }
 
 fn frame(bencher: divan::Bencher, zoom: bool, depth: Depth) {
-    let (_dir, app) = app(zoom);
+    frame_at(bencher, zoom, depth, (160, 48));
+}
+
+fn frame_at(bencher: divan::Bencher, zoom: bool, depth: Depth, (w, h): (u16, u16)) {
+    let (_dir, mut app) = app(zoom);
+    app.size = ratatui::layout::Rect::new(0, 0, w, h);
     let theme = Theme::new(depth);
-    let mut term = Terminal::new(TestBackend::new(160, 48)).unwrap();
+    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
     bencher.bench_local(|| {
         term.draw(|f| ui::render(&app, &theme, f)).unwrap();
     });
@@ -70,4 +76,20 @@ fn zoomed_heatmap_160x48_truecolor(b: divan::Bencher) {
 #[divan::bench]
 fn zoomed_heatmap_160x48_256_colours(b: divan::Bencher) {
     frame(b, true, Depth::C256);
+}
+
+// Over SSH: 256 colours, at the smallest designed size and a large one.
+#[divan::bench]
+fn main_80x24_256_colours(b: divan::Bencher) {
+    frame_at(b, false, Depth::C256, (80, 24));
+}
+
+#[divan::bench]
+fn main_200x60_256_colours(b: divan::Bencher) {
+    frame_at(b, false, Depth::C256, (200, 60));
+}
+
+#[divan::bench]
+fn zoomed_heatmap_200x60_256_colours(b: divan::Bencher) {
+    frame_at(b, true, Depth::C256, (200, 60));
 }

@@ -687,3 +687,19 @@ fn the_heatmap_widens_up_to_the_vectors_computed_and_says_how_to_get_more() {
     press(&mut app, "<");
     assert_eq!(app.heat_k, 21);
 }
+
+#[test]
+fn the_readme_key_table_is_the_key_table_in_code() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("<!-- keys: generated")
+        .expect("the README's key table marker");
+    let body = &readme[start..];
+    let table = &body[body.find('\n').unwrap() + 1..body.find("<!-- keys: end -->").unwrap()];
+    assert_eq!(
+        table.trim_end(),
+        lorascope::tui::keys::markdown_table().trim_end(),
+        "README.md's key table differs from src/tui/keys.rs: paste markdown_table()'s output"
+    );
+}

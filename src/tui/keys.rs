@@ -337,6 +337,16 @@ pub fn hints_line(width: usize) -> String {
     line
 }
 
+/// The key table as Markdown, for the README (a test keeps the two the same).
+pub fn markdown_table() -> String {
+    let mut s = String::from("| key | does |\n|---|---|\n");
+    for b in BINDINGS {
+        let keys = b.label.replace('|', "\\|");
+        s.push_str(&format!("| `{keys}` | {} |\n", b.help.replace('|', "\\|")));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
