@@ -473,6 +473,42 @@ mod tests {
         }
     }
 
+    /// WCAG contrast ratio of two sRGB colours.
+    fn contrast(a: (u8, u8, u8), b: (u8, u8, u8)) -> f64 {
+        let lum = |(r, g, b): (u8, u8, u8)| {
+            let lin = |u: u8| {
+                let u = u as f64 / 255.0;
+                if u <= 0.04045 {
+                    u / 12.92
+                } else {
+                    ((u + 0.055) / 1.055).powf(2.4)
+                }
+            };
+            0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b)
+        };
+        let (x, y) = (lum(a), lum(b));
+        (x.max(y) + 0.05) / (x.min(y) + 0.05)
+    }
+
+    #[test]
+    fn each_theme_reads_on_its_background_also_in_256_colours() {
+        for (bg, paper) in [
+            (Background::Dark, (0, 0, 0)),
+            (Background::Light, (255, 255, 255)),
+        ] {
+            for (name, c) in Theme::new(Depth::True).on(bg).named_colors() {
+                let Color::Indexed(i) = Theme::new(Depth::C256).rgb(c.0, c.1, c.2) else {
+                    unreachable!()
+                };
+                for (what, col) in [("truecolor", c), ("256", xterm_rgb(i))] {
+                    let r = contrast(col, paper);
+                    // WCAG's 3:1 for large or bold text and UI parts; every one is above it.
+                    assert!(r >= 3.0, "{bg:?} {name} in {what}: {col:?} contrast {r:.2}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_16_colour_forms_keep_the_hue_family() {
         let t = Theme::new(Depth::C16);
