@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use faer::Par;
 use serde::Serialize;
 
-use crate::cache::{Cache, Key, KeyBuilder};
+use crate::cache::Cache;
 use crate::checkpoint::{Element, Inputs, TensorPair};
 use crate::error::{contain, Result};
+use crate::key::{Key, KeyBuilder};
 use crate::spectral::{self, rule, topk, Decomposition, Side};
 
 /// Bump when what a cache entry holds or how it is computed changes.

@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::cache::KeyBuilder;
 use crate::checkpoint::{Inputs, Tuned};
+use crate::key::KeyBuilder;
 use crate::spectral::rule;
 
 /// The verdicts in force for the pair being looked at, by matrix name.

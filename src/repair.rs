@@ -252,7 +252,7 @@ pub fn write_model(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::Rng;
+    use crate::rng::Rng;
     use crate::spectral;
 
     /// W = X·diag(s)·Yᵀ with random orthonormal X, Y.

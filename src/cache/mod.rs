@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use xxhash_rust::xxh3::{xxh3_128, Xxh3};
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::spectral::{Decomposition, Vectors};
 
@@ -31,42 +31,7 @@ pub fn default_dir() -> Option<PathBuf> {
         .or_else(|| env("HOME").map(|h| h.join(".cache/lorascope")))
 }
 
-/// A cache key: 128-bit hash of everything that determines an entry's content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Key(pub u128);
-
-impl Key {
-    pub fn hex(&self) -> String {
-        format!("{:032x}", self.0)
-    }
-}
-
-/// Builds keys from parts; each part is length-prefixed so concatenations cannot collide.
-#[derive(Default)]
-pub struct KeyBuilder(Xxh3);
-
-impl KeyBuilder {
-    pub fn new() -> Self {
-        KeyBuilder(Xxh3::new())
-    }
-    pub fn bytes(mut self, b: &[u8]) -> Self {
-        self.0.update(&(b.len() as u64).to_le_bytes());
-        self.0.update(b);
-        self
-    }
-    pub fn str(self, s: &str) -> Self {
-        self.bytes(s.as_bytes())
-    }
-    pub fn u128(self, x: u128) -> Self {
-        self.bytes(&x.to_le_bytes())
-    }
-    pub fn f64(self, x: f64) -> Self {
-        self.bytes(&x.to_le_bytes())
-    }
-    pub fn finish(self) -> Key {
-        Key(self.0.digest128())
-    }
-}
+pub use crate::key::{Key, KeyBuilder};
 
 pub struct Cache {
     dir: Option<PathBuf>,

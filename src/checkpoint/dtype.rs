@@ -6,15 +6,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use safetensors::Dtype;
 
-/// Scalars the engine computes in. Implemented for f32 (default) and f64 (`--precision f64`).
-pub trait Element:
-    faer::traits::RealField + Copy + Send + Sync + 'static + Into<f64> + std::fmt::Debug
-{
-    const NAME: &'static str;
-    fn from_f64(x: f64) -> Self;
-    /// Decode `bytes` (little-endian, of `dtype`) into `out`; `out.len()` elements.
-    fn decode(dtype: Dtype, bytes: &[u8], out: &mut [Self]) -> Result<(), String>;
-}
+pub use crate::matrix::{zeroed, Element};
 
 /// Dtypes lorascope reads.
 pub fn is_supported(dtype: Dtype) -> bool {
@@ -87,26 +79,6 @@ pub fn decode_reusing<T: Element>(
         buf.extend_from_slice(&stage[..m]);
     }
     Ok(buf)
-}
-
-/// A zeroed buffer for a whole matrix. Large ones are backed by transparent huge pages where
-/// the kernel offers them on request: first-touch faults on 4 KiB pages took a quarter of a warm
-/// scan's time.
-pub fn zeroed<T: Element>(n: usize) -> Vec<T> {
-    let v = vec![T::from_f64(0.0); n];
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let bytes = n * std::mem::size_of::<T>();
-        if bytes >= 4 * HUGE {
-            let start = v.as_ptr() as usize;
-            let aligned = start.next_multiple_of(HUGE);
-            let len = (start + bytes - aligned) / HUGE * HUGE;
-            // Advice only: failure leaves ordinary pages.
-            unsafe { libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
-        }
-    }
-    v
 }
 
 fn decode_f32_into(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {

@@ -11,13 +11,14 @@ use std::path::Path;
 
 use serde::Serialize;
 
+pub use crate::matrix::Dense;
 pub use adapter::{Adapter, AdapterConfig, LoraModule};
 pub use dtype::Element;
-pub use model::{Dense, Format, Model};
+pub use model::{Format, Model};
 pub use pairing::{block_of, natural_cmp, Selection};
 
-use crate::cache::KeyBuilder;
 use crate::error::{Error, Result};
+use crate::key::KeyBuilder;
 
 /// The fine-tuned side: a full checkpoint or an adapter applied to the base.
 #[derive(Debug)]

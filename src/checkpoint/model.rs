@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::dtype::Element;
 use super::st::{StFile, TensorInfo};
 use crate::error::{Error, Result};
+use crate::matrix::Dense;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,43 +41,6 @@ pub struct Model {
     pub format: Format,
     pub files: Vec<Arc<StFile>>,
     pub tensors: BTreeMap<String, TensorLoc>,
-}
-
-/// A row-major matrix, (out, in) as nn.Linear stores it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Dense<T> {
-    pub rows: usize,
-    pub cols: usize,
-    pub data: Vec<T>,
-}
-
-impl<T: Copy> Dense<T> {
-    pub fn transpose(&self) -> Dense<T> {
-        let mut data = Vec::with_capacity(self.data.len());
-        for j in 0..self.cols {
-            for i in 0..self.rows {
-                data.push(self.data[i * self.cols + j]);
-            }
-        }
-        Dense {
-            rows: self.cols,
-            cols: self.rows,
-            data,
-        }
-    }
-    pub fn at(&self, i: usize, j: usize) -> T {
-        self.data[i * self.cols + j]
-    }
-    /// A row-major copy of any faer matrix.
-    pub fn from_mat(m: faer::MatRef<'_, T>) -> Dense<T> {
-        Dense {
-            rows: m.nrows(),
-            cols: m.ncols(),
-            data: (0..m.nrows())
-                .flat_map(|i| (0..m.ncols()).map(move |j| m[(i, j)]))
-                .collect(),
-        }
-    }
 }
 
 impl Model {

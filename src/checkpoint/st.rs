@@ -59,7 +59,7 @@ fn identity(meta: &std::fs::Metadata) -> Option<u128> {
         ];
         let bytes: Vec<u8> = fields.iter().flat_map(|f| f.to_le_bytes()).collect();
         Some(
-            crate::cache::KeyBuilder::new()
+            crate::key::KeyBuilder::new()
                 .str("file")
                 .bytes(&bytes)
                 .finish()
@@ -92,8 +92,10 @@ impl StFile {
                 format!("truncated: {size} bytes, too short for a safetensors header"),
             ));
         }
-        // SAFETY: the map is read-only; a checkpoint changed under our feet is the user's
-        // problem (as with every mmap-based loader) and at worst yields wrong numbers.
+        // SAFETY: the map is read-only and never outlives the file. It is not safe against the
+        // file changing while mapped: new bytes give wrong numbers, and a file truncated below a
+        // mapped page raises SIGBUS on the next read of it, which kills the process (as in every
+        // mmap-based loader). Reads are not yet guarded against that (the hardening issue).
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let n = u64::from_le_bytes(mmap[..N_LEN].try_into().unwrap());
         if n > size - N_LEN as u64 {

@@ -11,8 +11,8 @@ use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::svd::{self, ComputeSvdVectors};
 use faer::{Mat, MatRef, Par};
 
-use crate::checkpoint::{Dense, Element};
 use crate::error::{Error, Result};
+use crate::matrix::{Dense, Element};
 
 pub use rule::{count_intruders, is_intruder, DEFAULT_EPSILON, DEFAULT_K};
 
@@ -72,7 +72,7 @@ impl Vectors {
         if cfg!(target_endian = "little") && raw.as_ptr().align_offset(4) == 0 {
             return Some(Vectors(Repr::Shared { bytes, offset, len }));
         }
-        let mut v = crate::checkpoint::dtype::zeroed::<f32>(len);
+        let mut v = crate::matrix::zeroed::<f32>(len);
         for (o, c) in v.iter_mut().zip(raw.chunks_exact(4)) {
             *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         }

@@ -11,8 +11,8 @@
 
 use faer::{Accum, ColRef, Mat, MatRef, Par};
 
-use crate::checkpoint::Element;
-use crate::demo::Rng;
+use crate::matrix::Element;
+use crate::rng::Rng;
 
 /// A symmetric positive semi-definite operator on R^dim.
 pub trait SymOp<T: Element>: Sync {
@@ -543,7 +543,7 @@ fn failing(theta: &[f64], residual: &[f64], p: usize, params: Params) -> Vec<usi
 /// base's top vectors when given (a fine-tune moves them little, so the start is close). `None`
 /// when the iteration declines or does not converge; callers then use the full SVD.
 pub fn dense_top<T: Element>(
-    w: &crate::checkpoint::Dense<T>,
+    w: &crate::matrix::Dense<T>,
     side: super::Side,
     keep: usize,
     base: Option<&super::Decomposition>,
@@ -563,7 +563,7 @@ pub fn dense_top<T: Element>(
 }
 
 /// X with the wanted vectors as its left singular vectors: W (left) or Wᵀ (right), zero-copy.
-fn side_view<T: Element>(w: &crate::checkpoint::Dense<T>, side: super::Side) -> MatRef<'_, T> {
+fn side_view<T: Element>(w: &crate::matrix::Dense<T>, side: super::Side) -> MatRef<'_, T> {
     match side {
         super::Side::Left => MatRef::from_row_major_slice(&w.data, w.rows, w.cols),
         super::Side::Right => MatRef::from_column_major_slice(&w.data, w.cols, w.rows),
@@ -675,9 +675,9 @@ pub const MAX_PROJECTED_RANK: usize = 32;
 #[allow(clippy::too_many_arguments)]
 pub fn lora_top(
     base: &super::Decomposition,
-    w0: &crate::checkpoint::Dense<f64>,
-    b: &crate::checkpoint::Dense<f64>,
-    a: &crate::checkpoint::Dense<f64>,
+    w0: &crate::matrix::Dense<f64>,
+    b: &crate::matrix::Dense<f64>,
+    a: &crate::matrix::Dense<f64>,
     s: f64,
     side: super::Side,
     keep: usize,
@@ -701,9 +701,9 @@ pub struct LoraTrace {
 #[allow(clippy::too_many_arguments)]
 pub fn lora_top_traced(
     base: &super::Decomposition,
-    w0: &crate::checkpoint::Dense<f64>,
-    b: &crate::checkpoint::Dense<f64>,
-    a: &crate::checkpoint::Dense<f64>,
+    w0: &crate::matrix::Dense<f64>,
+    b: &crate::matrix::Dense<f64>,
+    a: &crate::matrix::Dense<f64>,
     s: f64,
     side: super::Side,
     keep: usize,
@@ -716,9 +716,9 @@ pub fn lora_top_traced(
 #[allow(clippy::too_many_arguments)]
 fn lora_top_with(
     base: &super::Decomposition,
-    w0: &crate::checkpoint::Dense<f64>,
-    b: &crate::checkpoint::Dense<f64>,
-    a: &crate::checkpoint::Dense<f64>,
+    w0: &crate::matrix::Dense<f64>,
+    b: &crate::matrix::Dense<f64>,
+    a: &crate::matrix::Dense<f64>,
     s: f64,
     side: super::Side,
     keep: usize,
@@ -1303,7 +1303,7 @@ mod tests {
     /// fallback when corrections stall) and still matches the SVD of the merged matrix.
     #[test]
     fn lora_route_falls_back_to_krylov_and_stays_exact() {
-        use crate::checkpoint::Dense;
+        use crate::matrix::Dense;
         use crate::spectral::{self, Side};
         let mut rng = Rng(21);
         let (m, n, r) = (260, 200, 4);
