@@ -80,15 +80,16 @@ pub fn contain<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     })
 }
 
-/// Test scaffolding, in debug builds only: panics when `LORASCOPE_TEST_PANIC` names `point` (a
+/// Test scaffolding: panics when the environment variable `LORASCOPE_TEST_PANIC` names `point` (a
 /// matrix, or `ui`), so tests can check what a bug there does to the user.
 pub fn panic_if_asked(point: &str) {
-    #[cfg(debug_assertions)]
-    if std::env::var("LORASCOPE_TEST_PANIC").is_ok_and(|v| v == point) {
+    // Read once: this is on every matrix's path. Compiled into release builds too, so that
+    // `cargo test --release` tests the same binary behaviour as debug builds.
+    static ASKED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let asked = ASKED.get_or_init(|| std::env::var("LORASCOPE_TEST_PANIC").ok());
+    if asked.as_deref() == Some(point) {
         panic!("LORASCOPE_TEST_PANIC at {point}");
     }
-    #[cfg(not(debug_assertions))]
-    let _ = point;
 }
 
 #[cfg(test)]
