@@ -4,9 +4,7 @@
 // Reference arithmetic reads best with explicit indices.
 #![allow(clippy::needless_range_loop)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use lorascope::checkpoint::{Dense, Inputs, Model, Selection, Tuned};
 use std::path::Path;
 

@@ -1,8 +1,6 @@
 //! The binary as a user runs it: output formats, exit codes, pipes, failures, the demo.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn fx(p: &str) -> String {
     fixtures()

@@ -2,9 +2,7 @@
 //! flat top spectrum, both sides) and the LoRA route that never forms W (square and tall, on
 //! planted updates and on the real MiniLM adapter).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use faer::{Mat, Par};
 use lorascope::checkpoint::{Dense, Inputs, Selection};
 use lorascope::spectral::{self, topk, Decomposition, Side};

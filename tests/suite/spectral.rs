@@ -1,9 +1,7 @@
 //! The decomposition and the intruder rule against independent math: orthonormality, the
 //! defining relation Wᵀu = σv, planted intruders, the 1/√m lower bound and sign invariance.
 
-mod common;
-
-use common::Rng;
+use crate::common::Rng;
 use faer::Par;
 use lorascope::checkpoint::Dense;
 use lorascope::spectral::{self, rule, Decomposition, Side};

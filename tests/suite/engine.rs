@@ -1,9 +1,7 @@
 //! The engine on the real MiniLM slices against the NumPy reference, and the cache's
 //! promises: nothing decomposed twice, damaged entries recomputed, content addressing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use lorascope::cache::Cache;
 use lorascope::checkpoint::{Inputs, Selection};
 use lorascope::engine::{Engine, MatrixReport, Options, FAST_MIN_DIM};
