@@ -72,6 +72,16 @@ mod architecture {
         }
     }
 
+    fn read_all(p: &Path, out: &mut String) {
+        if p.is_dir() {
+            for e in std::fs::read_dir(p).unwrap().flatten() {
+                read_all(&e.path(), out);
+            }
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push_str(&std::fs::read_to_string(p).unwrap());
+        }
+    }
+
     #[test]
     fn every_module_imports_only_what_docs_architecture_allows() {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -88,6 +98,19 @@ mod architecture {
             let mut used = BTreeSet::new();
             imports(&p, &mut used);
             used.remove(&name);
+            // No command line in the library, and no terminal outside the explorer.
+            let mut text = String::new();
+            read_all(&p, &mut text);
+            assert!(
+                !text.contains("clap::"),
+                "`{name}` uses clap: keep it in src/cli"
+            );
+            if name != "tui" {
+                assert!(
+                    !text.contains("ratatui") && !text.contains("crossterm"),
+                    "`{name}` uses the terminal: keep it in src/tui"
+                );
+            }
             let extra: Vec<_> = used.difference(may).collect();
             assert!(
                 extra.is_empty(),

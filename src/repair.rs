@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::spectral::{Decomposition, Side};
 
 /// Which intruders of a matrix are scaled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// The highest-ranked intruder only, as the paper scales them.

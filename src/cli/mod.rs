@@ -10,6 +10,9 @@ mod inspect;
 mod repair;
 mod report;
 mod scan;
+mod values;
+
+pub use values::*;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,11 +69,11 @@ pub struct AnalysisArgs {
     pub select: SelectArgs,
     /// Compare left (output space, the paper's rule) or right (input space) singular vectors.
     #[arg(long, value_enum, default_value = "left")]
-    pub vectors: lorascope::spectral::Side,
+    pub vectors: SideArg,
     /// Arithmetic of the decompositions (f32 is faster; near-tied singular vectors then move
     /// c_j by up to ~1e-3).
     #[arg(long, value_enum, default_value = "f64")]
-    pub precision: lorascope::engine::Precision,
+    pub precision: PrecisionArg,
     /// Matrices analysed at once [default: cores; the explorer: cores − 1].
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
@@ -140,8 +143,8 @@ impl AnalysisArgs {
                 include: vec![],
                 exclude: vec![],
             },
-            vectors: lorascope::spectral::Side::Left,
-            precision: lorascope::engine::Precision::F64,
+            vectors: SideArg::Left,
+            precision: PrecisionArg::F64,
             jobs: None,
             keep: lorascope::engine::DEFAULT_KEEP,
             full_svd: false,
@@ -178,8 +181,8 @@ impl AnalysisArgs {
         let cache = scan::open_cache(&self.cache);
         print_warnings(&cache.take_warnings());
         let opts = lorascope::engine::Options {
-            side: self.vectors,
-            precision: self.precision,
+            side: self.vectors.into(),
+            precision: self.precision.into(),
             keep: self.keep.max(self.k),
             fast_min_dim: if self.full_svd {
                 usize::MAX
@@ -204,7 +207,7 @@ pub struct ReportArgs {
     #[arg(long = "select", value_name = "REGEX")]
     pub sections: Option<String>,
     #[arg(long, value_enum, default_value = "md")]
-    pub format: lorascope::report::ReportFormat,
+    pub format: ReportFormatArg,
     /// Output file; `-` for stdout [default: stdout, or a new lorascope-report.html for HTML].
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -221,7 +224,7 @@ pub struct RepairArgs {
     /// Scale the highest-ranked intruder of each matrix (the paper) or every intruder in the
     /// top k (PEFT's reduce_intruder_dimension). The explorer's flags override the rule.
     #[arg(long, value_enum, default_value = "top")]
-    pub scope: lorascope::repair::Scope,
+    pub scope: ScopeArg,
     /// The new model: one .safetensors file, written atomically; never inside an input.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
@@ -241,7 +244,7 @@ pub struct LookArgs {
     /// Colours: auto reads NO_COLOR, COLORTERM, TERM and TERM_PROGRAM, and takes 256 colours
     /// when truecolor is not known (as over SSH).
     #[arg(long, value_enum, default_value = "auto")]
-    pub color: lorascope::tui::theme::ColorChoice,
+    pub color: ColorArg,
     /// The terminal's background: light makes text and borders readable on white.
     #[arg(long, value_enum, default_value = "dark")]
     pub theme: ThemeArg,
@@ -519,7 +522,7 @@ fn tui(a: TuiArgs) -> Result<ExitCode, Error> {
         ));
     }
     let state_dir = lorascope::flags::default_dir();
-    let depth = Depth::detect(a.look.color, &|k| std::env::var(k).ok());
+    let depth = Depth::detect(a.look.color.into(), &|k| std::env::var(k).ok());
     // One core stays free for the interface.
     let workers = a
         .analysis

@@ -35,7 +35,7 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
         &|r, tuned| {
             let user = stored.user_for([(r.name.as_str(), r.weights)]);
             let intruders = user.intruders(&r.name, &r.max_cos(), k, epsilon);
-            let pick = a.scope.choose(&intruders);
+            let pick = lorascope::repair::Scope::from(a.scope).choose(&intruders);
             if !pick.is_empty() {
                 chosen.lock().unwrap().insert(r.name.clone(), (pick, tuned));
             }
@@ -65,7 +65,7 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
             "lorascope {} repair: lambda={} scope={} k={k} epsilon={epsilon}",
             env!("CARGO_PKG_VERSION"),
             a.lambda,
-            match a.scope {
+            match a.scope.into() {
                 lorascope::repair::Scope::Top => "top",
                 lorascope::repair::Scope::All => "all",
             }

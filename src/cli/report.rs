@@ -32,10 +32,11 @@ pub fn run(a: ReportArgs) -> Result<ExitCode, Error> {
         &report::now_rfc3339(),
         total,
     );
-    let text = a.format.render(&r);
+    let format = ReportFormat::from(a.format);
+    let text = format.render(&r);
     match a.output.as_deref() {
         Some(p) if p == Path::new("-") => outln!("{}", text.trim_end()),
-        None if a.format != ReportFormat::Html => outln!("{}", text.trim_end()),
+        None if format != ReportFormat::Html => outln!("{}", text.trim_end()),
         None => {
             let dir = std::env::current_dir().map_err(|e| Error::Usage(e.to_string()))?;
             let p = report::write_new(&dir, "lorascope-report", "html", text.as_bytes())

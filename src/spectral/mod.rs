@@ -18,7 +18,7 @@ pub use rule::{count_intruders, is_intruder, DEFAULT_EPSILON, DEFAULT_K};
 
 /// Which singular vectors the rule compares: left (U, output space; the paper's choice) or
 /// right (V, input space; an extension).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     Left,

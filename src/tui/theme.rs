@@ -4,13 +4,12 @@
 
 use ratatui::style::{Color, Modifier, Style};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// `--color`: `auto` decides from the environment ([`Depth::detect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColorChoice {
     Auto,
     Truecolor,
-    #[value(name = "256")]
     Ansi256,
-    #[value(name = "16")]
     Ansi16,
     Never,
 }
