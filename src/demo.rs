@@ -69,13 +69,7 @@ fn bf16_bytes(m: &Mat<f64>) -> Vec<u8> {
         .collect()
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut tmp = tempfile::NamedTempFile::new_in(path.parent().unwrap())?;
-    tmp.write_all(bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
+use crate::fsio::write_atomic;
 
 /// Paths of the demo's base, LoRA adapter and full fine-tune.
 pub struct DemoPaths {

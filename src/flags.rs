@@ -276,14 +276,9 @@ impl StateFile {
                 self.path.display()
             )));
         }
-        use std::io::Write;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        tmp.write_all(serde_json::to_string_pretty(&self.stored)?.as_bytes())?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&self.path).map_err(|e| e.error)?;
-        Ok(())
+        std::fs::create_dir_all(crate::fsio::folder_of(&self.path))?;
+        let text = serde_json::to_string_pretty(&self.stored)?;
+        crate::fsio::write_atomic(&self.path, text.as_bytes())
     }
 }
 

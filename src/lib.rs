@@ -2,7 +2,7 @@
 //!
 //! The pipeline: [`checkpoint`] (mmap, formats, pairing) → [`spectral`] (SVD, the intruder
 //! rule) → [`cache`] (lazy, persistent) → [`engine`] → [`report`], [`repair`] and [`tui`].
-//! Leaves that everything may use: [`error`], [`key`], [`matrix`], [`rng`]. What may import
+//! Leaves that everything may use: [`error`], [`fsio`], [`key`], [`matrix`], [`rng`]. What may import
 //! what is in docs/architecture.md (a test checks it).
 
 pub mod cache;
@@ -11,6 +11,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod flags;
+pub mod fsio;
 pub mod key;
 pub mod matrix;
 pub mod repair;

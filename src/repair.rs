@@ -14,6 +14,7 @@ use safetensors::Dtype;
 use crate::checkpoint::{dtype, Dense, Inputs, TensorPair, Tuned, TunedSource};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::fsio::folder_of;
 use crate::spectral::{Decomposition, Side};
 
 /// Which intruders of a matrix are scaled.
@@ -106,13 +107,6 @@ pub fn check_output(inputs: &Inputs, out: &Path) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// The folder a file name is in ("." for a bare name).
-fn folder_of(p: &Path) -> &Path {
-    p.parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
 }
 
 /// Where one output tensor's bytes come from.
@@ -212,7 +206,7 @@ pub fn write_model(
     let header = crate::checkpoint::st::header(&entries, metadata);
 
     let io = |e: std::io::Error| Error::file(out, format!("cannot write: {e}"));
-    let mut tmp = crate::report::temp_in(folder_of(out)).map_err(io)?;
+    let mut tmp = crate::fsio::temp_in(folder_of(out)).map_err(io)?;
     let mut scaled = Vec::new();
     {
         let mut w = std::io::BufWriter::with_capacity(8 << 20, tmp.as_file_mut());
@@ -244,8 +238,7 @@ pub fn write_model(
         }
         w.flush().map_err(io)?;
     }
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(out).map_err(|e| io(e.error))?;
+    crate::fsio::commit(tmp, out).map_err(io)?;
     Ok(scaled)
 }
 

@@ -5,7 +5,6 @@
 //! remembered by its files' identities). Two processes computing the same entry both write a
 //! complete temp file and rename it into place; whichever lands last wins, and both are whole.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -134,16 +133,8 @@ impl Cache {
         if !self.writable.load(Ordering::Relaxed) {
             return;
         }
-        let dir = path.parent().unwrap();
-        let res = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(dir)
-            .and_then(|mut tmp| {
-                tmp.write_all(bytes)?;
-                tmp.as_file().sync_data()?;
-                tmp.persist(path).map_err(|e| e.error)?;
-                Ok(())
-            });
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let res = crate::fsio::write_atomic(path, bytes);
         if let Err(e) = res {
             // Read-only or full disk: keep going without writing, say so once.
             if self.writable.swap(false, Ordering::Relaxed) {
@@ -180,7 +171,11 @@ impl Cache {
             let p = e.path();
             let name = e.file_name();
             let name = name.to_string_lossy();
-            if name.ends_with(".lsd") || name.ends_with(".lsr") || name.starts_with(".tmp-") {
+            if name.ends_with(".lsd")
+                || name.ends_with(".lsr")
+                || name.starts_with(crate::fsio::TEMP_PREFIX)
+                || name.starts_with(".tmp-")
+            {
                 std::fs::remove_file(&p)?;
                 n += 1;
             }

@@ -59,45 +59,7 @@ impl ReportFormat {
     }
 }
 
-/// Write `contents` as `<dir>/<stem>.<ext>`, or `<stem>-2.<ext>`, … : never over an existing
-/// file, and atomically (temp file, then a rename that refuses to clobber).
-pub fn write_new(
-    dir: &std::path::Path,
-    stem: &str,
-    ext: &str,
-    contents: &[u8],
-) -> std::io::Result<std::path::PathBuf> {
-    use std::io::Write;
-    let mut tmp = temp_in(dir)?;
-    tmp.write_all(contents)?;
-    for n in 1..10_000 {
-        let name = if n == 1 {
-            format!("{stem}.{ext}")
-        } else {
-            format!("{stem}-{n}.{ext}")
-        };
-        let path = dir.join(name);
-        match tmp.persist_noclobber(&path) {
-            Ok(_) => return Ok(path),
-            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => tmp = e.file,
-            Err(e) => return Err(e.error),
-        }
-    }
-    Err(std::io::Error::other("no free file name"))
-}
-
-/// Write `contents` to `path` atomically (the user named it: replacing is intended).
-pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let mut tmp = temp_in(dir)?;
-    tmp.write_all(contents)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
+pub use crate::fsio::{write_atomic, write_new};
 
 use serde_json::{json, Value};
 
@@ -169,19 +131,6 @@ pub fn scan_json(
             .map(|(e, n)| json!({"epsilon": e, "intruders": n})).collect::<Vec<_>>(),
         "matrices": matrices,
     })
-}
-
-/// A temp file that ends up with the permissions of any new file (0666 less the umask), not
-/// tempfile's private 0600: reports are meant to be shared.
-pub(crate) fn temp_in(dir: &std::path::Path) -> std::io::Result<tempfile::NamedTempFile> {
-    let mut b = tempfile::Builder::new();
-    b.prefix(".lorascope-");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        b.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    b.tempfile_in(dir)
 }
 
 #[cfg(test)]
