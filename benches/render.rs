@@ -28,7 +28,11 @@ fn app(zoom: bool) -> (tempfile::TempDir, App) {
         ..Options::default()
     };
     let engine = Engine::new(inputs, Cache::disabled(), opts);
-    let mut app = build_app(&engine, 10, 0.5, UserState::default());
+    let mut app = build_app(
+        &engine,
+        lorascope::spectral::Rule::default(),
+        UserState::default(),
+    );
     for (i, p) in engine.matrices().into_iter().enumerate() {
         let (r, ..) = engine.analyze_with_decompositions(p).unwrap();
         app.on_done(i, Ok(std::sync::Arc::new(r)));

@@ -10,6 +10,7 @@ use lorascope::cache::Cache;
 use lorascope::checkpoint::{Inputs, Selection};
 use lorascope::engine::{Engine, Options};
 use lorascope::flags::UserState;
+use lorascope::spectral::Rule;
 use lorascope::tui::app::App;
 use lorascope::tui::theme::{xterm_rgb, Depth, Theme};
 use lorascope::tui::{build_app, ui, worker};
@@ -36,7 +37,7 @@ fn main() {
     let demo = lorascope::demo::ensure(Path::new(".")).unwrap();
     let inputs = Inputs::open(&demo.base, &demo.lora, &Selection::default()).unwrap();
     let engine = Engine::new(inputs, Cache::disabled(), Options::default());
-    let mut app = build_app(&engine, 10, 0.5, UserState::default());
+    let mut app = build_app(&engine, Rule::default(), UserState::default());
     for (i, p) in engine.matrices().into_iter().enumerate() {
         let (r, ..) = engine.analyze_with_decompositions(p).unwrap();
         app.on_done(i, Ok(Arc::new(r)));
@@ -68,7 +69,7 @@ fn main() {
         &engine,
         &scan,
         &app.user,
-        (10, 0.5),
+        &Rule::default(),
         &select,
         "2026-01-01T00:00:00Z",
         app.rows.len(),

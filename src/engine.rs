@@ -10,7 +10,7 @@ use crate::cache::Cache;
 use crate::checkpoint::{Element, Inputs, TensorPair};
 use crate::error::{contain, Result};
 use crate::key::{Key, KeyBuilder};
-use crate::spectral::{self, rule, topk, Decomposition, Side};
+use crate::spectral::{self, rule, topk, Decomposition, Rule, Side};
 
 /// Bump when what a cache entry holds or how it is computed changes.
 const ALGORITHM: &str = "lorascope-svd-1";
@@ -19,21 +19,10 @@ const ALGORITHM: &str = "lorascope-svd-1";
 /// default view (30) fit. `--keep` (or a larger k) asks for more.
 pub const DEFAULT_KEEP: usize = 32;
 /// The largest k and `--keep`.
-pub const MAX_KEEP: usize = 1024;
+pub const MAX_KEEP: usize = rule::MAX_K;
 /// From this size (the smaller dimension) on, the tuned side uses the top-k solvers instead of
 /// a full SVD. Below it a full SVD takes well under 0.1 s and gives the whole spectrum.
 pub const FAST_MIN_DIM: usize = 512;
-
-/// The valid range of the rule's parameters, for every face (CLI flags, explorer prompts).
-pub fn check_rule(k: usize, epsilon: f64) -> std::result::Result<(), String> {
-    if !(1..=MAX_KEEP).contains(&k) {
-        return Err(format!("k must be between 1 and {MAX_KEEP}, got {k}"));
-    }
-    if !(epsilon > 0.0 && epsilon <= 1.0) {
-        return Err(format!("ε (epsilon) must be in (0, 1], got {epsilon}"));
-    }
-    Ok(())
-}
 
 /// Half of the memory available now (Linux), else 4 GiB.
 pub fn default_memory_budget() -> u64 {
@@ -234,8 +223,8 @@ impl MatrixReport {
     pub fn max_cos(&self) -> Vec<f64> {
         self.vectors.iter().map(|v| v.max_cos).collect()
     }
-    pub fn intruders(&self, k: usize, epsilon: f64) -> Vec<usize> {
-        rule::intruders(&self.max_cos(), k, epsilon)
+    pub fn intruders(&self, rule: &Rule) -> Vec<usize> {
+        rule.intruders(&self.max_cos())
     }
     /// Whether `sigma_tuned` holds every singular value (small matrices, full SVDs), not only
     /// the top `keep`.
@@ -676,42 +665,34 @@ impl Scan {
         self.results.iter().filter(|(_, r)| r.is_err()).count()
     }
     /// Intruders by the rule alone.
-    pub fn total(&self, k: usize, epsilon: f64) -> usize {
-        self.total_with(&Default::default(), k, epsilon)
+    pub fn total(&self, rule: &Rule) -> usize {
+        self.total_with(&Default::default(), rule)
     }
     /// Intruders under the user's verdicts (their flags where set, else the rule).
-    pub fn total_with(&self, user: &crate::flags::UserState, k: usize, epsilon: f64) -> usize {
+    pub fn total_with(&self, user: &crate::flags::UserState, rule: &Rule) -> usize {
         self.reports()
-            .map(|r| user.intruders(&r.name, &r.max_cos(), k, epsilon).len())
+            .map(|r| user.intruders(&r.name, &r.max_cos(), rule).len())
             .sum()
     }
     /// Intruders per block (`…layer.N`), natural order; matrices outside blocks under "(other)".
-    pub fn per_layer(&self, k: usize, epsilon: f64) -> Vec<(String, usize)> {
-        self.per_layer_with(&Default::default(), k, epsilon)
+    pub fn per_layer(&self, rule: &Rule) -> Vec<(String, usize)> {
+        self.per_layer_with(&Default::default(), rule)
     }
     /// [`Scan::per_layer`] under the user's verdicts.
     pub fn per_layer_with(
         &self,
         user: &crate::flags::UserState,
-        k: usize,
-        epsilon: f64,
+        rule: &Rule,
     ) -> Vec<(String, usize)> {
-        let mut out: Vec<(String, usize)> = Vec::new();
-        for r in self.reports() {
-            let block = crate::checkpoint::block_of(&r.name).unwrap_or("(other)");
-            let n = user.intruders(&r.name, &r.max_cos(), k, epsilon).len();
-            match out.iter_mut().find(|(b, _)| b == block) {
-                Some((_, c)) => *c += n,
-                None => out.push((block.to_string(), n)),
-            }
-        }
-        out
+        rule::per_block(self.reports().map(|r| {
+            let n = user.intruders(&r.name, &r.max_cos(), rule).len();
+            (crate::checkpoint::block_of(&r.name), n)
+        }))
     }
-    /// Totals for ε = 0.1 … 0.9 from the same c_j.
-    pub fn sweep(&self, k: usize) -> Vec<(f64, usize)> {
-        rule::sweep_epsilons()
-            .into_iter()
-            .map(|e| (e, self.total(k, e)))
+    /// Totals at each ε of the sweep (this k), from the same c_j, by the rule alone.
+    pub fn sweep(&self, rule: &Rule) -> Vec<(f64, usize)> {
+        rule.sweep()
+            .map(|r| (r.epsilon(), self.total(&r)))
             .collect()
     }
 }

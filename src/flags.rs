@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{Inputs, Tuned};
 use crate::key::KeyBuilder;
-use crate::spectral::rule;
+use crate::spectral::Rule;
 
 /// The verdicts in force for the pair being looked at, by matrix name.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -29,15 +29,15 @@ impl UserState {
     }
 
     /// The verdict shown everywhere: the user's flag where there is one, else the rule.
-    pub fn verdict(&self, matrix: &str, j: usize, c: f64, k: usize, epsilon: f64) -> bool {
+    pub fn verdict(&self, matrix: &str, j: usize, c: f64, rule: &Rule) -> bool {
         self.flag(matrix, j)
-            .unwrap_or_else(|| rule::is_intruder_at(j, c, k, epsilon))
+            .unwrap_or_else(|| rule.is_intruder_at(j, c))
     }
 
     /// Intruder indices of a matrix under the verdict, ascending.
-    pub fn intruders(&self, matrix: &str, max_cos: &[f64], k: usize, epsilon: f64) -> Vec<usize> {
+    pub fn intruders(&self, matrix: &str, max_cos: &[f64], rule: &Rule) -> Vec<usize> {
         (0..max_cos.len())
-            .filter(|&j| self.verdict(matrix, j, max_cos[j], k, epsilon))
+            .filter(|&j| self.verdict(matrix, j, max_cos[j], rule))
             .collect()
     }
 

@@ -155,10 +155,15 @@ impl AnalysisArgs {
         }
     }
 
+    /// `--k` and `--epsilon`, checked.
+    pub fn rule(&self) -> Result<lorascope::spectral::Rule, Error> {
+        lorascope::spectral::Rule::new(self.k, self.epsilon).map_err(Error::Usage)
+    }
+
     /// Check the options, open and pair the inputs, open the cache: everything that can fail
     /// on bad input happens here, before any work or terminal.
     pub fn engine(&self) -> Result<lorascope::engine::Engine, Error> {
-        scan::check_rule(self.k, self.epsilon)?;
+        self.rule()?;
         if !(1..=lorascope::engine::MAX_KEEP).contains(&self.keep) {
             return Err(Error::Usage(format!(
                 "--keep must be between 1 and {}, got {}",
@@ -529,8 +534,7 @@ fn tui(a: TuiArgs) -> Result<ExitCode, Error> {
         .jobs
         .unwrap_or_else(|| scan::default_jobs().saturating_sub(1).max(1));
     let settings = Settings {
-        k: a.analysis.k,
-        epsilon: a.analysis.epsilon,
+        rule: a.analysis.rule()?,
         depth,
         background: a.look.theme.into(),
         mouse: !a.look.no_mouse,

@@ -16,7 +16,8 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
     let engine = a.analysis.engine()?;
     // Before any work: a bad output path should not cost a scan.
     lorascope::repair::check_output(&engine.inputs, &a.output)?;
-    let (k, epsilon) = (a.analysis.k, a.analysis.epsilon);
+    let rule = a.analysis.rule()?;
+    let (k, epsilon) = (rule.k(), rule.epsilon());
     // The flags file is read once; each matrix's flags apply to its weights.
     let stored = (!a.analysis.ignore_flags)
         .then(lorascope::flags::default_dir)
@@ -34,7 +35,7 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
         a.analysis.jobs.unwrap_or_else(default_jobs),
         &|r, tuned| {
             let user = stored.user_for([(r.name.as_str(), r.weights)]);
-            let intruders = user.intruders(&r.name, &r.max_cos(), k, epsilon);
+            let intruders = user.intruders(&r.name, &r.max_cos(), &rule);
             let pick = lorascope::repair::Scope::from(a.scope).choose(&intruders);
             if !pick.is_empty() {
                 chosen.lock().unwrap().insert(r.name.clone(), (pick, tuned));

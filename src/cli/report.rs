@@ -27,7 +27,7 @@ pub fn run(a: ReportArgs) -> Result<ExitCode, Error> {
         &engine,
         &scan,
         &user,
-        (a.analysis.k, a.analysis.epsilon),
+        &a.analysis.rule()?,
         &pick,
         &report::now_rfc3339(),
         total,

@@ -5,6 +5,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lorascope::cache::Cache;
 use lorascope::engine::{Engine, Scan};
 use lorascope::report;
+use lorascope::spectral::Rule;
 use lorascope::Error;
 
 use super::{print_warnings, CacheArgs, ScanArgs, ScanFormat};
@@ -17,10 +18,6 @@ pub fn open_cache(c: &CacheArgs) -> Cache {
         Some(d) => Cache::open(&d),
         None => Cache::disabled(),
     }
-}
-
-pub fn check_rule(k: usize, epsilon: f64) -> Result<(), Error> {
-    lorascope::engine::check_rule(k, epsilon).map_err(Error::Usage)
 }
 
 /// Progress on stderr when it is a terminal, nothing in pipes.
@@ -67,7 +64,7 @@ pub fn run(a: ScanArgs) -> Result<ExitCode, Error> {
     print_warnings(&engine.cache.take_warnings());
     let user = super::user_state(&engine, &super::analysed(&scan), a.analysis.ignore_flags);
     print_scan(&engine, &scan, &a, &user);
-    let total = scan.total_with(&user, a.analysis.k, a.analysis.epsilon);
+    let total = scan.total_with(&user, &a.analysis.rule()?);
     if scan.failed() > 0 {
         eprintln!(
             "error: {} could not be analysed (see their rows)",
@@ -92,9 +89,10 @@ pub fn default_jobs() -> usize {
 
 /// Counts follow the explorer's flags (`user`) where set; each output says where they did.
 fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs, user: &lorascope::flags::UserState) {
-    let (k, eps) = (a.analysis.k, a.analysis.epsilon);
+    let rule = a.analysis.rule().expect("checked when the engine was made");
+    let (k, eps) = (rule.k(), rule.epsilon());
     let counted =
-        |m: &lorascope::engine::MatrixReport| user.intruders(&m.name, &m.max_cos(), k, eps);
+        |m: &lorascope::engine::MatrixReport| user.intruders(&m.name, &m.max_cos(), &rule);
     let flags_of = |name: &str| -> String {
         user.flags
             .get(name)
@@ -106,18 +104,22 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs, user: &lorascope::flag
     };
     match a.format {
         ScanFormat::Json => {
-            let v = report::scan_json(&engine.inputs, scan, &engine.opts, (k, eps), user);
+            let v = report::scan_json(&engine.inputs, scan, &engine.opts, &rule, user);
             outln!("{}", serde_json::to_string_pretty(&v).unwrap());
         }
         ScanFormat::Csv => {
             let mut cols: Vec<String> = (0..k).map(|j| format!("c_{j}")).collect();
             // --sweep: the count at each ε of the grid, one column each.
-            let sweep: Vec<f64> = if a.sweep {
-                lorascope::spectral::rule::sweep_epsilons()
+            let sweep: Vec<Rule> = if a.sweep {
+                rule.sweep().collect()
             } else {
                 vec![]
             };
-            cols.extend(sweep.iter().map(|e| format!("intruders_eps_{e:.1}")));
+            cols.extend(
+                sweep
+                    .iter()
+                    .map(|r| format!("intruders_eps_{:.1}", r.epsilon())),
+            );
             // The rule's own count and the flags that override it (`j:verdict;…`).
             cols.extend(["rule_intruders".to_string(), "user_flags".to_string()]);
             outln!(
@@ -135,8 +137,8 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs, user: &lorascope::flag
                             .collect();
                         // A matrix of rank below k has fewer vectors: its row keeps its width.
                         values.resize(k, String::new());
-                        values.extend(sweep.iter().map(|&e| m.intruders(k, e).len().to_string()));
-                        values.push(m.intruders(k, eps).len().to_string());
+                        values.extend(sweep.iter().map(|r| m.intruders(r).len().to_string()));
+                        values.push(m.intruders(&rule).len().to_string());
                         values.push(flags_of(name));
                         outln!(
                             "{name},{},{},{},{:.6},{:.6},{},,{}",
@@ -167,9 +169,8 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs, user: &lorascope::flag
                 .unwrap_or(6)
                 .max(6);
             let sweep = if a.sweep {
-                lorascope::spectral::rule::sweep_epsilons()
-                    .iter()
-                    .map(|e| format!(" ε={e:.1}"))
+                rule.sweep()
+                    .map(|r| format!(" ε={:.1}", r.epsilon()))
                     .collect::<String>()
             } else {
                 String::new()
@@ -203,8 +204,8 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs, user: &lorascope::flag
                             m.delta_rel_norm
                         );
                         if a.sweep {
-                            for e in lorascope::spectral::rule::sweep_epsilons() {
-                                line += &format!(" {:>5}", m.intruders(k, e).len());
+                            for r in rule.sweep() {
+                                line += &format!(" {:>5}", m.intruders(&r).len());
                             }
                         }
                         outln!("{line}");
@@ -214,20 +215,20 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs, user: &lorascope::flag
             }
             outln!("");
             outln!("intruders per layer (k={k}, ε={eps}):");
-            for (b, n) in scan.per_layer_with(user, k, eps) {
+            for (b, n) in scan.per_layer_with(user, &rule) {
                 outln!("  {b:<w2$} {n}", w2 = w.min(40));
             }
             if a.sweep {
                 outln!("");
                 outln!("total by ε (k={k}):");
-                for (e, n) in scan.sweep(k) {
+                for (e, n) in scan.sweep(&rule) {
                     outln!("  ε={e:.1}  {n}");
                 }
             }
             outln!("");
             outln!(
                 "total intruders (k={k}, ε={eps}): {} in {}{}",
-                scan.total_with(user, k, eps),
+                scan.total_with(user, &rule),
                 report::count(scan.results.len(), "matrix", "matrices"),
                 if scan.failed() > 0 {
                     format!(", {} failed", scan.failed())
@@ -238,7 +239,7 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs, user: &lorascope::flag
             if user.overrides() > 0 {
                 outln!(
                     "(* explorer flags: the rule alone finds {}; --ignore-flags for it)",
-                    scan.total(k, eps)
+                    scan.total(&rule)
                 );
             }
         }

@@ -76,9 +76,10 @@ pub fn scan_json(
     inputs: &Inputs,
     scan: &Scan,
     opts: &Options,
-    (k, epsilon): (usize, f64),
+    rule: &crate::spectral::Rule,
     user: &crate::flags::UserState,
 ) -> Value {
+    let (k, epsilon) = (rule.k(), rule.epsilon());
     let matrices: Vec<Value> = scan
         .results
         .iter()
@@ -95,8 +96,8 @@ pub fn scan_json(
                 json!({
                     "name": name,
                     "shape": m.shape,
-                    "intruders": user.intruders(name, &m.max_cos(), k, epsilon),
-                    "rule_intruders": m.intruders(k, epsilon),
+                    "intruders": user.intruders(name, &m.max_cos(), rule),
+                    "rule_intruders": m.intruders(rule),
                     "user_flags": flags,
                     "max_cos": top.iter().map(|v| v.max_cos).collect::<Vec<_>>(),
                     "best_base_index": top.iter().map(|v| v.best_base_index).collect::<Vec<_>>(),
@@ -120,14 +121,14 @@ pub fn scan_json(
         "epsilon": epsilon,
         "vectors": opts.side,
         "precision": opts.precision,
-        "total_intruders": scan.total_with(user, k, epsilon),
-        "total_rule_intruders": scan.total(k, epsilon),
+        "total_intruders": scan.total_with(user, rule),
+        "total_rule_intruders": scan.total(rule),
         "flags_applied": user.overrides(),
         "failed": scan.failed(),
         "inputs": {"base": base, "tuned": tuned, "adapter": adapter},
-        "per_layer": scan.per_layer_with(user, k, epsilon).into_iter()
+        "per_layer": scan.per_layer_with(user, rule).into_iter()
             .map(|(b, n)| json!({"layer": b, "intruders": n})).collect::<Vec<_>>(),
-        "sweep": scan.sweep(k).into_iter()
+        "sweep": scan.sweep(rule).into_iter()
             .map(|(e, n)| json!({"epsilon": e, "intruders": n})).collect::<Vec<_>>(),
         "matrices": matrices,
     })

@@ -7,6 +7,7 @@ use crate::checkpoint::{Inputs, Tuned};
 use crate::engine::{Engine, Scan};
 use crate::flags::UserState;
 use crate::spectral;
+use crate::spectral::Rule;
 
 /// Tuned × base vectors shown in a report's heatmap.
 pub const HEAT_K: usize = 30;
@@ -144,25 +145,16 @@ pub fn build(
     engine: &Engine,
     scan: &Scan,
     user: &UserState,
-    (k, epsilon): (usize, f64),
+    rule: &Rule,
     select: &dyn Fn(&str, usize) -> bool,
     time: &str,
     matrices_total: usize,
 ) -> Report {
     let (base, tuned, adapter) = inputs_info(&engine.inputs);
     let mut sections = Vec::new();
-    let mut per_layer: Vec<(String, usize)> = Vec::new();
-    let mut total = 0;
+    let k = rule.k();
     for m in scan.reports() {
-        let intr = user.intruders(&m.name, &m.max_cos(), k, epsilon);
-        total += intr.len();
-        let block = crate::checkpoint::block_of(&m.name)
-            .unwrap_or("(other)")
-            .to_string();
-        match per_layer.iter_mut().find(|(b, _)| *b == block) {
-            Some((_, c)) => *c += intr.len(),
-            None => per_layer.push((block, intr.len())),
-        }
+        let intr = user.intruders(&m.name, &m.max_cos(), rule);
         if !select(&m.name, intr.len()) {
             continue;
         }
@@ -178,7 +170,7 @@ pub fn build(
                 max_cos: v.max_cos,
                 best_base_index: v.best_base_index,
                 best_base_sigma: v.best_base_sigma,
-                rule: spectral::rule::is_intruder_at(j, v.max_cos, k, epsilon),
+                rule: rule.is_intruder_at(j, v.max_cos),
                 flag: user.flag(&m.name, j),
                 intruder: intr.contains(&j),
             })
@@ -210,18 +202,18 @@ pub fn build(
         lorascope_version: env!("CARGO_PKG_VERSION").to_string(),
         time: time.to_string(),
         k,
-        epsilon,
+        epsilon: rule.epsilon(),
         vectors: engine.opts.side,
         base,
         tuned,
         adapter,
         matrices_total,
         matrices_analysed: scan.reports().count(),
-        total_intruders: total,
-        total_rule: scan.total(k, epsilon),
+        total_intruders: scan.total_with(user, rule),
+        total_rule: scan.total(rule),
         overrides: user.overrides(),
-        per_layer,
-        sweep: scan.sweep(k),
+        per_layer: scan.per_layer_with(user, rule),
+        sweep: scan.sweep(rule),
         failed: scan
             .results
             .iter()

@@ -14,7 +14,7 @@ use faer::{Mat, MatRef, Par};
 use crate::error::{Error, Result};
 use crate::matrix::{Dense, Element};
 
-pub use rule::{count_intruders, is_intruder, DEFAULT_EPSILON, DEFAULT_K};
+pub use rule::{Rule, DEFAULT_EPSILON, DEFAULT_K};
 
 /// Which singular vectors the rule compares: left (U, output space; the paper's choice) or
 /// right (V, input space; an extension).

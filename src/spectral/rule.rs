@@ -1,36 +1,99 @@
 //! The intruder rule, in one place: tuned singular vector j (ranked by σ, j < k) is an intruder
-//! iff its largest |cos| with every base singular vector is strictly below ε.
+//! iff its largest |cos| with every base singular vector is strictly below ε. A [`Rule`] is
+//! validated once, where it is parsed; everything downstream takes one.
 
 pub const DEFAULT_K: usize = 10;
 pub const DEFAULT_EPSILON: f64 = 0.5;
+/// The largest k (and the most tuned vectors a matrix keeps).
+pub const MAX_K: usize = 1024;
 
-pub fn is_intruder(c: f64, epsilon: f64) -> bool {
-    c < epsilon
+/// ε values of a sweep (`scan --sweep`, reports, the explorer's overview): 0.1, 0.2, …, 0.9.
+pub const SWEEP: [f64; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+
+/// How many top tuned vectors are tested (k) and below which |cos| one is an intruder (ε).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rule {
+    k: usize,
+    epsilon: f64,
 }
 
-/// The rule for tuned vector j: among the top k, and c_j < ε.
-pub fn is_intruder_at(j: usize, c: f64, k: usize, epsilon: f64) -> bool {
-    j < k && is_intruder(c, epsilon)
+impl Default for Rule {
+    /// The paper's: k = 10, ε = 0.5.
+    fn default() -> Rule {
+        Rule {
+            k: DEFAULT_K,
+            epsilon: DEFAULT_EPSILON,
+        }
+    }
 }
 
-/// Intruder indices among the first `k` of `max_cos`.
-pub fn intruders(max_cos: &[f64], k: usize, epsilon: f64) -> Vec<usize> {
-    max_cos
-        .iter()
-        .take(k)
-        .enumerate()
-        .filter(|(_, c)| is_intruder(**c, epsilon))
-        .map(|(j, _)| j)
-        .collect()
+impl Rule {
+    /// k in 1 … [`MAX_K`], ε in (0, 1]; the message says which is wrong.
+    pub fn new(k: usize, epsilon: f64) -> Result<Rule, String> {
+        if !(1..=MAX_K).contains(&k) {
+            return Err(format!("k must be between 1 and {MAX_K}, got {k}"));
+        }
+        if !(epsilon > 0.0 && epsilon <= 1.0) {
+            return Err(format!("ε (epsilon) must be in (0, 1], got {epsilon}"));
+        }
+        Ok(Rule { k, epsilon })
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn epsilon(&self) -> f64 {
+        self.epsilon
+    }
+
+    /// The same k at another ε (checked as [`Rule::new`] checks it).
+    pub fn with_epsilon(self, epsilon: f64) -> Result<Rule, String> {
+        Rule::new(self.k, epsilon)
+    }
+
+    /// The same ε at another k.
+    pub fn with_k(self, k: usize) -> Result<Rule, String> {
+        Rule::new(k, self.epsilon)
+    }
+
+    /// The verdict on tuned vector j with best match c: among the top k, and c < ε.
+    pub fn is_intruder_at(&self, j: usize, c: f64) -> bool {
+        j < self.k && c < self.epsilon
+    }
+
+    /// Intruder indices among the first k of `max_cos` (c_0, c_1, …), ascending.
+    pub fn intruders(&self, max_cos: &[f64]) -> Vec<usize> {
+        (0..max_cos.len().min(self.k))
+            .filter(|&j| self.is_intruder_at(j, max_cos[j]))
+            .collect()
+    }
+
+    pub fn count(&self, max_cos: &[f64]) -> usize {
+        self.intruders(max_cos).len()
+    }
+
+    /// This k at each ε of [`SWEEP`].
+    pub fn sweep(&self) -> impl Iterator<Item = Rule> + '_ {
+        SWEEP.iter().map(|&epsilon| Rule { k: self.k, epsilon })
+    }
 }
 
-pub fn count_intruders(max_cos: &[f64], k: usize, epsilon: f64) -> usize {
-    intruders(max_cos, k, epsilon).len()
-}
-
-/// ε values of `--sweep`: 0.1, 0.2, …, 0.9.
-pub fn sweep_epsilons() -> Vec<f64> {
-    (1..=9).map(|i| i as f64 / 10.0).collect()
+/// Counts summed per block (`…layer.N`, from `checkpoint::block_of`), in the order blocks first
+/// appear; matrices outside blocks (`None`) under "(other)". The one per-layer aggregation:
+/// scans, reports and the explorer.
+pub fn per_block<'a>(
+    counts: impl IntoIterator<Item = (Option<&'a str>, usize)>,
+) -> Vec<(String, usize)> {
+    let mut out: Vec<(String, usize)> = Vec::new();
+    for (block, n) in counts {
+        let block = block.unwrap_or("(other)");
+        match out.iter_mut().find(|(b, _)| b == block) {
+            Some((_, c)) => *c += n,
+            None => out.push((block.to_string(), n)),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -40,9 +103,46 @@ mod tests {
     #[test]
     fn strict_inequality_and_top_k_only() {
         let c = [0.2, 0.5, 0.9, 0.1];
-        assert_eq!(intruders(&c, 4, 0.5), [0, 3]); // 0.5 is not < 0.5
-        assert_eq!(intruders(&c, 3, 0.5), [0]);
-        assert_eq!(count_intruders(&c, 10, 0.95), 4);
-        assert_eq!(sweep_epsilons()[4], 0.5);
+        let rule = |k, e| Rule::new(k, e).unwrap();
+        assert_eq!(rule(4, 0.5).intruders(&c), [0, 3]); // 0.5 is not < 0.5
+        assert_eq!(rule(3, 0.5).intruders(&c), [0]);
+        assert_eq!(rule(10, 0.95).count(&c), 4);
+        assert!(!rule(3, 0.5).is_intruder_at(3, 0.1));
+        let sweep: Vec<f64> = rule(10, 0.5).sweep().map(|r| r.epsilon()).collect();
+        assert_eq!(sweep, SWEEP);
+        assert_eq!(Rule::default(), rule(10, 0.5));
+    }
+
+    #[test]
+    fn the_rule_is_checked_once_where_it_is_made() {
+        assert!(Rule::new(0, 0.5)
+            .unwrap_err()
+            .contains("k must be between 1 and 1024"));
+        assert!(Rule::new(1025, 0.5).is_err());
+        for e in [0.0, -0.1, 1.5, f64::NAN] {
+            let m = Rule::new(10, e).unwrap_err();
+            assert!(m.contains("must be in (0, 1]"), "{e}: {m}");
+        }
+        assert_eq!(Rule::new(10, 1.0).unwrap().epsilon(), 1.0);
+        assert!(Rule::default().with_epsilon(0.0).is_err());
+        assert_eq!(Rule::default().with_k(3).unwrap().k(), 3);
+    }
+
+    #[test]
+    fn counts_add_up_per_block_in_order() {
+        let counts = [
+            (Some("model.layers.1"), 2),
+            (Some("model.layers.0"), 1),
+            (Some("model.layers.1"), 3),
+            (None, 4),
+        ];
+        assert_eq!(
+            per_block(counts),
+            [
+                ("model.layers.1".to_string(), 5),
+                ("model.layers.0".to_string(), 1),
+                ("(other)".to_string(), 4)
+            ]
+        );
     }
 }

@@ -10,7 +10,7 @@ use regex::Regex;
 
 use super::keys::{action_for, Action};
 use crate::engine::MatrixReport;
-use crate::spectral::rule;
+use crate::spectral::{rule, Rule};
 
 #[derive(Debug, Clone)]
 pub enum Status {
@@ -132,12 +132,12 @@ pub struct App {
     pub visible: Vec<usize>,
     /// Position in `visible`.
     pub sel: usize,
-    pub k: usize,
+    /// k and ε, changed live.
+    pub rule: Rule,
     /// Tuned vectors the engine computes per matrix: a larger k recomputes every matrix.
     pub keep: usize,
     /// Bumped by each recomputation: results the workers started before it are stale.
     pub epoch: u64,
-    pub epsilon: f64,
     pub focus: Pane,
     pub zoom: bool,
     pub tab: Tab,
@@ -189,18 +189,16 @@ impl App {
         rows: Vec<Row>,
         title: String,
         inputs: Vec<String>,
-        k: usize,
-        epsilon: f64,
+        rule: Rule,
         user: UserState,
     ) -> App {
         let mut app = App {
             visible: (0..rows.len()).collect(),
             rows,
             sel: 0,
-            k,
-            keep: crate::engine::DEFAULT_KEEP.max(k),
+            rule,
+            keep: crate::engine::DEFAULT_KEEP.max(rule.k()),
             epoch: 0,
-            epsilon,
             focus: Pane::Layers,
             zoom: false,
             tab: Tab::Main,
@@ -210,7 +208,9 @@ impl App {
             sort: SortBy::Name,
             cursor_j: 0,
             cursor_i: 0,
-            heat_k: crate::engine::DEFAULT_KEEP.max(k).clamp(HEAT_MIN, HEAT_MAX),
+            heat_k: crate::engine::DEFAULT_KEEP
+                .max(rule.k())
+                .clamp(HEAT_MIN, HEAT_MAX),
             heat: None,
             heat_error: None,
             user,
@@ -255,7 +255,7 @@ impl App {
 
     /// The rule's verdict, overridden by the user's flag where there is one.
     pub fn is_intruder(&self, name: &str, j: usize, c: f64) -> bool {
-        self.user.verdict(name, j, c, self.k, self.epsilon)
+        self.user.verdict(name, j, c, &self.rule)
     }
 
     /// Intruders of a matrix under the current k and ε and the user's flags.
@@ -263,7 +263,7 @@ impl App {
         let r = self.report(row)?;
         Some(
             self.user
-                .intruders(&self.rows[row].name, &r.max_cos(), self.k, self.epsilon),
+                .intruders(&self.rows[row].name, &r.max_cos(), &self.rule),
         )
     }
 
@@ -292,31 +292,26 @@ impl App {
         (done > 0 && left > 0).then(|| self.started.elapsed() / done as u32 * left as u32)
     }
 
-    /// Totals by ε from the stored c_j (rule only, no flags).
+    /// Totals at each ε of the sweep from the stored c_j (rule only, no flags).
     pub fn curve(&self) -> Vec<(f64, usize)> {
-        (1..=19)
-            .map(|i| {
-                let e = i as f64 * 0.05;
+        self.rule
+            .sweep()
+            .map(|r| {
                 let n = (0..self.rows.len())
-                    .filter_map(|r| self.report(r))
-                    .map(|r| rule::count_intruders(&r.max_cos(), self.k, e))
+                    .filter_map(|i| self.report(i))
+                    .map(|m| r.count(&m.max_cos()))
                     .sum();
-                (e, n)
+                (r.epsilon(), n)
             })
             .collect()
     }
 
-    /// Per block, intruders under the current settings.
+    /// Per block, intruders under the current settings (blocks not analysed yet count 0).
     pub fn per_block(&self) -> Vec<(String, usize)> {
-        let mut out: Vec<(String, usize)> = Vec::new();
-        for (i, row) in self.rows.iter().enumerate() {
-            let n = self.intruders(i).map_or(0, |v| v.len());
-            match out.iter_mut().find(|(b, _)| *b == row.block) {
-                Some((_, c)) => *c += n,
-                None => out.push((row.block.clone(), n)),
-            }
-        }
-        out
+        rule::per_block(self.rows.iter().enumerate().map(|(i, row)| {
+            let block = Some(row.block.as_str()).filter(|b| !b.is_empty());
+            (block, self.intruders(i).map_or(0, |v| v.len()))
+        }))
     }
 
     fn refresh_visible(&mut self) {
@@ -600,19 +595,24 @@ impl App {
             }
             Action::EpsDown | Action::EpsUp => {
                 let d = if action == Action::EpsUp { 0.05 } else { -0.05 };
-                self.epsilon = ((self.epsilon + d) * 100.0).round().clamp(5.0, 100.0) / 100.0;
+                // Steps of 0.05 within (0, 1]: from 0.05 a step down stays.
+                let e = ((self.rule.epsilon() + d) * 100.0)
+                    .round()
+                    .clamp(5.0, 100.0)
+                    / 100.0;
+                self.rule = self.rule.with_epsilon(e).unwrap_or(self.rule);
                 self.refresh_visible();
             }
             Action::EpsInput => {
                 self.popup = Some(Popup::Input {
                     prompt: Prompt::Epsilon,
-                    text: format!("{}", self.epsilon),
+                    text: format!("{}", self.rule.epsilon()),
                 })
             }
             Action::KInput => {
                 self.popup = Some(Popup::Input {
                     prompt: Prompt::K,
-                    text: format!("{}", self.k),
+                    text: format!("{}", self.rule.k()),
                 })
             }
             Action::HeatSmaller => self.heat_k = (self.heat_k * 2 / 3).max(HEAT_MIN),
@@ -633,8 +633,7 @@ impl App {
                 {
                     let name = self.rows[row].name.clone();
                     if let Some(v) = r.vectors.get(self.cursor_j) {
-                        let rule_says =
-                            rule::is_intruder_at(self.cursor_j, v.max_cos, self.k, self.epsilon);
+                        let rule_says = self.rule.is_intruder_at(self.cursor_j, v.max_cos);
                         let now = !self.is_intruder(&name, self.cursor_j, v.max_cos);
                         let entry = self.user.flags.entry(name.clone()).or_default();
                         if now == rule_says {
@@ -721,23 +720,23 @@ impl App {
                 }
             }
             Prompt::Epsilon | Prompt::K => {
-                let (k, epsilon) = match prompt {
-                    Prompt::Epsilon => (Ok(self.k), text.trim().parse::<f64>().map_err(|_| ())),
-                    _ => (
-                        text.trim().parse::<usize>().map_err(|_| ()),
-                        Ok(self.epsilon),
-                    ),
+                let parsed = match prompt {
+                    Prompt::Epsilon => text
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .map(|e| self.rule.with_epsilon(e)),
+                    _ => text
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                        .map(|k| self.rule.with_k(k)),
                 };
-                let checked = match (k, epsilon) {
-                    (Ok(k), Ok(e)) => crate::engine::check_rule(k, e).map(|_| (k, e)),
-                    _ => Err(format!("not a number: `{text}`")),
-                };
-                match checked {
-                    Ok((k, e)) => {
-                        self.k = k;
-                        self.epsilon = e;
-                        if k > self.keep {
-                            self.recompute(k, cmds);
+                match parsed.unwrap_or_else(|| Err(format!("not a number: `{text}`"))) {
+                    Ok(rule) => {
+                        self.rule = rule;
+                        if rule.k() > self.keep {
+                            self.recompute(rule.k(), cmds);
                         }
                         self.refresh_visible();
                     }

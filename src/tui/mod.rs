@@ -39,8 +39,7 @@ pub enum Event {
 }
 
 pub struct Settings {
-    pub k: usize,
-    pub epsilon: f64,
+    pub rule: crate::spectral::Rule,
     pub depth: Depth,
     pub background: theme::Background,
     /// Where flags, marks and the last view persist (None: not persisted).
@@ -51,7 +50,7 @@ pub struct Settings {
 }
 
 /// The app for an engine's selected matrices, before any work.
-pub fn build_app(engine: &Engine, k: usize, epsilon: f64, user: UserState) -> App {
+pub fn build_app(engine: &Engine, rule: crate::spectral::Rule, user: UserState) -> App {
     let rows = engine
         .matrices()
         .iter()
@@ -90,7 +89,7 @@ pub fn build_app(engine: &Engine, k: usize, epsilon: f64, user: UserState) -> Ap
     if let Tuned::Adapter(a) = &inp.tuned {
         inputs.push(format!("adapter {}", a.summary()));
     }
-    let mut app = App::new(rows, format!("{base} → {tuned}"), inputs, k, epsilon, user);
+    let mut app = App::new(rows, format!("{base} → {tuned}"), inputs, rule, user);
     app.keep = engine.keep();
     // Every tuned vector computed, as far as the width allows (`<` narrows).
     app.heat_k = app.keep.clamp(app::HEAT_MIN, app::HEAT_MAX);
@@ -168,7 +167,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
         .state_dir
         .as_ref()
         .map(|d| crate::flags::StateFile::open(crate::flags::state_path(d, &engine.inputs)));
-    let mut app = build_app(&engine, settings.k, settings.epsilon, UserState::default());
+    let mut app = build_app(&engine, settings.rule, UserState::default());
     let legacy = engine
         .cache
         .dir()
@@ -467,14 +466,14 @@ pub fn export_job(
     let engine = engine.clone();
     let scan = app.as_scan();
     let user = app.user.clone();
-    let (k, eps, total) = (app.k, app.epsilon, app.rows.len());
+    let (rule, total) = (app.rule, app.rows.len());
     let job = move || {
         let select = |name: &str, _: usize| names.iter().any(|n| n == name);
         let r = crate::report::build(
             &engine,
             &scan,
             &user,
-            (k, eps),
+            &rule,
             &select,
             &crate::report::now_rfc3339(),
             total,

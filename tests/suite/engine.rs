@@ -5,6 +5,7 @@ use crate::common::*;
 use lorascope::cache::Cache;
 use lorascope::checkpoint::{Inputs, Selection};
 use lorascope::engine::{Engine, MatrixReport, Options, FAST_MIN_DIM};
+use lorascope::spectral::Rule;
 use lorascope::spectral::Side;
 use std::path::Path;
 
@@ -88,7 +89,7 @@ fn minilm_cj_match_the_numpy_reference() {
     let reps = reports(&e);
     let hit: Vec<_> = reps
         .iter()
-        .map(|m| (m.name.as_str(), m.intruders(10, 0.5)))
+        .map(|m| (m.name.as_str(), m.intruders(&Rule::default())))
         .filter(|(_, i)| !i.is_empty())
         .collect();
     assert_eq!(
@@ -441,7 +442,7 @@ fn repair_decomposes_nothing_again_after_its_scan_even_without_a_cache() {
     let e = engine(&p.base, &p.lora, Cache::disabled(), Side::Left);
     let chosen = std::sync::Mutex::new(BTreeMap::new());
     let scan = e.scan_with(2, &|_, _, _| {}, &|r, tuned| {
-        let i = r.intruders(10, 0.5);
+        let i = r.intruders(&Rule::default());
         if !i.is_empty() {
             chosen
                 .lock()
@@ -459,7 +460,7 @@ fn repair_decomposes_nothing_again_after_its_scan_even_without_a_cache() {
     assert_eq!(scaled.len(), chosen.len());
     assert_eq!(
         scaled.iter().map(|s| s.vectors.len()).sum::<usize>(),
-        scan.total(10, 0.5)
+        scan.total(&Rule::default())
     );
-    assert!(scan.total(10, 0.5) > 0);
+    assert!(scan.total(&Rule::default()) > 0);
 }

@@ -8,6 +8,7 @@ use lorascope::checkpoint::{Inputs, Selection};
 use lorascope::engine::{Engine, Options, Scan};
 use lorascope::flags::UserState;
 use lorascope::report::{self, model::wants_section, ReportFormat};
+use lorascope::spectral::Rule;
 use lorascope::tui::{build_app, export_job};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
@@ -24,7 +25,15 @@ fn demo(dir: &Path) -> (Engine, Scan) {
 fn build(e: &Engine, s: &Scan, user: &UserState, select: Option<&str>) -> report::Report {
     let re = select.map(|s| regex::Regex::new(s).unwrap());
     let pick = |n: &str, i: usize| wants_section(n, i, user, re.as_ref());
-    report::build(e, s, user, (10, 0.5), &pick, TIME, e.matrices().len())
+    report::build(
+        e,
+        s,
+        user,
+        &Rule::default(),
+        &pick,
+        TIME,
+        e.matrices().len(),
+    )
 }
 
 #[test]
@@ -61,7 +70,13 @@ fn golden_markdown_json_csv_on_the_demo() {
     });
     // JSON agrees with the scan JSON's fields and numbers.
     let j: serde_json::Value = serde_json::from_str(&ReportFormat::Json.render(&r)).unwrap();
-    let scan = report::scan_json(&e.inputs, &s, &e.opts, (10, 0.5), &UserState::default());
+    let scan = report::scan_json(
+        &e.inputs,
+        &s,
+        &e.opts,
+        &Rule::default(),
+        &UserState::default(),
+    );
     let m = &j["matrices"][1];
     let sm = scan["matrices"]
         .as_array()
@@ -127,7 +142,7 @@ fn explorer_export_writes_exactly_the_marked_matrices_without_overwriting() {
     let d = tempfile::tempdir().unwrap();
     let (e, s) = demo(d.path());
     let e = std::sync::Arc::new(e);
-    let mut app = build_app(&e, 10, 0.5, UserState::default());
+    let mut app = build_app(&e, Rule::default(), UserState::default());
     for (i, (_, r)) in s.results.into_iter().enumerate() {
         app.on_done(i, r.map(std::sync::Arc::new));
     }
@@ -270,7 +285,13 @@ fn sections_show_the_delta_rank_a_scan_skipped_as_too_costly() {
     let e = Engine::new(inputs, Cache::disabled(), opts);
     let s = e.scan(2, &|_, _, _| {});
     assert!(s.reports().all(|m| m.delta_effective_rank.is_none()));
-    let json = report::scan_json(&e.inputs, &s, &e.opts, (10, 0.5), &UserState::default());
+    let json = report::scan_json(
+        &e.inputs,
+        &s,
+        &e.opts,
+        &Rule::default(),
+        &UserState::default(),
+    );
     assert!(json["matrices"]
         .as_array()
         .unwrap()

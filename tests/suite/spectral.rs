@@ -106,7 +106,11 @@ fn planted_intruder_is_found() {
     let m = spectral::best_matches(&base, &tuned);
     let c: Vec<f64> = m.iter().map(|x| x.0).collect();
     assert!(c[0] < 0.2, "c_0 = {}", c[0]);
-    assert_eq!(rule::intruders(&c, 10, 0.5), [0], "{c:?}");
+    assert_eq!(
+        rule::Rule::new(10, 0.5).unwrap().intruders(&c),
+        [0],
+        "{c:?}"
+    );
 }
 
 #[test]
@@ -122,7 +126,7 @@ fn identical_matrices_have_no_intruders_even_at_eps_099() {
         "each matches itself"
     );
     let c: Vec<f64> = m.iter().map(|x| x.0).collect();
-    assert_eq!(rule::count_intruders(&c, 50, 0.99), 0);
+    assert_eq!(rule::Rule::new(50, 0.99).unwrap().count(&c), 0);
 }
 
 #[test]

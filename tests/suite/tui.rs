@@ -6,6 +6,7 @@ use std::path::Path;
 use lorascope::cache::Cache;
 use lorascope::checkpoint::{Inputs, Selection};
 use lorascope::engine::{Engine, Options};
+use lorascope::spectral::Rule;
 use lorascope::tui::app::{App, Cmd, Pane, Tab, UserState};
 use lorascope::tui::theme::{Depth, Theme};
 use lorascope::tui::{build_app, ui, worker};
@@ -34,7 +35,7 @@ fn topk_demo_engine(dir: &Path, keep: usize) -> Engine {
 
 /// An app with every matrix analysed, as after the background work finished.
 fn analysed(engine: &Engine) -> App {
-    let mut app = build_app(engine, 10, 0.5, UserState::default());
+    let mut app = build_app(engine, Rule::default(), UserState::default());
     for (i, p) in engine.matrices().into_iter().enumerate() {
         let (r, ..) = engine.analyze_with_decompositions(p).unwrap();
         app.on_done(i, Ok(std::sync::Arc::new(r)));
@@ -61,7 +62,12 @@ fn code(app: &mut App, c: KeyCode) -> Vec<Cmd> {
 /// Intruders by the rule alone, from the reports: an independent count.
 fn rule_total(app: &App, k: usize, eps: f64) -> usize {
     (0..app.rows.len())
-        .map(|r| app.report(r).unwrap().intruders(k, eps).len())
+        .map(|r| {
+            app.report(r)
+                .unwrap()
+                .intruders(&Rule::new(k, eps).unwrap())
+                .len()
+        })
         .sum()
 }
 
@@ -125,35 +131,35 @@ fn epsilon_and_k_change_live_from_stored_cj() {
     let mut app = analysed(&e);
     assert_eq!(app.total_intruders(), rule_total(&app, 10, 0.5));
     press(&mut app, "]]");
-    assert_eq!(app.epsilon, 0.6);
+    assert_eq!(app.rule.epsilon(), 0.6);
     assert_eq!(app.total_intruders(), rule_total(&app, 10, 0.6));
     assert!(app.total_intruders() > rule_total(&app, 10, 0.5));
     press(&mut app, "[-");
-    assert_eq!(app.epsilon, 0.5);
+    assert_eq!(app.rule.epsilon(), 0.5);
     press(&mut app, "e");
     code(&mut app, KeyCode::Backspace);
     code(&mut app, KeyCode::Backspace);
     code(&mut app, KeyCode::Backspace);
     press(&mut app, "0.3");
     code(&mut app, KeyCode::Enter);
-    assert_eq!(app.epsilon, 0.3);
+    assert_eq!(app.rule.epsilon(), 0.3);
     assert_eq!(app.total_intruders(), rule_total(&app, 10, 0.3));
     // The prompt starts with the current value: typing appends.
     press(&mut app, "e7");
     code(&mut app, KeyCode::Enter);
-    assert_eq!(app.epsilon, 0.37);
+    assert_eq!(app.rule.epsilon(), 0.37);
     press(&mut app, "K");
     code(&mut app, KeyCode::Backspace);
     code(&mut app, KeyCode::Backspace);
     press(&mut app, "3");
     code(&mut app, KeyCode::Enter);
-    assert_eq!(app.k, 3);
+    assert_eq!(app.rule.k(), 3);
     assert_eq!(app.total_intruders(), rule_total(&app, 3, 0.37));
     press(&mut app, "K");
     code(&mut app, KeyCode::Backspace);
     press(&mut app, "0");
     code(&mut app, KeyCode::Enter);
-    assert_eq!(app.k, 3, "k = 0 is refused");
+    assert_eq!(app.rule.k(), 3, "k = 0 is refused");
     assert!(app.message.as_deref().unwrap().contains("k must be"));
     // Esc backs out one level at a time; on the main screen it only says how to quit.
     press(&mut app, "z");
@@ -292,7 +298,7 @@ fn flags_override_the_rule_and_persist() {
     file.save().unwrap();
     let file = lorascope::flags::StateFile::open(path.clone());
     assert!(file.warning.is_none());
-    let mut app2 = build_app(&e, 10, 0.5, UserState::default());
+    let mut app2 = build_app(&e, Rule::default(), UserState::default());
     app2.stored = file.stored.clone();
     app2.restore_view(file.stored.view.as_ref().unwrap());
     assert_eq!(app2.selected_row(), Some(0));
@@ -327,7 +333,7 @@ fn reopening_a_pair_returns_to_the_matrix_vector_pane_and_zoom() {
         (view.vector, view.zoom, view.pane.as_str()),
         (3, true, "Heatmap")
     );
-    let mut again = build_app(&e, 10, 0.5, UserState::default());
+    let mut again = build_app(&e, Rule::default(), UserState::default());
     again.restore_view(&view);
     assert_eq!(again.selected_row(), app.selected_row());
     assert_eq!(
@@ -339,7 +345,7 @@ fn reopening_a_pair_returns_to_the_matrix_vector_pane_and_zoom() {
         matrix: "no.such.matrix".into(),
         ..view
     };
-    let mut fresh = build_app(&e, 10, 0.5, UserState::default());
+    let mut fresh = build_app(&e, Rule::default(), UserState::default());
     fresh.restore_view(&gone);
     assert_eq!((fresh.sel, fresh.cursor_j, fresh.zoom), (0, 0, false));
 }
@@ -584,7 +590,7 @@ fn a_k_above_the_vectors_computed_recomputes_every_matrix_in_the_background() {
     use lorascope::tui::Event;
     let d = tempfile::tempdir().unwrap();
     let engine = std::sync::Arc::new(topk_demo_engine(d.path(), 16));
-    let mut app = build_app(&engine, 10, 0.5, UserState::default());
+    let mut app = build_app(&engine, Rule::default(), UserState::default());
     assert_eq!(app.keep, 16);
     let sched = worker::Scheduler::new(app.rows.len());
     let (tx, rx) = std::sync::mpsc::channel();
@@ -600,7 +606,7 @@ fn a_k_above_the_vectors_computed_recomputes_every_matrix_in_the_background() {
     press(&mut app, "20");
     let cmds = code(&mut app, KeyCode::Enter);
     assert_eq!(cmds, [Cmd::Recompute { keep: 20, epoch: 1 }]);
-    assert_eq!((app.k, app.keep), (20, 20));
+    assert_eq!((app.rule.k(), app.keep), (20, 20));
     assert_eq!(app.done(), 0);
     assert!(app.message.as_deref().unwrap().contains("computing 20"));
     lorascope::tui::recompute(&engine, &sched, 20, 1);
@@ -637,7 +643,7 @@ fn a_k_above_the_vectors_computed_recomputes_every_matrix_in_the_background() {
     code(&mut app, KeyCode::Backspace);
     press(&mut app, "5");
     assert!(code(&mut app, KeyCode::Enter).is_empty());
-    assert_eq!((app.k, app.keep), (5, 20));
+    assert_eq!((app.rule.k(), app.keep), (5, 20));
     sched.stop();
 }
 

@@ -86,7 +86,7 @@ fn render_title(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
         Span::styled("lorascope ", Style::new().add_modifier(Modifier::BOLD)),
         Span::raw(format!("{}  ", app.title)),
         Span::styled(
-            format!("k={} ε={:.2}", app.k, app.epsilon),
+            format!("k={} ε={:.2}", app.rule.k(), app.rule.epsilon()),
             Style::new().add_modifier(Modifier::BOLD),
         ),
         Span::styled(
@@ -486,7 +486,7 @@ fn render_details(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
         return;
     };
     let name = &app.rows[app.selected_row().unwrap()].name;
-    let shown = app.k.max(app.cursor_j + 1).min(r.vectors.len());
+    let shown = app.rule.k().max(app.cursor_j + 1).min(r.vectors.len());
     let rows: Vec<Row> = r.vectors[..shown]
         .iter()
         .enumerate()
@@ -600,7 +600,8 @@ fn render_overview(app: &App, theme: &Theme, f: &mut Frame, body: Rect) {
         BarChart::default()
             .block(Block::bordered().title(format!(
                 " intruders per layer (k={}, ε={:.2}) ",
-                app.k, app.epsilon
+                app.rule.k(),
+                app.rule.epsilon()
             )))
             .data(BarGroup::default().bars(&bars))
             .bar_width(bar_w)
@@ -628,7 +629,7 @@ fn render_overview(app: &App, theme: &Theme, f: &mut Frame, body: Rect) {
     let curve = app.curve();
     let pts: Vec<(f64, f64)> = curve.iter().map(|(e, n)| (*e, *n as f64)).collect();
     let ymax = pts.iter().map(|p| p.1).fold(1.0, f64::max);
-    let cur = vec![(app.epsilon, 0.0), (app.epsilon, ymax)];
+    let cur = vec![(app.rule.epsilon(), 0.0), (app.rule.epsilon(), ymax)];
     let chart = Chart::new(vec![
         Dataset::default()
             .name("intruders")
@@ -641,7 +642,7 @@ fn render_overview(app: &App, theme: &Theme, f: &mut Frame, body: Rect) {
             .style(theme.dim())
             .data(&cur),
     ])
-    .block(Block::bordered().title(format!(" count vs ε (k={}) ", app.k)))
+    .block(Block::bordered().title(format!(" count vs ε (k={}) ", app.rule.k())))
     .x_axis(
         Axis::default()
             .title("ε")
