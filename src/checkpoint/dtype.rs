@@ -13,9 +13,23 @@ pub fn is_supported(dtype: Dtype) -> bool {
     matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
 }
 
-/// The dtype as safetensors headers spell it ("BF16").
+/// The dtype as safetensors headers spell it ("BF16"). Written out, not `Debug`: content keys
+/// hash it, and a renamed variant upstream must not silently change every key.
 pub fn name(dtype: Dtype) -> String {
-    format!("{dtype:?}")
+    match dtype {
+        Dtype::F64 => "F64".into(),
+        Dtype::F32 => "F32".into(),
+        Dtype::F16 => "F16".into(),
+        Dtype::BF16 => "BF16".into(),
+        Dtype::I64 => "I64".into(),
+        Dtype::I32 => "I32".into(),
+        Dtype::I16 => "I16".into(),
+        Dtype::I8 => "I8".into(),
+        Dtype::U8 => "U8".into(),
+        Dtype::BOOL => "BOOL".into(),
+        // Never analysed, so never keyed; named for messages only.
+        other => format!("{other:?}"),
+    }
 }
 
 pub fn dtype_size(dtype: Dtype) -> usize {

@@ -521,9 +521,5 @@ fn tensor_key(
         .iter()
         .flat_map(|d| (*d as u64).to_le_bytes())
         .collect();
-    data(
-        kb.str(&format!("{:?}", info.dtype)).bytes(&shape),
-        file,
-        info,
-    )
+    data(kb.str(&dtype::name(info.dtype)).bytes(&shape), file, info)
 }

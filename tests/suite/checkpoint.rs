@@ -786,3 +786,44 @@ fn unsupported_dtype_is_reported_when_the_tensor_is_read_not_at_open() {
         "{e}"
     );
 }
+
+/// The content keys' schema is pinned: caches, remembered keys and the user's flags are all
+/// filed under these values, so a change to how a key is built must be deliberate (bump the
+/// schema's version string and say so in the CHANGELOG), never a side effect.
+#[test]
+fn content_keys_of_a_known_tensor_and_adapter_are_pinned() {
+    let fx = fixtures().join("minilm");
+    let dense = "bert.encoder.layer.5.attention.output.dense.weight";
+    let key = |tuned: &str| {
+        let inputs = Inputs::open(&fx.join("base.safetensors"), &fx.join(tuned), &sel()).unwrap();
+        let p = inputs.selected().find(|p| p.name == dense).unwrap();
+        let base = inputs.base_key(p);
+        (
+            format!("{base:032x}"),
+            format!("{:032x}", inputs.tuned_key(p, base).unwrap()),
+        )
+    };
+    let (base, lora) = key("lora-r8");
+    let (base2, full) = key("full-ft.safetensors");
+    assert_eq!(base, base2);
+    assert_eq!(base, "0642bb16a9afb54540a979140576ee66");
+    assert_eq!(lora, "0d959b1de8a7ff43dce923c6b8130860");
+    assert_eq!(full, "6881b6999937fc6cd5c5849828886f0d");
+    // The key the explorer's flags are filed under: both sides' content keys.
+    let inputs = Inputs::open(&fx.join("base.safetensors"), &fx.join("lora-r8"), &sel()).unwrap();
+    let engine = lorascope::engine::Engine::new(
+        inputs,
+        lorascope::cache::Cache::disabled(),
+        Default::default(),
+    );
+    let p = engine
+        .matrices()
+        .into_iter()
+        .find(|p| p.name == dense)
+        .unwrap();
+    let weights = engine.analyze(p).unwrap().weights;
+    assert_eq!(
+        lorascope::flags::weights_key(weights),
+        "724b91e46c98e8f1f548b2b79c92620a"
+    );
+}
