@@ -161,12 +161,23 @@ fn main() {
                 &mut [
                     &mut || spectral::decompose(&w, Side::Left, KEEP, par).unwrap(),
                     &mut || {
-                        topk::lora_top(&base, &w0, &b, &a, s, Side::Left, KEEP, par)
-                            .unwrap()
-                            .or_else(|| {
-                                topk::dense_top(&w, Side::Left, KEEP, Some(&base), par).unwrap()
-                            })
-                            .expect("converged")
+                        topk::lora_top(
+                            &base,
+                            topk::LoraUpdate {
+                                w0: &w0,
+                                b: &b,
+                                a: &a,
+                                scaling: s,
+                            },
+                            Side::Left,
+                            KEEP,
+                            par,
+                        )
+                        .unwrap()
+                        .or_else(|| {
+                            topk::dense_top(&w, Side::Left, KEEP, Some(&base), par).unwrap()
+                        })
+                        .expect("converged")
                     },
                 ],
             );

@@ -377,7 +377,13 @@ impl Engine {
                         let w0 = self
                             .inputs
                             .base_matrix_into::<f64>(pair, self.budget.take_buffer())?;
-                        let d = topk::lora_top(base, &w0, &f.b, &f.a, f.scaling, side, keep, par);
+                        let update = topk::LoraUpdate {
+                            w0: &w0,
+                            b: &f.b,
+                            a: &f.a,
+                            scaling: f.scaling,
+                        };
+                        let d = topk::lora_top(base, update, side, keep, par);
                         self.budget.give_buffer(w0.data);
                         let d = d?;
                         if let Some(d) = d {

@@ -152,9 +152,20 @@ fn lora_route_matches_the_svd_of_the_merged_matrix() {
         let w = merged(&w0, &b, &a, s);
         let base = spectral::decompose(&w0, side, usize::MAX, Par::Seq).unwrap();
         let exact = spectral::decompose(&w, side, 32, Par::Seq).unwrap();
-        let (fast, trace) = topk::lora_top_traced(&base, &w0, &b, &a, s, side, 32, Par::Seq)
-            .unwrap()
-            .expect("converges");
+        let (fast, trace) = topk::lora_top_traced(
+            &base,
+            topk::LoraUpdate {
+                w0: &w0,
+                b: &b,
+                a: &a,
+                scaling: s,
+            },
+            side,
+            32,
+            Par::Seq,
+        )
+        .unwrap()
+        .expect("converges");
         let what = format!("{m}×{n} {side:?} r={r}");
         // One product with W, then at most one correction round: the route's speed rests on it.
         assert!(
@@ -212,10 +223,20 @@ fn fast_paths_match_the_svd_on_the_real_minilm_checkpoints() {
         for p in lora.selected() {
             let (w0, base, _, exact) = exact_of(&lora, p);
             let lf = lora.lora_factors(p).unwrap().expect("a LoRA module");
-            let (fast, trace) =
-                topk::lora_top_traced(&base, &w0, &lf.b, &lf.a, lf.scaling, side, 32, Par::Seq)
-                    .unwrap()
-                    .expect("converges");
+            let (fast, trace) = topk::lora_top_traced(
+                &base,
+                topk::LoraUpdate {
+                    w0: &w0,
+                    b: &lf.b,
+                    a: &lf.a,
+                    scaling: lf.scaling,
+                },
+                side,
+                32,
+                Par::Seq,
+            )
+            .unwrap()
+            .expect("converges");
             assert!(
                 !trace.krylov && trace.exact_columns <= 36,
                 "lora {} {side:?}: {trace:?}",
@@ -268,9 +289,20 @@ fn an_untrained_adapter_leaves_the_base_vectors() {
     let (w0, mut b, a) = planted_lora(&mut rng, 300, 300, 4);
     b.data.iter_mut().for_each(|x| *x = 0.0);
     let base = spectral::decompose(&w0, Side::Left, usize::MAX, Par::Seq).unwrap();
-    let fast = topk::lora_top(&base, &w0, &b, &a, 2.0, Side::Left, 32, Par::Seq)
-        .unwrap()
-        .expect("converges");
+    let fast = topk::lora_top(
+        &base,
+        topk::LoraUpdate {
+            w0: &w0,
+            b: &b,
+            a: &a,
+            scaling: 2.0,
+        },
+        Side::Left,
+        32,
+        Par::Seq,
+    )
+    .unwrap()
+    .expect("converges");
     for (j, (c, i)) in spectral::best_matches(&base, &fast).into_iter().enumerate() {
         assert!((c - 1.0).abs() < 1e-5 && i == j, "c_{j} = {c} at base {i}");
         assert!((fast.sigma[j] - base.sigma[j]).abs() < 1e-9 * base.sigma[0]);
@@ -299,7 +331,18 @@ fn a_non_finite_base_weight_is_reported_at_its_position_whatever_the_update() {
         let want = format!("row {}, column {}", at / 90, at % 90);
         for (side, basis) in [(Side::Left, &base), (Side::Right, &base_r)] {
             for (bb, aa) in [(&b, &a), (&zero(&b), &a), (&b, &zero(&a))] {
-                let got = topk::lora_top(basis, &w, bb, aa, 2.0, side, 16, Par::Seq);
+                let got = topk::lora_top(
+                    basis,
+                    topk::LoraUpdate {
+                        w0: &w,
+                        b: bb,
+                        a: aa,
+                        scaling: 2.0,
+                    },
+                    side,
+                    16,
+                    Par::Seq,
+                );
                 let msg = got
                     .expect_err("a non-finite weight is an error")
                     .to_string();
