@@ -102,6 +102,22 @@ mod tests {
     use crate::tui::theme::Depth;
     use ratatui::style::Color;
 
+    /// The test heatmap drawn on a w×h buffer, column 1 an intruder.
+    fn draw(h: &Heat, theme: Theme, (w, ht): (u16, u16), cursor: (usize, usize)) -> Buffer {
+        let mut buf = Buffer::empty(Rect::new(0, 0, w, ht));
+        HeatmapView {
+            heat: h,
+            col0: 0,
+            row0: 0,
+            cols: 3,
+            cursor,
+            intruder: &[false, true, false],
+            theme,
+        }
+        .render(buf.area, &mut buf);
+        buf
+    }
+
     fn heat() -> Heat {
         // 4 base × 3 tuned: column 1 is an intruder (all low).
         Heat {
@@ -116,17 +132,7 @@ mod tests {
     fn half_blocks_carry_two_rows_in_fg_and_bg() {
         let h = heat();
         let theme = Theme::new(Depth::True);
-        let mut buf = Buffer::empty(Rect::new(0, 0, 3, 3));
-        HeatmapView {
-            heat: &h,
-            col0: 0,
-            row0: 0,
-            cols: 3,
-            cursor: (3, 2),
-            intruder: &[false, true, false],
-            theme,
-        }
-        .render(buf.area, &mut buf);
+        let buf = draw(&h, theme, (3, 3), (3, 2));
         // Marker line: intruder ▲ over column 1, cursor ▼ over column 2.
         assert_eq!(buf[(1, 0)].symbol(), "▲");
         assert_eq!(buf[(2, 0)].symbol(), "▼");
@@ -150,17 +156,7 @@ mod tests {
         let h = heat();
         for depth in [Depth::True, Depth::C256, Depth::C16, Depth::Mono] {
             let theme = Theme::new(depth);
-            let mut buf = Buffer::empty(Rect::new(0, 0, 3, 3));
-            HeatmapView {
-                heat: &h,
-                col0: 0,
-                row0: 0,
-                cols: 3,
-                cursor: (0, 1),
-                intruder: &[false, true, false],
-                theme,
-            }
-            .render(buf.area, &mut buf);
+            let buf = draw(&h, theme, (3, 3), (0, 1));
             let c = &buf[(1, 0)];
             assert_eq!(c.symbol(), "▲", "{depth:?}");
             assert!(
@@ -175,17 +171,7 @@ mod tests {
     fn without_colour_one_row_per_line_in_glyphs() {
         let h = heat();
         let theme = Theme::new(Depth::Mono);
-        let mut buf = Buffer::empty(Rect::new(0, 0, 3, 5));
-        HeatmapView {
-            heat: &h,
-            col0: 0,
-            row0: 0,
-            cols: 3,
-            cursor: (9, 9),
-            intruder: &[false, true, false],
-            theme,
-        }
-        .render(buf.area, &mut buf);
+        let buf = draw(&h, theme, (3, 5), (9, 9));
         let line = |y: u16| {
             (0..3)
                 .map(|x| buf[(x, y)].symbol().to_string())
