@@ -247,8 +247,6 @@ pub struct Engine {
     decompositions: AtomicUsize,
     hashed: AtomicUsize,
     budget: Budget,
-    /// The current keep; each analysis reads it once.
-    keep: AtomicUsize,
     /// Content hashes per matrix: hashing reads the whole tensor, so do it once per run
     /// (heatmaps and reports ask again after the scan).
     keys: std::sync::Mutex<std::collections::HashMap<String, (u128, u128)>>,
@@ -270,7 +268,6 @@ impl Engine {
             decompositions: AtomicUsize::new(0),
             hashed: AtomicUsize::new(0),
             budget: Budget::new(opts.memory),
-            keep: AtomicUsize::new(opts.keep),
             keys: Default::default(),
         }
     }
@@ -303,15 +300,10 @@ impl Engine {
         Ok(k)
     }
 
-    /// Tuned vectors computed and matched per matrix from now on.
+    /// Tuned vectors computed and matched per matrix by default (`--keep`); the explorer asks
+    /// for more per job ([`Engine::analyze_keeping`]).
     pub fn keep(&self) -> usize {
-        self.keep.load(Ordering::Relaxed)
-    }
-
-    /// Compute `keep` tuned vectors per matrix from now on (the explorer, when the user asks for
-    /// a k above it). Analyses already under way finish with the value they started with.
-    pub fn set_keep(&self, keep: usize) {
-        self.keep.store(keep.clamp(1, MAX_KEEP), Ordering::Relaxed);
+        self.opts.keep
     }
 
     /// Sides of matrices (base or tuned) whose tensors this engine has hashed rather than found
@@ -495,9 +487,18 @@ impl Engine {
 
     /// Both decompositions and the match of every kept tuned vector.
     pub fn decompositions_of(&self, pair: &TensorPair) -> Result<(Decomposition, Decomposition)> {
+        self.decompositions_keeping(pair, self.opts.keep)
+    }
+
+    /// [`Engine::decompositions_of`] with `keep` tuned vectors.
+    pub fn decompositions_keeping(
+        &self,
+        pair: &TensorPair,
+        keep: usize,
+    ) -> Result<(Decomposition, Decomposition)> {
         contain(|| {
             let _held = self.budget.acquire(self.memory_estimate(pair));
-            self.decompositions_keyed(pair, self.content_keys(pair)?)
+            self.decompositions_keyed(pair, self.content_keys(pair)?, keep)
         })
     }
 
@@ -523,7 +524,9 @@ impl Engine {
         &self,
         pair: &TensorPair,
         (base_src, tuned_src): (u128, u128),
+        keep: usize,
     ) -> Result<(Decomposition, Decomposition)> {
+        let keep = keep.clamp(1, MAX_KEEP);
         let side = match self.opts.side {
             Side::Left => "left",
             Side::Right => "right",
@@ -541,7 +544,6 @@ impl Engine {
             } else {
                 "svd"
             };
-            let keep = self.keep();
             self.cached(
                 self.key(&format!("{side}/{route}{keep}"), &[tuned_src]),
                 || self.decompose(pair, Role::Tuned(&base, keep)),
@@ -560,19 +562,30 @@ impl Engine {
         &self,
         pair: &TensorPair,
     ) -> Result<(MatrixReport, Decomposition, Decomposition)> {
+        self.analyze_keeping(pair, self.opts.keep)
+    }
+
+    /// [`Engine::analyze_with_decompositions`] with `keep` tuned vectors (the explorer, when
+    /// the user asks for a k above `--keep`).
+    pub fn analyze_keeping(
+        &self,
+        pair: &TensorPair,
+        keep: usize,
+    ) -> Result<(MatrixReport, Decomposition, Decomposition)> {
         contain(|| {
             crate::error::panic_if_asked(&pair.name);
-            self.analyze_inner(pair)
+            self.analyze_inner(pair, keep)
         })
     }
 
     fn analyze_inner(
         &self,
         pair: &TensorPair,
+        keep: usize,
     ) -> Result<(MatrixReport, Decomposition, Decomposition)> {
         let _held = self.budget.acquire(self.memory_estimate(pair));
         let (base_src, tuned_src) = self.content_keys(pair)?;
-        let (base, tuned) = self.decompositions_keyed(pair, (base_src, tuned_src))?;
+        let (base, tuned) = self.decompositions_keyed(pair, (base_src, tuned_src), keep)?;
         let (delta_norm, delta_rank) =
             self.delta_stats(pair, (base_src, tuned_src), self.opts.delta_rank)?;
         let matches = spectral::best_matches(&base, &tuned);

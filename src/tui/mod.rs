@@ -183,7 +183,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
     }
     let theme = Theme::new(settings.depth).on(settings.background);
     let mut signal = None;
-    let sched = worker::Scheduler::new(app.rows.len());
+    let sched = worker::Scheduler::new(app.rows.len(), app.keep);
     if let Some(r) = app.selected_row() {
         sched.focus(r);
     }
@@ -275,7 +275,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
                             let _ = tx.send(Event::Spectrum(row, res));
                         });
                     }
-                    Cmd::Recompute { keep, epoch } => recompute(&engine, &sched, keep, epoch),
+                    Cmd::Recompute { keep, epoch } => recompute(&sched, keep, epoch),
                     Cmd::SetMouse(on) => set_mouse(on)?,
                     Cmd::Quit => {}
                 }
@@ -306,10 +306,8 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
 }
 
 /// Every matrix again with `keep` tuned vectors, as `epoch`.
-pub fn recompute(engine: &Engine, sched: &worker::Scheduler, keep: usize, epoch: u64) {
-    // The keep first: every job of the new epoch reads it.
-    engine.set_keep(keep);
-    sched.restart(epoch);
+pub fn recompute(sched: &worker::Scheduler, keep: usize, epoch: u64) {
+    sched.restart(epoch, keep);
 }
 
 /// The terminal in raw mode on the alternate screen. Not `ratatui::try_init`: its panic hook

@@ -21,6 +21,8 @@ struct Queue {
     heat_wanted: Option<usize>,
     paused: bool,
     epoch: u64,
+    /// Tuned vectors each job keeps (raised by a recomputation).
+    keep: usize,
 }
 
 pub struct Scheduler {
@@ -29,16 +31,19 @@ pub struct Scheduler {
     pub quit: AtomicBool,
 }
 
+/// A row's job, with the epoch it belongs to and how many tuned vectors it keeps.
 enum Job {
-    Analyze(usize, u64),
-    Heat(usize, u64),
+    Analyze(usize, u64, usize),
+    Heat(usize, u64, usize),
 }
 
 impl Scheduler {
-    pub fn new(n: usize) -> Arc<Scheduler> {
+    /// `n` rows, each keeping `keep` tuned vectors until a restart asks for more.
+    pub fn new(n: usize, keep: usize) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             q: Mutex::new(Queue {
                 state: vec![0; n],
+                keep,
                 ..Default::default()
             }),
             cv: Condvar::new(),
@@ -58,11 +63,12 @@ impl Scheduler {
         self.cv.notify_all();
     }
 
-    /// Every matrix again, as `epoch` (after the engine's keep was raised). Jobs under way
-    /// finish, and their results are dropped as stale.
-    pub fn restart(&self, epoch: u64) {
+    /// Every matrix again with `keep` tuned vectors, as `epoch`. Jobs under way finish, and
+    /// their results are dropped as stale.
+    pub fn restart(&self, epoch: u64, keep: usize) {
         let mut q = self.q.lock().unwrap();
         q.epoch = epoch;
+        q.keep = keep;
         q.state.iter_mut().for_each(|s| *s = 0);
         q.heat_wanted = q.focus;
         self.cv.notify_all();
@@ -83,11 +89,11 @@ impl Scheduler {
                 match q.state[f] {
                     0 => {
                         q.state[f] = 1;
-                        return Some(Job::Analyze(f, q.epoch));
+                        return Some(Job::Analyze(f, q.epoch, q.keep));
                     }
                     2 if q.heat_wanted == Some(f) => {
                         q.heat_wanted = None;
-                        return Some(Job::Heat(f, q.epoch));
+                        return Some(Job::Heat(f, q.epoch, q.keep));
                     }
                     _ => {}
                 }
@@ -95,7 +101,7 @@ impl Scheduler {
             if !q.paused {
                 if let Some(i) = q.state.iter().position(|s| *s == 0) {
                     q.state[i] = 1;
-                    return Some(Job::Analyze(i, q.epoch));
+                    return Some(Job::Analyze(i, q.epoch, q.keep));
                 }
             }
             q = self.cv.wait(q).unwrap();
@@ -146,9 +152,9 @@ pub fn spawn(engine: Arc<Engine>, sched: Arc<Scheduler>, tx: Sender<Event>, work
             let pairs = engine.matrices();
             while let Some(job) = sched.next() {
                 match job {
-                    Job::Analyze(row, epoch) => {
+                    Job::Analyze(row, epoch, keep) => {
                         let _ = tx.send(Event::Started(epoch, row));
-                        let res = engine.analyze_with_decompositions(pairs[row]);
+                        let res = engine.analyze_keeping(pairs[row], keep);
                         let current = sched.finish(row, epoch);
                         if sched.quit.load(Ordering::Relaxed) {
                             return;
@@ -168,10 +174,10 @@ pub fn spawn(engine: Arc<Engine>, sched: Arc<Scheduler>, tx: Sender<Event>, work
                         };
                         let _ = tx.send(Event::Done(epoch, row, report));
                     }
-                    Job::Heat(row, epoch) => {
+                    Job::Heat(row, epoch, keep) => {
                         // Decompositions come from the cache (or are recomputed without one).
                         let heat = engine
-                            .decompositions_of(pairs[row])
+                            .decompositions_keeping(pairs[row], keep)
                             .map(|(base, tuned)| heat_of(row, &base, &tuned))
                             .map_err(|e| e.to_string());
                         let _ = tx.send(Event::Heat(epoch, row, heat));
@@ -188,21 +194,21 @@ mod tests {
 
     fn analyze_job(s: &Scheduler) -> (usize, u64) {
         match s.next() {
-            Some(Job::Analyze(r, e)) => (r, e),
+            Some(Job::Analyze(r, e, _)) => (r, e),
             _ => panic!("expected an analysis"),
         }
     }
 
     #[test]
     fn a_restart_requeues_every_row_and_drops_what_earlier_jobs_finish() {
-        let s = Scheduler::new(2);
+        let s = Scheduler::new(2, 32);
         assert_eq!(analyze_job(&s), (0, 0));
         assert_eq!(analyze_job(&s), (1, 0));
         assert!(s.finish(0, 0));
-        s.restart(1);
+        s.restart(1, 40);
         // Row 1's job started before the restart: its result is stale and the row stays to do.
         assert!(!s.finish(1, 0));
-        assert_eq!(analyze_job(&s), (0, 1));
+        assert!(matches!(s.next(), Some(Job::Analyze(0, 1, 40))));
         assert_eq!(analyze_job(&s), (1, 1));
         assert!(s.finish(0, 1) && s.finish(1, 1));
         assert_eq!(s.q.lock().unwrap().state, [2, 2]);
@@ -210,14 +216,14 @@ mod tests {
 
     #[test]
     fn a_restart_makes_the_focused_heatmap_again() {
-        let s = Scheduler::new(1);
+        let s = Scheduler::new(1, 32);
         s.focus(0);
         assert_eq!(analyze_job(&s), (0, 0));
         assert!(s.finish(0, 0));
         assert!(s.heat_still_wanted(0));
-        s.restart(1);
+        s.restart(1, 40);
         assert_eq!(analyze_job(&s), (0, 1));
         assert!(s.finish(0, 1));
-        assert!(matches!(s.next(), Some(Job::Heat(0, 1))));
+        assert!(matches!(s.next(), Some(Job::Heat(0, 1, 40))));
     }
 }

@@ -592,7 +592,7 @@ fn a_k_above_the_vectors_computed_recomputes_every_matrix_in_the_background() {
     let engine = std::sync::Arc::new(topk_demo_engine(d.path(), 16));
     let mut app = build_app(&engine, Rule::default(), UserState::default());
     assert_eq!(app.keep, 16);
-    let sched = worker::Scheduler::new(app.rows.len());
+    let sched = worker::Scheduler::new(app.rows.len(), app.keep);
     let (tx, rx) = std::sync::mpsc::channel();
     worker::spawn(engine.clone(), sched.clone(), tx, 2);
     run_until_done(&mut app, &rx);
@@ -609,8 +609,9 @@ fn a_k_above_the_vectors_computed_recomputes_every_matrix_in_the_background() {
     assert_eq!((app.rule.k(), app.keep), (20, 20));
     assert_eq!(app.done(), 0);
     assert!(app.message.as_deref().unwrap().contains("computing 20"));
-    lorascope::tui::recompute(&engine, &sched, 20, 1);
-    assert_eq!(engine.keep(), 20);
+    lorascope::tui::recompute(&sched, 20, 1);
+    // The engine's own default is untouched: the jobs carry the 20.
+    assert_eq!(engine.keep(), 16);
     run_until_done(&mut app, &rx);
     for r in 0..app.rows.len() {
         let rep = app.report(r).unwrap();
