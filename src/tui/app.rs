@@ -507,6 +507,11 @@ impl App {
                     return cmds;
                 }
             }
+            // No further than the last line can be shown (the help's border takes two rows).
+            let most = super::keys::BINDINGS
+                .len()
+                .saturating_sub(self.size.height.saturating_sub(2) as usize);
+            self.help_scroll = self.help_scroll.min(most);
             if self.popup.is_some() && !ctrl {
                 return cmds;
             }

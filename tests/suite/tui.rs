@@ -451,6 +451,7 @@ fn every_popup_fits_whole_at_80x24_and_at_the_smallest_size() {
     let mut app = analysed(&e);
     let theme = Theme::new(Depth::C256);
     for (w, h) in [(80, 24), (120, 40), (60, 16)] {
+        app.size = ratatui::layout::Rect::new(0, 0, w, h);
         press(&mut app, "x");
         let s = screen(&app, theme, w, h);
         for line in [
@@ -471,6 +472,13 @@ fn every_popup_fits_whole_at_80x24_and_at_the_smallest_size() {
             seen += &screen(&app, theme, w, h);
         }
         assert!(app.popup.is_some(), "scrolling closed the help");
+        // Scrolling stops at the last line shown, so one step back moves at once.
+        let most = lorascope::tui::keys::BINDINGS
+            .len()
+            .saturating_sub(h as usize - 2);
+        assert_eq!(app.help_scroll, most, "{w}×{h}");
+        press(&mut app, "k");
+        assert_eq!(app.help_scroll, most.saturating_sub(1), "{w}×{h}");
         for b in lorascope::tui::keys::BINDINGS {
             assert!(
                 seen.contains(b.help),
