@@ -789,3 +789,65 @@ fn help_shows_how_to_open_the_explorer() {
         );
     }
 }
+
+#[test]
+fn scan_json_follows_its_published_schema() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/scan.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    // An adapter, a full fine-tune, and a scan with a failed matrix (its entry has `error`).
+    let d = tempfile::tempdir().unwrap();
+    let bad = d.path().join("nan.safetensors");
+    let mut bytes = std::fs::read(fx("full-ft.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let at = bytes.len() - 4 * 1000; // inside the last tensors' data
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    assert!(at > 8 + n);
+    std::fs::write(&bad, bytes).unwrap();
+    for tuned in [
+        fx("lora-r8"),
+        fx("full-ft.safetensors"),
+        bad.to_string_lossy().into_owned(),
+    ] {
+        let r = lorascope(
+            &[
+                "scan",
+                &fx("base.safetensors"),
+                &tuned,
+                "--format",
+                "json",
+                "--no-cache",
+            ],
+            &[],
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let errors = schema_errors(&schema, &v);
+        assert!(errors.is_empty(), "{tuned}: {errors:#?}");
+        if tuned.ends_with("nan.safetensors") {
+            assert_eq!((r.code, v["failed"].as_u64()), (3, Some(1)), "{}", r.stdout);
+        }
+    }
+    // The validator is not a yes-machine: a wrong type, a missing key and an unknown key fail.
+    let r = lorascope(
+        &[
+            "scan",
+            &fx("base.safetensors"),
+            &fx("lora-r8"),
+            "--format",
+            "json",
+            "--no-cache",
+        ],
+        &[],
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    v["k"] = serde_json::json!("ten");
+    v.as_object_mut().unwrap().remove("sweep");
+    v["surprise"] = serde_json::json!(1);
+    let errors = schema_errors(&schema, &v);
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+}

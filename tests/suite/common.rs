@@ -143,3 +143,92 @@ pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     let scale = b.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-300);
     a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
 }
+
+/// The part of JSON Schema that `docs/*.schema.json` use (type, const, enum, required,
+/// properties, additionalProperties, items, minimum, exclusiveMinimum, maximum, `$ref` to
+/// `#/$defs/…`): every place where `value` breaks `schema`, as "path: what".
+pub fn schema_errors(root: &serde_json::Value, value: &serde_json::Value) -> Vec<String> {
+    fn check(
+        root: &serde_json::Value,
+        s: &serde_json::Value,
+        v: &serde_json::Value,
+        path: &str,
+        out: &mut Vec<String>,
+    ) {
+        use serde_json::Value;
+        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+            let name = r.strip_prefix("#/$defs/").expect("local $ref");
+            return check(root, &root["$defs"][name], v, path, out);
+        }
+        let is = |t: &str| match t {
+            "object" => v.is_object(),
+            "array" => v.is_array(),
+            "string" => v.is_string(),
+            "integer" => v.is_u64() || v.is_i64(),
+            "number" => v.is_number(),
+            "boolean" => v.is_boolean(),
+            "null" => v.is_null(),
+            other => panic!("schema type {other} not handled"),
+        };
+        if let Some(t) = s.get("type") {
+            let ok = match t {
+                Value::String(t) => is(t),
+                Value::Array(ts) => ts.iter().any(|t| is(t.as_str().unwrap())),
+                _ => false,
+            };
+            if !ok {
+                out.push(format!("{path}: {v} is not of type {t}"));
+                return;
+            }
+        }
+        if let Some(c) = s.get("const") {
+            if c != v {
+                out.push(format!("{path}: {v} is not {c}"));
+            }
+        }
+        if let Some(Value::Array(e)) = s.get("enum") {
+            if !e.contains(v) {
+                out.push(format!("{path}: {v} is not one of {e:?}"));
+            }
+        }
+        if let Some(x) = v.as_f64() {
+            let bound = |k: &str| s.get(k).and_then(Value::as_f64);
+            if bound("minimum").is_some_and(|m| x < m)
+                || bound("exclusiveMinimum").is_some_and(|m| x <= m)
+                || bound("maximum").is_some_and(|m| x > m)
+            {
+                out.push(format!("{path}: {x} out of range"));
+            }
+        }
+        if let Value::Object(o) = v {
+            for r in s
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if !o.contains_key(r.as_str().unwrap()) {
+                    out.push(format!("{path}: `{r}` missing"));
+                }
+            }
+            let props = s.get("properties").and_then(Value::as_object);
+            for (k, x) in o {
+                let p = format!("{path}.{k}");
+                match (props.and_then(|p| p.get(k)), s.get("additionalProperties")) {
+                    (Some(ps), _) => check(root, ps, x, &p, out),
+                    (None, Some(Value::Bool(false))) => out.push(format!("{p}: not in the schema")),
+                    (None, Some(extra @ Value::Object(_))) => check(root, extra, x, &p, out),
+                    _ => {}
+                }
+            }
+        }
+        if let (Value::Array(a), Some(items)) = (v, s.get("items")) {
+            for (i, x) in a.iter().enumerate() {
+                check(root, items, x, &format!("{path}[{i}]"), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    check(root, root, value, "$", &mut out);
+    out
+}
