@@ -141,7 +141,8 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs, user: &lorascope::flag
                         values.push(m.intruders(&rule).len().to_string());
                         values.push(flags_of(name));
                         outln!(
-                            "{name},{},{},{},{:.6},{:.6},{},,{}",
+                            "{},{},{},{},{:.6},{:.6},{},,{}",
+                            report::csv_field(name),
                             m.shape[0],
                             m.shape[1],
                             counted(m).len(),
@@ -153,8 +154,9 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs, user: &lorascope::flag
                         )
                     }
                     Err(e) => outln!(
-                        "{name},,,,,,,\"{}\"{}",
-                        e.replace('"', "'"),
+                        "{},,,,,,,{}{}",
+                        report::csv_field(name),
+                        report::csv_field(e),
                         ",".repeat(k + sweep.len() + 2)
                     ),
                 }

@@ -12,6 +12,16 @@ pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// One CSV field as RFC 4180 writes it: quoted (quotes doubled) when it holds a comma, a quote
+/// or a line break, as is otherwise. Every CSV lorascope writes goes through here.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
 /// A number as a plain decimal with 7 significant digits (`6.977734`, `0.0001234`), never in
 /// exponent form: spreadsheets read it as written, and f32 data carries no more digits.
 pub fn plain(x: f64) -> String {
@@ -136,7 +146,7 @@ pub fn scan_json(
 
 #[cfg(test)]
 mod number_tests {
-    use super::{count, plain};
+    use super::{count, csv_field, plain};
 
     #[test]
     fn plain_decimals_keep_seven_significant_digits_without_exponents() {
@@ -158,5 +168,14 @@ mod number_tests {
         assert_eq!(count(1, "intruder", "intruders"), "1 intruder");
         assert_eq!(count(0, "intruder", "intruders"), "0 intruders");
         assert_eq!(count(2, "matrix", "matrices"), "2 matrices");
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_as_rfc_4180_says() {
+        assert_eq!(csv_field("plain.name"), "plain.name");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+        assert_eq!(csv_field("cr\r"), "\"cr\r\"");
     }
 }

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use serde_json::{json, Value};
 
 use super::model::{Report, Section};
-use super::{plain, SCHEMA_VERSION};
+use super::{csv_field, plain, SCHEMA_VERSION};
 
 /// Fixed formatting keeps golden files stable.
 fn f(x: f64) -> String {
@@ -219,14 +219,6 @@ pub fn json(r: &Report) -> Value {
         "sweep": r.sweep.iter().map(|(e, n)| json!({"epsilon": e, "intruders": n})).collect::<Vec<_>>(),
         "matrices": sections,
     })
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
 
 pub fn csv(r: &Report) -> String {

@@ -851,3 +851,58 @@ fn scan_json_follows_its_published_schema() {
     let errors = schema_errors(&schema, &v);
     assert_eq!(errors.len(), 3, "{errors:#?}");
 }
+
+/// RFC 4180 records (quoted fields may hold commas, doubled quotes and line breaks).
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let (mut rows, mut row, mut field) = (Vec::new(), Vec::new(), String::new());
+    let (mut quoted, mut chars) = (false, text.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            (true, '"') => quoted = false,
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (_, c) => field.push(c),
+        }
+    }
+    rows
+}
+
+#[test]
+fn csv_quotes_names_with_commas_quotes_and_line_breaks() {
+    let d = tempfile::tempdir().unwrap();
+    let mut rng = Rng(3);
+    let name = "model.layers.0.q,\"x\"\nproj.weight";
+    let w0 = rng.vec(16 * 16, 0.25);
+    let w: Vec<f32> = w0.iter().map(|x| x * 1.5).collect();
+    let (base, tuned) = (
+        d.path().join("b.safetensors"),
+        d.path().join("t.safetensors"),
+    );
+    write_st(&base, &[f32_tensor(name, &[16, 16], &w0)]);
+    write_st(&tuned, &[f32_tensor(name, &[16, 16], &w)]);
+    for args in [&["--sweep"][..], &["--k", "3"][..]] {
+        let mut all = vec![
+            "scan",
+            base.to_str().unwrap(),
+            tuned.to_str().unwrap(),
+            "--format",
+            "csv",
+            "--no-cache",
+        ];
+        all.extend(args);
+        let r = lorascope(&all, &[]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let rows = parse_csv(&r.stdout);
+        assert_eq!(rows.len(), 2, "{}", r.stdout);
+        assert_eq!(rows[1][0], name);
+        assert_eq!(rows[1].len(), rows[0].len(), "{:?}", rows);
+    }
+}
