@@ -477,16 +477,13 @@ impl App {
             return cmds;
         }
         if self.popup == Some(Popup::Export) {
-            use crate::report::ReportFormat as F;
             self.popup = None;
-            let format = match key.code {
-                KeyCode::Char('m') => F::Md,
-                KeyCode::Char('h') => F::Html,
-                KeyCode::Char('j') => F::Json,
-                KeyCode::Char('c') => F::Csv,
-                _ => return cmds,
-            };
-            cmds.push(Cmd::Export(format, self.export_set()));
+            let chosen = super::keys::EXPORT_KEYS
+                .iter()
+                .find(|(c, ..)| key.code == KeyCode::Char(*c));
+            if let Some((_, format, _)) = chosen {
+                cmds.push(Cmd::Export(*format, self.export_set()));
+            }
             return cmds;
         }
         let action = action_for(&key);

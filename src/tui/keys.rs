@@ -44,13 +44,89 @@ const CTRL: KeyModifiers = KeyModifiers::CONTROL;
 const SHIFT: KeyModifiers = KeyModifiers::SHIFT;
 
 pub struct Binding {
+    /// The first is the one shown; the others are alternatives (vim keys, shifted forms).
     pub keys: &'static [(KeyCode, KeyModifiers)],
-    /// How the keys are written in help.
-    pub label: &'static str,
     pub action: Action,
     pub help: &'static str,
-    /// Shown in the status bar when set.
-    pub hint: Option<&'static str>,
+}
+
+impl Binding {
+    /// How help writes the keys: the first two distinct names ("↑ k", "G End").
+    pub fn label(&self) -> String {
+        let mut names: Vec<String> = Vec::new();
+        for (c, m) in self.keys {
+            let n = key_name(*c, *m);
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        names.truncate(2);
+        names.join(" ")
+    }
+}
+
+/// A key as help and the status bar write it.
+pub fn key_name(code: KeyCode, mods: KeyModifiers) -> String {
+    let base = match code {
+        Up => "↑".to_string(),
+        Down => "↓".to_string(),
+        Left => "←".to_string(),
+        Right => "→".to_string(),
+        PageUp => "PgUp".to_string(),
+        PageDown => "PgDn".to_string(),
+        Home => "Home".to_string(),
+        End => "End".to_string(),
+        Tab => "Tab".to_string(),
+        BackTab => return "S-Tab".to_string(),
+        Enter => "⏎".to_string(),
+        Esc => "Esc".to_string(),
+        Char(' ') => "Space".to_string(),
+        Char(c) => c.to_string(),
+        other => format!("{other:?}"),
+    };
+    if mods.contains(CTRL) {
+        format!("C-{base}")
+    } else {
+        base
+    }
+}
+
+/// The status bar's hints: the actions' first keys and a word ("↑↓ move"), in this order.
+/// `? help` and `q quit` are pinned at its right end ([`pinned_hints`]).
+pub const HINTS: &[(&[Action], &str)] = &[
+    (&[Action::Up, Action::Down], "move"),
+    (&[Action::Left, Action::Right], "vector"),
+    (&[Action::NextPane], "pane"),
+    (&[Action::Overview], "overview"),
+    (&[Action::Filter], "filter"),
+    (&[Action::EpsDown, Action::EpsUp], "ε"),
+    (&[Action::Flag], "flag"),
+    (&[Action::Export], "export"),
+    (&[Action::Help], "help"),
+    (&[Action::Quit], "quit"),
+];
+
+/// The export popup's keys: one table for what they do and what the popup says.
+pub const EXPORT_KEYS: &[(char, crate::report::ReportFormat, &str)] = &[
+    ('m', crate::report::ReportFormat::Md, "Markdown"),
+    ('h', crate::report::ReportFormat::Html, "HTML"),
+    ('j', crate::report::ReportFormat::Json, "JSON"),
+    ('c', crate::report::ReportFormat::Csv, "CSV"),
+];
+
+/// The first key bound to an action, as written.
+fn first_key(action: Action) -> String {
+    BINDINGS
+        .iter()
+        .find(|b| b.action == action)
+        .and_then(|b| b.keys.first())
+        .map(|(c, m)| key_name(*c, *m))
+        .unwrap_or_default()
+}
+
+fn hint_text((actions, word): &(&[Action], &str)) -> String {
+    let keys: String = actions.iter().map(|a| first_key(*a)).collect();
+    format!("{keys} {word}")
 }
 
 use KeyCode::*;
@@ -58,122 +134,88 @@ use KeyCode::*;
 pub const BINDINGS: &[Binding] = &[
     Binding {
         keys: &[(Up, NONE), (Char('k'), NONE)],
-        label: "↑ k",
         action: Action::Up,
         help: "previous matrix / row",
-        hint: None,
     },
     Binding {
         keys: &[(Down, NONE), (Char('j'), NONE)],
-        label: "↓ j",
         action: Action::Down,
         help: "next matrix / row",
-        hint: Some("↑↓ move"),
     },
     Binding {
         keys: &[(Left, NONE), (Char('h'), NONE)],
-        label: "← h",
         action: Action::Left,
         help: "previous singular vector",
-        hint: None,
     },
     Binding {
         keys: &[(Right, NONE), (Char('l'), NONE)],
-        label: "→ l",
         action: Action::Right,
         help: "next singular vector",
-        hint: Some("←→ vector"),
     },
     Binding {
         keys: &[(PageUp, NONE)],
-        label: "PgUp",
         action: Action::PageUp,
         help: "up by the rows shown",
-        hint: None,
     },
     Binding {
         keys: &[(PageDown, NONE)],
-        label: "PgDn",
         action: Action::PageDown,
         help: "down by the rows shown",
-        hint: None,
     },
     Binding {
         keys: &[(Char('g'), NONE), (Home, NONE)],
-        label: "g Home",
         action: Action::Top,
         help: "first",
-        hint: None,
     },
     Binding {
         keys: &[(Char('G'), SHIFT), (Char('G'), NONE), (End, NONE)],
-        label: "G End",
         action: Action::Bottom,
         help: "last",
-        hint: None,
     },
     Binding {
         keys: &[(Tab, NONE)],
-        label: "Tab",
         action: Action::NextPane,
         help: "next pane",
-        hint: Some("Tab pane"),
     },
     Binding {
         keys: &[(BackTab, SHIFT), (BackTab, NONE)],
-        label: "S-Tab",
         action: Action::PrevPane,
         help: "previous pane",
-        hint: None,
     },
     Binding {
         keys: &[(Char('z'), NONE), (Enter, NONE)],
-        label: "z ⏎",
         action: Action::Zoom,
         help: "zoom the pane / back",
-        hint: None,
     },
     Binding {
         keys: &[(Char('o'), NONE)],
-        label: "o",
         action: Action::Overview,
         help: "overview: layers, count vs ε",
-        hint: Some("o overview"),
     },
     Binding {
         keys: &[(Char('/'), NONE)],
-        label: "/",
         action: Action::Filter,
         help: "filter matrices by regex",
-        hint: Some("/ filter"),
     },
     Binding {
         keys: &[(Char('n'), NONE)],
-        label: "n",
         action: Action::NextIntruder,
         help: "next matrix with intruders",
-        hint: None,
     },
     Binding {
         keys: &[(Char('N'), SHIFT), (Char('N'), NONE)],
-        label: "N",
         action: Action::PrevIntruder,
         help: "previous matrix w/ intruders",
-        hint: None,
     },
     Binding {
         keys: &[(Char('s'), NONE)],
-        label: "s",
         action: Action::Sort,
         help: "sort by name / intruder count",
-        hint: None,
     },
     Binding {
         keys: &[(Char('['), NONE), (Char('-'), NONE)],
-        label: "[ -",
         action: Action::EpsDown,
         help: "ε − 0.05",
-        hint: None,
     },
     Binding {
         keys: &[
@@ -182,115 +224,83 @@ pub const BINDINGS: &[Binding] = &[
             (Char('+'), SHIFT),
             (Char('='), NONE),
         ],
-        label: "] +",
         action: Action::EpsUp,
         help: "ε + 0.05",
-        hint: Some("[] ε"),
     },
     Binding {
         keys: &[(Char('e'), NONE)],
-        label: "e",
         action: Action::EpsInput,
         help: "type ε",
-        hint: None,
     },
     Binding {
         keys: &[(Char('K'), SHIFT), (Char('K'), NONE)],
-        label: "K",
         action: Action::KInput,
         help: "type k (vectors tested)",
-        hint: None,
     },
     Binding {
         keys: &[(Char('<'), NONE), (Char('<'), SHIFT), (Char(','), NONE)],
-        label: "< ,",
         action: Action::HeatSmaller,
         help: "heatmap: fewer vectors",
-        hint: None,
     },
     Binding {
         keys: &[(Char('>'), NONE), (Char('>'), SHIFT), (Char('.'), NONE)],
-        label: "> .",
         action: Action::HeatLarger,
         help: "heatmap: more vectors",
-        hint: None,
     },
     Binding {
         keys: &[(Char('f'), NONE)],
-        label: "f",
         action: Action::Flag,
         help: "flag vector: intruder or not",
-        hint: Some("f flag"),
     },
     Binding {
         keys: &[(Char(' '), NONE)],
-        label: "Space",
         action: Action::Mark,
         help: "mark the matrix for export",
-        hint: None,
     },
     Binding {
         keys: &[(Char('F'), SHIFT), (Char('F'), NONE)],
-        label: "F",
         action: Action::FullSpectrum,
         help: "all singular values / top part",
-        hint: None,
     },
     Binding {
         keys: &[(Char('x'), NONE)],
-        label: "x",
         action: Action::Export,
         help: "export marked (or this) matrix",
-        hint: Some("x export"),
     },
     Binding {
         keys: &[(Char('m'), NONE)],
-        label: "m",
         action: Action::Mouse,
         help: "mouse on/off (off: select)",
-        hint: None,
     },
     Binding {
         keys: &[(Char('p'), NONE)],
-        label: "p",
         action: Action::Pause,
         help: "pause/resume background work",
-        hint: None,
     },
     Binding {
         keys: &[(Char('?'), NONE), (Char('?'), SHIFT)],
-        label: "?",
         action: Action::Help,
         help: "this help",
-        hint: Some("? help"),
     },
     Binding {
         keys: &[(Esc, NONE)],
-        label: "Esc",
         action: Action::Back,
         help: "back: popup, zoom, filter",
-        hint: None,
     },
     Binding {
         keys: &[(Char('q'), NONE)],
-        label: "q",
         action: Action::Quit,
         help: "quit",
-        hint: Some("q quit"),
     },
     Binding {
         keys: &[(Char('c'), CTRL)],
-        label: "C-c",
         action: Action::Quit,
         help: "quit",
-        hint: None,
     },
     Binding {
         keys: &[(Char('z'), CTRL)],
-        label: "C-z",
         action: Action::Suspend,
         help: "suspend (resume: fg)",
-        hint: None,
     },
 ];
 
@@ -306,16 +316,16 @@ pub fn action_for(key: &KeyEvent) -> Option<Action> {
 }
 
 /// Status-bar hints, in table order.
-pub fn hints() -> Vec<&'static str> {
-    BINDINGS.iter().filter_map(|b| b.hint).collect()
+pub fn hints() -> Vec<String> {
+    HINTS.iter().map(hint_text).collect()
 }
 
 /// The hints the status bar never drops: how to get help and how to leave.
-pub fn pinned_hints() -> Vec<&'static str> {
-    BINDINGS
+pub fn pinned_hints() -> Vec<String> {
+    HINTS
         .iter()
-        .filter(|b| matches!(b.action, Action::Help | Action::Quit))
-        .filter_map(|b| b.hint)
+        .filter(|(a, _)| matches!(a, [Action::Help] | [Action::Quit]))
+        .map(hint_text)
         .collect()
 }
 
@@ -325,6 +335,7 @@ pub fn hints_line(width: usize) -> String {
     let pinned = pinned_hints();
     let mut line = String::new();
     for h in hints().into_iter().filter(|h| !pinned.contains(h)) {
+        let h = h.as_str();
         let extra = if line.is_empty() { 0 } else { 2 } + h.chars().count();
         if line.chars().count() + extra > width {
             break;
@@ -341,7 +352,7 @@ pub fn hints_line(width: usize) -> String {
 pub fn markdown_table() -> String {
     let mut s = String::from("| key | does |\n|---|---|\n");
     for b in BINDINGS {
-        let keys = b.label.replace('|', "\\|");
+        let keys = b.label().replace('|', "\\|");
         s.push_str(&format!("| `{keys}` | {} |\n", b.help.replace('|', "\\|")));
     }
     s
@@ -355,7 +366,7 @@ mod tests {
     fn help_texts_fit_the_two_column_help_at_80_columns() {
         for b in BINDINGS {
             assert!(b.help.chars().count() <= 30, "{}", b.help);
-            assert!(b.label.chars().count() <= 6, "{}", b.label);
+            assert!(b.label().chars().count() <= 6, "{}", b.label());
         }
     }
 

@@ -48,7 +48,13 @@ pub fn render(app: &App, theme: &Theme, f: &mut Frame) {
                     "export {} to the working folder as:",
                     crate::report::count(n, "matrix report", "matrix reports")
                 )),
-                Line::from("m Markdown · h HTML · j JSON · c CSV"),
+                Line::from(
+                    super::keys::EXPORT_KEYS
+                        .iter()
+                        .map(|(c, _, what)| format!("{c} {what}"))
+                        .collect::<Vec<_>>()
+                        .join(" · "),
+                ),
                 Line::from("Esc cancel").style(theme.dim()),
             ];
             popup(f, area, " export ", lines, theme);
@@ -717,7 +723,7 @@ fn render_help(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
     let cell = |i: usize| -> Vec<Cell> {
         match BINDINGS.get(i) {
             Some(b) => vec![
-                Cell::from(b.label).style(Style::new().add_modifier(Modifier::BOLD)),
+                Cell::from(b.label()).style(Style::new().add_modifier(Modifier::BOLD)),
                 Cell::from(b.help),
             ],
             None => vec![Cell::from(""), Cell::from("")],
