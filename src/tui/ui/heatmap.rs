@@ -7,6 +7,7 @@ use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::widgets::Widget;
 
+use super::*;
 use crate::tui::app::Heat;
 use crate::tui::theme::{ramp_index, Theme, MONO_RAMP};
 
@@ -94,6 +95,99 @@ impl Widget for HeatmapView<'_> {
             }
         }
     }
+}
+
+pub(super) fn render_heatmap(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
+    let focused = app.focus == Pane::Heatmap;
+    let heat = app
+        .heat
+        .as_ref()
+        .filter(|h| Some(h.row) == app.selected_row());
+    let (Some(h), Some(r)) = (heat, app.selected_report()) else {
+        let b = block(" |cos| base (y) × tuned (x) ", focused, theme);
+        let inner = b.inner(area);
+        f.render_widget(b, area);
+        let failed = app
+            .heat_error
+            .as_ref()
+            .filter(|(row, _)| Some(*row) == app.selected_row());
+        let (t, style) = match (failed, app.selected_report()) {
+            (Some((_, e)), Some(_)) => (format!("heatmap failed: {e}"), theme.intruder()),
+            (None, Some(_)) => ("loading…".to_string(), theme.dim()),
+            _ => (status_text(app), theme.dim()),
+        };
+        f.render_widget(
+            Paragraph::new(t).style(style).wrap(Wrap { trim: true }),
+            inner,
+        );
+        return;
+    };
+    let (i, j) = (app.cursor_i.min(h.rows - 1), app.cursor_j.min(h.cols - 1));
+    let title = if area.width >= 36 {
+        format!(" |cos| base {i} × tuned {j} = {:.3} ", h.at(i, j))
+    } else {
+        format!(" |cos| {i}×{j} = {:.3} ", h.at(i, j))
+    };
+    let b = block(title, focused, theme);
+    let inner = b.inner(area);
+    f.render_widget(b, area);
+    if inner.height < 3 {
+        return;
+    }
+    let v = layout::heat_view(app, h, inner, HeatmapView::rows_per_line(theme));
+    let name = &app.rows[h.row].name;
+    let intruder: Vec<bool> = (0..h.cols)
+        .map(|c| {
+            r.vectors
+                .get(c)
+                .is_some_and(|v| app.is_intruder(name, c, v.max_cos))
+        })
+        .collect();
+    f.render_widget(
+        HeatmapView {
+            heat: h,
+            col0: v.col0,
+            row0: v.row0,
+            cols: v.cols,
+            cursor: (i, j),
+            intruder: &intruder,
+            theme: *theme,
+        },
+        v.map,
+    );
+    let mut spans = vec![Span::raw("0 ")];
+    // Every distinct colour once, or 8 of 16 where the pane is narrow.
+    let n = if v.legend.width >= 40 {
+        theme.heat_steps()
+    } else {
+        theme.heat_steps().min(8)
+    };
+    for s in 0..n {
+        let x = (s as f32 + 0.5) / n as f32;
+        if theme.colored() {
+            spans.push(Span::styled("█", Style::new().fg(theme.heat(x))));
+        } else {
+            let g = crate::tui::theme::MONO_RAMP[crate::tui::theme::ramp_index(x, 8)];
+            spans.push(Span::raw(g.to_string()));
+        }
+    }
+    let shown = v.cols.min(v.map.width as usize);
+    let mut tail = if v.legend.width >= 30 {
+        format!(
+            " 1  j {}–{}/{}",
+            v.col0,
+            v.col0 + shown.saturating_sub(1),
+            v.cols
+        )
+    } else {
+        format!(" 1 {shown}/{}", v.cols)
+    };
+    // Zoomed and wider than what was computed: say where more come from.
+    if app.zoom && v.map.width as usize > v.cols && v.cols == h.cols {
+        tail += &format!(" (all computed; K > {} computes more)", h.cols);
+    }
+    spans.push(Span::raw(tail));
+    f.render_widget(Paragraph::new(Line::from(spans)), v.legend);
 }
 
 #[cfg(test)]
