@@ -47,10 +47,11 @@ pub fn run(a: InspectArgs) -> Result<ExitCode, Error> {
                     ad.config.target_modules
                 );
             }
+            let name_of = |n: &str| lorascope::report::shown_name(n, Some(100));
             let w = inputs
                 .pairs
                 .iter()
-                .map(|p| p.name.len())
+                .map(|p| name_of(&p.name).chars().count())
                 .max()
                 .unwrap_or(4)
                 .max(4);
@@ -73,7 +74,7 @@ pub fn run(a: InspectArgs) -> Result<ExitCode, Error> {
                 };
                 outln!(
                     "{:<w$}  {:<12} {:<5} {:<10} {:<8} {}",
-                    p.name,
+                    name_of(&p.name),
                     shape(&p.shape),
                     p.dtype,
                     tuned,
@@ -82,10 +83,15 @@ pub fn run(a: InspectArgs) -> Result<ExitCode, Error> {
                 );
             }
             for t in &inputs.only_tuned {
-                outln!("only in tuned: {t}");
+                outln!("only in tuned: {}", name_of(t));
             }
             for (n, b, t) in &inputs.shape_mismatch {
-                outln!("shape differs: {n} base {} tuned {}", shape(b), shape(t));
+                outln!(
+                    "shape differs: {} base {} tuned {}",
+                    name_of(n),
+                    shape(b),
+                    shape(t)
+                );
             }
             outln!("{} matrices selected", inputs.selected().count());
         }
@@ -138,7 +144,8 @@ fn print_model(m: &Model, format: TextOrJson) -> Result<ExitCode, Error> {
             for n in names {
                 let l = &m.tensors[n];
                 outln!(
-                    "{n}  {}  {:?}  {}",
+                    "{}  {}  {:?}  {}",
+                    lorascope::report::shown_name(n, None),
                     shape(&l.info.shape),
                     l.info.dtype,
                     m.files[l.file]

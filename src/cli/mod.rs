@@ -155,6 +155,20 @@ impl AnalysisArgs {
         }
     }
 
+    /// Matrices analysed at once: `--jobs` (else `default`), at most one per matrix, with a note
+    /// when a given number is lowered (thousands of threads only cost setup time).
+    pub fn jobs_for(&self, engine: &lorascope::engine::Engine, default: usize) -> usize {
+        let n = engine.matrices().len().max(1);
+        match self.jobs {
+            Some(j) if j > n => {
+                eprintln!("note: --jobs {j} lowered to {n}, one per matrix",);
+                n
+            }
+            Some(j) => j,
+            None => default.min(n),
+        }
+    }
+
     /// `--k` and `--epsilon`, checked.
     pub fn rule(&self) -> Result<lorascope::spectral::Rule, Error> {
         lorascope::spectral::Rule::new(self.k, self.epsilon).map_err(Error::Usage)
@@ -164,6 +178,9 @@ impl AnalysisArgs {
     /// on bad input happens here, before any work or terminal.
     pub fn engine(&self) -> Result<lorascope::engine::Engine, Error> {
         self.rule()?;
+        if self.jobs == Some(0) {
+            return Err(Error::Usage("--jobs must be at least 1".into()));
+        }
         if !(1..=lorascope::engine::MAX_KEEP).contains(&self.keep) {
             return Err(Error::Usage(format!(
                 "--keep must be between 1 and {}, got {}",
@@ -531,8 +548,7 @@ fn tui(a: TuiArgs) -> Result<ExitCode, Error> {
     // One core stays free for the interface.
     let workers = a
         .analysis
-        .jobs
-        .unwrap_or_else(|| scan::default_jobs().saturating_sub(1).max(1));
+        .jobs_for(&engine, scan::default_jobs().saturating_sub(1).max(1));
     let settings = Settings {
         rule: a.analysis.rule()?,
         depth,

@@ -32,7 +32,7 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
     let chosen = std::sync::Mutex::new(BTreeMap::new());
     let scan = run_scan_with(
         &engine,
-        a.analysis.jobs.unwrap_or_else(default_jobs),
+        a.analysis.jobs_for(&engine, default_jobs()),
         &|r, tuned| {
             let user = stored.user_for([(r.name.as_str(), r.weights)]);
             let intruders = user.intruders(&r.name, &r.max_cos(), &rule);

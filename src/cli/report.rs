@@ -17,7 +17,7 @@ pub fn run(a: ReportArgs) -> Result<ExitCode, Error> {
         })
         .transpose()?;
     let engine = a.analysis.engine()?;
-    let scan = run_scan(&engine, a.analysis.jobs.unwrap_or_else(default_jobs));
+    let scan = run_scan(&engine, a.analysis.jobs_for(&engine, default_jobs()));
     let user = super::user_state(&engine, &super::analysed(&scan), a.analysis.ignore_flags);
     print_warnings(&engine.cache.take_warnings());
     let pick =

@@ -60,7 +60,7 @@ pub fn run_scan_with(
 
 pub fn run(a: ScanArgs) -> Result<ExitCode, Error> {
     let engine = a.analysis.engine()?;
-    let scan = run_scan(&engine, a.analysis.jobs.unwrap_or_else(default_jobs));
+    let scan = run_scan(&engine, a.analysis.jobs_for(&engine, default_jobs()));
     print_warnings(&engine.cache.take_warnings());
     let user = super::user_state(&engine, &super::analysed(&scan), a.analysis.ignore_flags);
     print_scan(&engine, &scan, &a, &user);
@@ -163,10 +163,14 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs, user: &lorascope::flag
             }
         }
         ScanFormat::Table => {
+            // Names as shown: escaped, and no wider than 80 columns (a width from data is not
+            // to be trusted: a 70,000-character name once panicked the formatter).
+            const NAME_MAX: usize = 80;
+            let name_of = |n: &str| report::shown_name(n, Some(NAME_MAX));
             let w = scan
                 .results
                 .iter()
-                .map(|(n, _)| n.len())
+                .map(|(n, _)| name_of(n).chars().count())
                 .max()
                 .unwrap_or(6)
                 .max(6);
@@ -198,7 +202,8 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs, user: &lorascope::flag
                             n.to_string()
                         };
                         let mut line = format!(
-                            "{name:<w$}  {:>10}  {:>9}  {:>7.3}  {:>8.3}  {:>7.4}",
+                            "{:<w$}  {:>10}  {:>9}  {:>7.3}  {:>8.3}  {:>7.4}",
+                            name_of(name),
                             format!("{}×{}", m.shape[0], m.shape[1]),
                             count,
                             m.min_cos(k),
@@ -212,13 +217,17 @@ fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs, user: &lorascope::flag
                         }
                         outln!("{line}");
                     }
-                    Err(e) => outln!("{name:<w$}  FAILED: {e}"),
+                    Err(e) => outln!(
+                        "{:<w$}  FAILED: {}",
+                        name_of(name),
+                        report::shown_name(e, None)
+                    ),
                 }
             }
             outln!("");
             outln!("intruders per layer (k={k}, ε={eps}):");
             for (b, n) in scan.per_layer_with(user, &rule) {
-                outln!("  {b:<w2$} {n}", w2 = w.min(40));
+                outln!("  {:<w2$} {n}", name_of(&b), w2 = w.min(40));
             }
             if a.sweep {
                 outln!("");

@@ -12,6 +12,35 @@ pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// A name from a checkpoint as text output shows it: control characters escaped (`\u{1b}`), so
+/// a crafted tensor name cannot drive the terminal; and, given a width, at most that many
+/// characters, the middle elided (a name's ends tell most).
+pub fn shown_name(name: &str, width: Option<usize>) -> String {
+    let s: String = name
+        .chars()
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                format!("\\u{{{:x}}}", c as u32).chars().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect();
+    let n = s.chars().count();
+    match width {
+        Some(w) if n > w && w >= 3 => {
+            let head = (w - 1) / 2;
+            let tail = w - 1 - head;
+            let mut out: String = s.chars().take(head).collect();
+            out.push('…');
+            out.extend(s.chars().skip(n - tail));
+            out
+        }
+        _ => s,
+    }
+}
+
 /// One CSV field as RFC 4180 writes it: quoted (quotes doubled) when it holds a comma, a quote
 /// or a line break, as is otherwise. Every CSV lorascope writes goes through here.
 pub fn csv_field(s: &str) -> String {
@@ -146,7 +175,7 @@ pub fn scan_json(
 
 #[cfg(test)]
 mod number_tests {
-    use super::{count, csv_field, plain};
+    use super::{count, csv_field, plain, shown_name};
 
     #[test]
     fn plain_decimals_keep_seven_significant_digits_without_exponents() {
@@ -168,6 +197,22 @@ mod number_tests {
         assert_eq!(count(1, "intruder", "intruders"), "1 intruder");
         assert_eq!(count(0, "intruder", "intruders"), "0 intruders");
         assert_eq!(count(2, "matrix", "matrices"), "2 matrices");
+    }
+
+    #[test]
+    fn names_are_shown_without_control_characters_and_within_a_width() {
+        assert_eq!(
+            shown_name("a\x1b]0;pwned\x07b", None),
+            "a\\u{1b}]0;pwned\\u{7}b"
+        );
+        assert_eq!(
+            shown_name("model.layers.0.q_proj.weight", Some(80)),
+            "model.layers.0.q_proj.weight"
+        );
+        let long = "x".repeat(70_000) + ".weight";
+        let s = shown_name(&long, Some(40));
+        assert_eq!(s.chars().count(), 40);
+        assert!(s.ends_with("x.weight") && s.contains('…'), "{s}");
     }
 
     #[test]

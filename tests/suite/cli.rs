@@ -906,3 +906,56 @@ fn csv_quotes_names_with_commas_quotes_and_line_breaks() {
         assert_eq!(rows[1].len(), rows[0].len(), "{:?}", rows);
     }
 }
+
+/// Names are data: a 70,000-character name or one with terminal escapes is shown escaped and
+/// shortened, never panics the table or drives the terminal; `--jobs` is checked and bounded.
+#[test]
+fn hostile_names_and_job_counts_are_handled() {
+    let d = tempfile::tempdir().unwrap();
+    let mut rng = Rng(5);
+    let long = format!("model.layers.0.{}.weight", "x".repeat(70_000));
+    let evil = "model.layers.1.\x1b]0;pwned\x07\x1b[2J.weight";
+    let w0 = rng.vec(16 * 16, 0.25);
+    let w: Vec<f32> = w0.iter().map(|x| x * 1.5).collect();
+    let (base, tuned) = (
+        d.path().join("b.safetensors"),
+        d.path().join("t.safetensors"),
+    );
+    let both = |v: &[f32]| {
+        vec![
+            f32_tensor(&long, &[16, 16], v),
+            f32_tensor(evil, &[16, 16], v),
+        ]
+    };
+    write_st(&base, &both(&w0));
+    write_st(&tuned, &both(&w));
+    let (b, t) = (base.to_str().unwrap(), tuned.to_str().unwrap());
+    for args in [vec!["scan", b, t, "--no-cache"], vec!["inspect", b, t]] {
+        let r = lorascope(&args, &[]);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        assert!(
+            !r.stdout.contains('\x1b') && !r.stdout.contains('\x07'),
+            "{args:?}"
+        );
+        assert!(r.stdout.contains("\\u{1b}]0;pwned"), "{}", r.stdout);
+        assert!(
+            r.stdout.lines().all(|l| l.chars().count() < 300),
+            "{args:?}: a line too long"
+        );
+    }
+    // --jobs 0 is refused; 5000 runs as one per matrix, and says so.
+    let r = lorascope(&["scan", b, t, "--no-cache", "--jobs", "0"], &[]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("--jobs must be at least 1"),
+        "{}",
+        r.stderr
+    );
+    let r = lorascope(&["scan", b, t, "--no-cache", "--jobs", "5000"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--jobs 5000 lowered to 2"),
+        "{}",
+        r.stderr
+    );
+}
