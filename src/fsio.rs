@@ -44,6 +44,50 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     commit(tmp, path)
 }
 
+/// Where a file the user named (`-o PATH`) is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// A regular file or a new path: replaced atomically. A symlink's target is replaced and
+    /// the link kept.
+    Replace(PathBuf),
+    /// A device, a FIFO or `/dev/fd/N`: written through, never replaced by a regular file (as
+    /// root, renaming over `/dev/null` would replace the system's).
+    Through(PathBuf),
+}
+
+/// What writing to `path` means (see [`Output`]); a folder is an error.
+pub fn output(path: &Path) -> std::io::Result<Output> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(std::io::Error::other("is a folder")),
+        Ok(m) if m.is_file() => Ok(Output::Replace(std::fs::canonicalize(path)?)),
+        Ok(_) => Ok(Output::Through(path.to_path_buf())),
+        // A dangling symlink: its target is created.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    let t = std::fs::read_link(path)?;
+                    Ok(Output::Replace(folder_of(path).join(t)))
+                }
+                _ => Ok(Output::Replace(path.to_path_buf())),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `contents` to a path the user named: atomically for a file, through for a device or a
+/// FIFO, with write errors reported (a full disk, `/dev/full`).
+pub fn write_output(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    match output(path)? {
+        Output::Replace(p) => write_atomic(&p, contents),
+        Output::Through(p) => {
+            let mut f = std::fs::OpenOptions::new().write(true).open(p)?;
+            f.write_all(contents)?;
+            f.flush()
+        }
+    }
+}
+
 /// Writes `contents` as `<dir>/<stem>.<ext>`, or `<stem>-2.<ext>`, …: never over an existing
 /// file (the rename refuses to clobber), atomically.
 pub fn write_new(dir: &Path, stem: &str, ext: &str, contents: &[u8]) -> std::io::Result<PathBuf> {
@@ -102,5 +146,52 @@ mod tests {
             );
         }
         assert_eq!(folder_of(Path::new("x.html")), Path::new("."));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_follow_symlinks_and_go_through_devices_and_fifos() {
+        let d = tempfile::tempdir().unwrap();
+        // A symlink: its target is replaced, the link stays a link.
+        let real = d.path().join("real.md");
+        std::fs::write(&real, "old").unwrap();
+        let link = d.path().join("link.md");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_output(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
+        // A dangling symlink creates its target.
+        let dangling = d.path().join("dangling.md");
+        std::os::unix::fs::symlink("made.md", &dangling).unwrap();
+        write_output(&dangling, b"made").unwrap();
+        assert_eq!(std::fs::read(d.path().join("made.md")).unwrap(), b"made");
+        assert!(std::fs::symlink_metadata(&dangling)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // A FIFO gets the bytes through it and stays a FIFO.
+        let fifo = d.path().join("pipe");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        write_output(&fifo, b"through").unwrap();
+        assert_eq!(reader.join().unwrap(), b"through");
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        assert_eq!(
+            output(Path::new("/dev/null")).unwrap(),
+            Output::Through("/dev/null".into())
+        );
+        // A device's write errors are reported (ENOSPC).
+        if Path::new("/dev/full").exists() {
+            assert!(write_output(Path::new("/dev/full"), b"x").is_err());
+        }
+        assert!(write_output(d.path(), b"x").is_err(), "a folder");
     }
 }

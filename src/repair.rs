@@ -81,9 +81,20 @@ pub struct Scaled {
 /// writes into the user's checkpoints.
 pub fn check_output(inputs: &Inputs, out: &Path) -> Result<()> {
     let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    // Where the bytes would land: a symlink's target, which must not be in an input either.
+    let target = match crate::fsio::output(out) {
+        Ok(crate::fsio::Output::Replace(p)) => p,
+        Ok(crate::fsio::Output::Through(_)) => {
+            return Err(Error::file(
+                out,
+                "is not a regular file (a device or a pipe); give a .safetensors file name",
+            ))
+        }
+        Err(e) => return Err(Error::file(out, e.to_string())),
+    };
     let out_dir =
-        canon(folder_of(out)).ok_or_else(|| Error::file(out, "its folder does not exist"))?;
-    let out_full = out_dir.join(out.file_name().unwrap_or_default());
+        canon(folder_of(&target)).ok_or_else(|| Error::file(out, "its folder does not exist"))?;
+    let out_full = out_dir.join(target.file_name().unwrap_or_default());
     let mut roots: Vec<PathBuf> = vec![inputs.base.path.clone(), inputs.tuned.path().to_path_buf()];
     roots.extend(inputs.base.files.iter().map(|f| f.path.clone()));
     if let Tuned::Model(m) = &inputs.tuned {
@@ -206,7 +217,12 @@ pub fn write_model(
     let header = crate::checkpoint::st::header(&entries, metadata);
 
     let io = |e: std::io::Error| Error::file(out, format!("cannot write: {e}"));
-    let mut tmp = crate::fsio::temp_in(folder_of(out)).map_err(io)?;
+    // A symlink's target is replaced (checked by `check_output`), never the link.
+    let target = match crate::fsio::output(out).map_err(io)? {
+        crate::fsio::Output::Replace(p) => p,
+        crate::fsio::Output::Through(_) => return Err(io(std::io::Error::other("not a file"))),
+    };
+    let mut tmp = crate::fsio::temp_in(folder_of(&target)).map_err(io)?;
     let mut scaled = Vec::new();
     {
         let mut w = std::io::BufWriter::with_capacity(8 << 20, tmp.as_file_mut());
@@ -238,7 +254,7 @@ pub fn write_model(
         }
         w.flush().map_err(io)?;
     }
-    crate::fsio::commit(tmp, out).map_err(io)?;
+    crate::fsio::commit(tmp, &target).map_err(io)?;
     Ok(scaled)
 }
 

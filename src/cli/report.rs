@@ -44,7 +44,7 @@ pub fn run(a: ReportArgs) -> Result<ExitCode, Error> {
             eprintln!("wrote {}", p.display());
         }
         Some(p) => {
-            report::write_atomic(p, text.as_bytes())
+            report::write_output(p, text.as_bytes())
                 .map_err(|e| Error::file(p, format!("cannot write: {e}")))?;
             eprintln!("wrote {}", p.display());
         }

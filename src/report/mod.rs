@@ -98,7 +98,7 @@ impl ReportFormat {
     }
 }
 
-pub use crate::fsio::{write_atomic, write_new};
+pub use crate::fsio::{write_atomic, write_new, write_output};
 
 use serde_json::{json, Value};
 

@@ -959,3 +959,45 @@ fn hostile_names_and_job_counts_are_handled() {
         r.stderr
     );
 }
+
+/// repair writes a regular file only: a symlink into an input is refused by where it points,
+/// and a device (as root, `/dev/null` would have been replaced) is refused outright.
+#[test]
+fn repair_refuses_devices_and_links_into_its_inputs() {
+    let d = tempfile::tempdir().unwrap();
+    let adapter = d.path().join("adapter");
+    std::fs::create_dir_all(&adapter).unwrap();
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(fixtures().join("minilm/lora-r8").join(f), adapter.join(f)).unwrap();
+    }
+    let link = d.path().join("out.safetensors");
+    std::os::unix::fs::symlink(adapter.join("merged.safetensors"), &link).unwrap();
+    let base = fx("base.safetensors");
+    let run = |out: &str| {
+        lorascope(
+            &[
+                "repair",
+                &base,
+                adapter.to_str().unwrap(),
+                "--lambda",
+                "0",
+                "--no-cache",
+                "-o",
+                out,
+            ],
+            &[],
+        )
+    };
+    let r = run(link.to_str().unwrap());
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("is inside the input"), "{}", r.stderr);
+    assert!(!adapter.join("merged.safetensors").exists());
+    let r = run("/dev/null");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("is not a regular file"), "{}", r.stderr);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+}
