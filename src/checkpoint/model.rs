@@ -100,6 +100,19 @@ impl Model {
                     format!("weight_map entry `{tensor}` is not a file name"),
                 )
             })?;
+            // A shard is a file of this folder: no absolute path, no `..`, no subfolder
+            // trickery (an index naming ../../etc/passwd must not make us open it).
+            let plain = std::path::Path::new(shard)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !plain || shard.is_empty() {
+                return Err(Error::file(
+                    index,
+                    format!(
+                        "weight_map entry `{tensor}` names `{shard}`, outside the model folder"
+                    ),
+                ));
+            }
             let idx = match shard_names.iter().position(|s| s == shard) {
                 Some(i) => i,
                 None => {

@@ -83,6 +83,8 @@ const N_LEN: usize = 8;
 
 impl StFile {
     pub fn open(path: &Path) -> Result<Arc<StFile>> {
+        /// The largest header safetensors reads (its `MAX_HEADER_SIZE`).
+        const MAX_HEADER: u64 = 100_000_000;
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let stat = file.metadata().map_err(|e| Error::io(path, e))?;
         let size = stat.len();
@@ -102,6 +104,14 @@ impl StFile {
             return Err(Error::file(
                 path,
                 format!("header length {n} runs past the end of the file ({size} bytes): truncated or not safetensors"),
+            ));
+        }
+        // safetensors' own limit, checked before parsing: a huge header would be parsed whole
+        // first (a 150 MB one took 5 GB of memory before the crate refused it).
+        if n > MAX_HEADER {
+            return Err(Error::file(
+                path,
+                format!("header of {n} bytes is larger than safetensors allows ({MAX_HEADER})"),
             ));
         }
         let header = &mmap[N_LEN..N_LEN + n as usize];

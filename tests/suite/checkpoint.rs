@@ -667,6 +667,18 @@ fn each_kind_of_bad_safetensors_gets_one_clear_line() {
         "missing.safetensors",
         "No such file",
     );
+    // A 150 MB header is refused from its length, before any of it is parsed: a sparse file,
+    // so the test writes nothing but the length.
+    let huge = d.path().join("huge.safetensors");
+    let f = std::fs::File::create(&huge).unwrap();
+    use std::io::Write;
+    (&f).write_all(&150_000_000u64.to_le_bytes()).unwrap();
+    f.set_len(8 + 150_000_000 + 16).unwrap();
+    expect_error(
+        &["inspect", huge.to_str().unwrap()],
+        "huge.safetensors",
+        "larger than safetensors allows",
+    );
     // The tuned side is checked as strictly as the base.
     expect_error(
         &[
@@ -697,6 +709,30 @@ fn bad_shards_and_adapters_get_one_clear_line() {
         "model.safetensors.index.json",
         "model-00001-of-00002.safetensors",
     );
+    // Index naming files outside its folder: refused by name, never opened (a real shard
+    // placed outside proves it is not read).
+    std::fs::copy(
+        d.path().join("base/model.safetensors"),
+        d.path().join("outside.safetensors"),
+    )
+    .unwrap();
+    let outside = d.path().join("outside.safetensors");
+    for shard in [
+        "../outside.safetensors",
+        outside.to_str().unwrap(),
+        "../../etc/passwd",
+    ] {
+        std::fs::write(
+            d.path().join("sharded/model.safetensors.index.json"),
+            serde_json::json!({"weight_map": {"x": shard}}).to_string(),
+        )
+        .unwrap();
+        expect_error(
+            &["inspect", &p("sharded")],
+            "model.safetensors.index.json",
+            "outside the model folder",
+        );
+    }
 
     // Adapter config: missing, invalid, other peft_type.
     let ad = |name: &str, cfg: Option<&str>, ts: &[T]| {
