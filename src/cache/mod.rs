@@ -1,7 +1,8 @@
 //! The persistent decomposition cache: content-addressed files, written atomically
-//! (temp file + rename), each with a checksum so a damaged entry is recomputed, never trusted.
+//! (temp file + rename), each with a checksum of its key and content, so a damaged entry, or one
+//! that is another key's, is recomputed, never trusted.
 //!
-//! Layout: `<dir>/v1/<32 hex digits>.lsd`, and `.lsr` for small records (a pair's content keys
+//! Layout: `<dir>/v2/<32 hex digits>.lsd`, and `.lsr` for small records (a pair's content keys
 //! remembered by its files' identities). Two processes computing the same entry both write a
 //! complete temp file and rename it into place; whichever lands last wins, and both are whole.
 
@@ -9,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use xxhash_rust::xxh3::xxh3_128;
-
 use crate::spectral::{Decomposition, Vectors};
 
 const MAGIC: &[u8; 8] = b"LSCDEC01";
 const RECORD_MAGIC: &[u8; 8] = b"LSCREC01";
-const VERSION_DIR: &str = "v1";
+/// Entries' folder, by layout version; earlier versions' folders are removed by `clear`.
+const VERSION_DIR: &str = "v2";
+const OLD_VERSION_DIRS: [&str; 1] = ["v1"];
 
 /// Where the cache lives: `LORASCOPE_CACHE_DIR`, else `$XDG_CACHE_HOME/lorascope`, else
 /// `~/.cache/lorascope`.
@@ -91,11 +92,12 @@ impl Cache {
         // the checksum reads every page anyway.
         let file = std::fs::File::open(&path).ok()?;
         let bytes = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.ok()?;
-        match decode(Arc::new(bytes)) {
+        match decode(Arc::new(bytes), key) {
             Some(d) => Some(d),
             None => {
                 self.warn(format!(
-                    "cache entry {} is damaged (bad checksum or size); recomputing it",
+                    "cache entry {} is damaged or not this key's (bad checksum or size); \
+                     recomputing it",
                     path.display()
                 ));
                 None
@@ -105,14 +107,14 @@ impl Cache {
 
     pub fn put(&self, key: Key, d: &Decomposition) {
         if let Some(path) = self.path(key) {
-            self.write(&path, &encode(d));
+            self.write(&path, &encode(d, key));
         }
     }
 
     /// A small record stored under `key` (checksummed; a damaged one reads as absent).
     pub fn get_record(&self, key: Key) -> Option<Vec<u8>> {
         let b = std::fs::read(self.record_path(key)?).ok()?;
-        unseal(&b, RECORD_MAGIC, 24).map(|body| body[8..].to_vec())
+        unseal(&b, RECORD_MAGIC, 24, key).map(|body| body[8..].to_vec())
     }
 
     pub fn put_record(&self, key: Key, payload: &[u8]) {
@@ -121,7 +123,7 @@ impl Cache {
         };
         let mut b = RECORD_MAGIC.to_vec();
         b.extend_from_slice(payload);
-        self.write(&path, &seal(b));
+        self.write(&path, &seal(b, key));
     }
 
     fn record_path(&self, key: Key) -> Option<PathBuf> {
@@ -167,6 +169,14 @@ impl Cache {
     pub fn clear(&self) -> std::io::Result<usize> {
         let Some(dir) = &self.dir else { return Ok(0) };
         let mut n = 0;
+        // Entries of earlier layouts are never read again.
+        for old in OLD_VERSION_DIRS {
+            let d = dir.parent().unwrap_or(dir).join(old);
+            if d.is_dir() {
+                n += std::fs::read_dir(&d)?.count();
+                std::fs::remove_dir_all(&d)?;
+            }
+        }
         for e in std::fs::read_dir(dir)?.flatten() {
             let p = e.path();
             let name = e.file_name();
@@ -184,7 +194,7 @@ impl Cache {
     }
 }
 
-fn encode(d: &Decomposition) -> Vec<u8> {
+fn encode(d: &Decomposition, key: Key) -> Vec<u8> {
     let mut b = Vec::with_capacity(32 + 8 * d.sigma.len() + 4 * d.vectors.len() + 16);
     b.extend_from_slice(MAGIC);
     for x in [d.dim as u64, d.keep as u64, d.sigma.len() as u64] {
@@ -196,29 +206,38 @@ fn encode(d: &Decomposition) -> Vec<u8> {
     for v in d.vectors.iter() {
         b.extend_from_slice(&v.to_le_bytes());
     }
-    seal(b)
+    seal(b, key)
+}
+
+/// The checksum of a stored file: of its key and its body, so a file that is another key's
+/// (swapped, copied over) fails it like a damaged one.
+fn checksum(key: Key, body: &[u8]) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&key.0.to_le_bytes());
+    h.update(body);
+    h.digest128()
 }
 
 /// Appends the checksum every stored file ends with.
-fn seal(mut b: Vec<u8>) -> Vec<u8> {
-    let sum = xxh3_128(&b);
+fn seal(mut b: Vec<u8>, key: Key) -> Vec<u8> {
+    let sum = checksum(key, &b);
     b.extend_from_slice(&sum.to_le_bytes());
     b
 }
 
 /// The body (from its magic on) of a stored file that starts with `magic`, has at least `min`
 /// bytes and a matching checksum.
-fn unseal<'a>(b: &'a [u8], magic: &[u8; 8], min: usize) -> Option<&'a [u8]> {
+fn unseal<'a>(b: &'a [u8], magic: &[u8; 8], min: usize, key: Key) -> Option<&'a [u8]> {
     if b.len() < min || &b[..8] != magic {
         return None;
     }
     let (body, sum) = b.split_at(b.len() - 16);
-    (xxh3_128(body).to_le_bytes() == sum).then_some(body)
+    (checksum(key, body).to_le_bytes() == sum).then_some(body)
 }
 
-fn decode(bytes: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Option<Decomposition> {
+fn decode(bytes: Arc<dyn AsRef<[u8]> + Send + Sync>, key: Key) -> Option<Decomposition> {
     let b = (*bytes).as_ref();
-    let body = unseal(b, MAGIC, 48)?;
+    let body = unseal(b, MAGIC, 48, key)?;
     let u = |i: usize| u64::from_le_bytes(body[8 + 8 * i..16 + 8 * i].try_into().unwrap()) as usize;
     let (dim, keep, ns) = (u(0), u(1), u(2));
     let nv = dim.checked_mul(keep)?;
@@ -259,17 +278,25 @@ mod tests {
     #[test]
     fn round_trip_and_every_single_byte_corruption_is_caught() {
         let d = sample();
-        let b = encode(&d);
-        assert_eq!(decode(Arc::new(b.clone())), Some(d));
+        let key = KeyBuilder::new().str("k").finish();
+        let b = encode(&d, key);
+        assert_eq!(decode(Arc::new(b.clone()), key), Some(d));
+        // Another key's file reads as absent: entries carry their key.
+        let other = KeyBuilder::new().str("other").finish();
+        assert_eq!(decode(Arc::new(b.clone()), other), None);
         for i in 0..b.len() {
             let mut c = b.clone();
             c[i] ^= 0x40;
-            assert_eq!(decode(Arc::new(c)), None, "flip at byte {i} went unnoticed");
+            assert_eq!(
+                decode(Arc::new(c), key),
+                None,
+                "flip at byte {i} went unnoticed"
+            );
         }
         for n in 0..b.len() {
             let t = b[..n].to_vec();
             assert_eq!(
-                decode(Arc::new(t)),
+                decode(Arc::new(t), key),
                 None,
                 "truncation to {n} went unnoticed"
             );
@@ -335,6 +362,35 @@ mod tests {
             .unwrap()
             .next()
             .is_none()
+    }
+
+    #[test]
+    fn swapped_entries_are_recomputed_not_used_and_clear_removes_old_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path());
+        let (ka, kb) = (
+            KeyBuilder::new().str("a").finish(),
+            KeyBuilder::new().str("b").finish(),
+        );
+        let mut other = sample();
+        other.sigma[0] = 9.0;
+        cache.put(ka, &sample());
+        cache.put(kb, &other);
+        let (pa, pb) = (cache.path(ka).unwrap(), cache.path(kb).unwrap());
+        let tmp = pa.with_extension("swap");
+        std::fs::rename(&pa, &tmp).unwrap();
+        std::fs::rename(&pb, &pa).unwrap();
+        std::fs::rename(&tmp, &pb).unwrap();
+        assert_eq!(cache.get(ka), None);
+        assert_eq!(cache.get(kb), None);
+        let w = cache.take_warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("not this key's"), "{w:?}");
+        // A folder of an earlier layout goes with `clear`.
+        std::fs::create_dir_all(dir.path().join("v1")).unwrap();
+        std::fs::write(dir.path().join("v1/old.lsd"), b"x").unwrap();
+        assert!(cache.clear().unwrap() >= 3);
+        assert!(!dir.path().join("v1").exists());
     }
 
     #[test]

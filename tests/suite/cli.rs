@@ -273,7 +273,7 @@ fn two_processes_sharing_one_cache_both_succeed_and_leave_it_whole() {
         "no damaged entries seen"
     );
     // No temp files left behind, and a third run reads every entry without a warning.
-    let names: Vec<String> = std::fs::read_dir(d.path().join("v1"))
+    let names: Vec<String> = std::fs::read_dir(d.path().join("v2"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();

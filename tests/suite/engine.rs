@@ -254,7 +254,7 @@ fn a_damaged_cache_entry_is_reported_and_recomputed() {
         Cache::open(dir.path()),
         Side::Left,
     ));
-    let entries: Vec<_> = std::fs::read_dir(dir.path().join("v1"))
+    let entries: Vec<_> = std::fs::read_dir(dir.path().join("v2"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
