@@ -809,6 +809,7 @@ fn scan_json_follows_its_published_schema() {
     bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
     assert!(at > 8 + n);
     std::fs::write(&bad, bytes).unwrap();
+    let mut lora_json = None;
     for tuned in [
         fx("lora-r8"),
         fx("full-ft.safetensors"),
@@ -831,20 +832,12 @@ fn scan_json_follows_its_published_schema() {
         if tuned.ends_with("nan.safetensors") {
             assert_eq!((r.code, v["failed"].as_u64()), (3, Some(1)), "{}", r.stdout);
         }
+        if tuned.ends_with("lora-r8") {
+            lora_json = Some(v);
+        }
     }
     // The validator is not a yes-machine: a wrong type, a missing key and an unknown key fail.
-    let r = lorascope(
-        &[
-            "scan",
-            &fx("base.safetensors"),
-            &fx("lora-r8"),
-            "--format",
-            "json",
-            "--no-cache",
-        ],
-        &[],
-    );
-    let mut v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let mut v = lora_json.expect("the adapter's scan");
     v["k"] = serde_json::json!("ten");
     v.as_object_mut().unwrap().remove("sweep");
     v["surprise"] = serde_json::json!(1);

@@ -91,15 +91,7 @@ impl Session {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
     }
     fn wait_for_output(&self, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.text().contains(what) {
-            assert!(
-                Instant::now() < deadline,
-                "no {what:?} in:\n{}",
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_for_output_after(0, what)
     }
     fn wait_for_output_after(&self, from: usize, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
