@@ -211,7 +211,17 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
             Ok(true) => match event::read() {
                 Ok(event::Event::Key(k)) if k.kind == KeyEventKind::Press => Event::Key(k),
                 Ok(event::Event::Resize(w, h)) => Event::Resize(w, h),
-                Ok(event::Event::Mouse(m)) => Event::Mouse(m),
+                // Clicks and the wheel only: motion (reported while captured) changes nothing.
+                Ok(event::Event::Mouse(m))
+                    if matches!(
+                        m.kind,
+                        event::MouseEventKind::Down(_)
+                            | event::MouseEventKind::ScrollDown
+                            | event::MouseEventKind::ScrollUp
+                    ) =>
+                {
+                    Event::Mouse(m)
+                }
                 Ok(_) => continue,
                 Err(_) => return,
             },
