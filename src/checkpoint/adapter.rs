@@ -276,6 +276,24 @@ impl Adapter {
                 ));
             }
             let r = sa[0];
+            if r == 0 {
+                return Err(Error::tensor(
+                    &weights,
+                    &a,
+                    "has rank 0: lora_A and lora_B hold no update".to_string(),
+                ));
+            }
+            // DoRA's magnitude is one value per output row: a vector (size-1 axes aside).
+            if let Some(m) = &p.magnitude {
+                let sm = &file.tensors[m].shape;
+                if sm.iter().filter(|d| **d != 1).count() > 1 {
+                    return Err(Error::tensor(
+                        &weights,
+                        m,
+                        format!("DoRA magnitude of shape {sm:?} is not a vector"),
+                    ));
+                }
+            }
             let bad = |m: String| Error::file(&cfg_path, m);
             let cfg_r = pattern_value(&config.rank_pattern, &module)
                 .map_err(bad)?

@@ -775,6 +775,26 @@ fn bad_shards_and_adapters_get_one_clear_line() {
         "adapter_model.safetensors",
         "another base",
     );
+    // Rank 0, and a DoRA magnitude that is not a vector: refused, naming the tensor.
+    let pq = "base_model.model.model.layers.0.attn.q";
+    let rank0 = vec![
+        f32_tensor(&format!("{pq}.lora_A.weight"), &[0, 5], &[]),
+        f32_tensor(&format!("{pq}.lora_B.weight"), &[6, 0], &[]),
+    ];
+    ad("rank0", Some(&good_cfg), &rank0);
+    expect_error(&["inspect", &base, &p("rank0")], "lora_A.weight", "rank 0");
+    let mut dora = lora_tensors(&t);
+    dora.push(f32_tensor(
+        &format!("{pq}.lora_magnitude_vector.weight"),
+        &[2, 3],
+        &[1.0; 6],
+    ));
+    ad("dora2d", Some(&good_cfg), &dora);
+    expect_error(
+        &["inspect", &base, &p("dora2d")],
+        "lora_magnitude_vector",
+        "is not a vector",
+    );
     // A module the base does not have.
     let mut extra = lora_tensors(&t);
     extra.push(f32_tensor(
