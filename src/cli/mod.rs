@@ -402,14 +402,9 @@ pub fn exit_code(e: &Error) -> u8 {
     }
 }
 
-/// The explorer's flags for these analysed matrices (see [`lorascope::flags`]), so that scan,
-/// report and repair follow the user where they override the rule; said on stderr, with what
-/// was not applied. None with `--ignore-flags`.
-pub fn user_state(
-    engine: &lorascope::engine::Engine,
-    matrices: &[(&str, u128)],
-    ignore: bool,
-) -> lorascope::flags::UserState {
+/// The explorer's stored flags for this pair (see [`lorascope::flags`]), read once, with its
+/// warnings on stderr; none with `--ignore-flags`.
+pub fn stored_flags(engine: &lorascope::engine::Engine, ignore: bool) -> lorascope::flags::Stored {
     use lorascope::flags;
     if ignore {
         return Default::default();
@@ -429,14 +424,23 @@ pub fn user_state(
     if let Some(w) = &file.warning {
         eprintln!("warning: {w}");
     }
-    let user = file.stored.user_for(matrices.iter().copied());
-    let stale = file.stored.stale(matrices.iter().copied());
+    file.stored
+}
+
+/// The verdicts `stored` gives these analysed matrices, so that scan, report and repair follow
+/// the user where they override the rule; said on stderr, with what was not applied.
+pub fn apply_flags(
+    stored: &lorascope::flags::Stored,
+    matrices: &[(&str, u128)],
+) -> lorascope::flags::UserState {
+    let user = stored.user_for(matrices.iter().copied());
     if user.overrides() > 0 {
         eprintln!(
             "{} applied; --ignore-flags for the rule alone",
             lorascope::report::count(user.overrides(), "explorer flag", "explorer flags")
         );
     }
+    let stale = stored.stale(matrices.iter().copied());
     if stale > 0 {
         eprintln!(
             "warning: {} stored for these matrices belong to other weights (another run of \
@@ -445,6 +449,15 @@ pub fn user_state(
         );
     }
     user
+}
+
+/// [`stored_flags`] then [`apply_flags`]: the explorer's verdicts for a finished scan.
+pub fn user_state(
+    engine: &lorascope::engine::Engine,
+    scan: &lorascope::engine::Scan,
+    ignore: bool,
+) -> lorascope::flags::UserState {
+    apply_flags(&stored_flags(engine, ignore), &analysed(scan))
 }
 
 /// (name, weights) of a scan's analysed matrices, for [`user_state`].

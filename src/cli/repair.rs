@@ -19,14 +19,7 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
     let rule = a.analysis.rule()?;
     let (k, epsilon) = (rule.k(), rule.epsilon());
     // The flags file is read once; each matrix's flags apply to its weights.
-    let stored = (!a.analysis.ignore_flags)
-        .then(lorascope::flags::default_dir)
-        .flatten()
-        .map(|d| {
-            lorascope::flags::StateFile::open(lorascope::flags::state_path(&d, &engine.inputs))
-                .stored
-        })
-        .unwrap_or_default();
+    let stored = super::stored_flags(&engine, a.analysis.ignore_flags);
     // The scan keeps the tuned vectors of what it will scale: without a cache they would
     // otherwise be computed again.
     let chosen = std::sync::Mutex::new(BTreeMap::new());
@@ -45,7 +38,7 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
     let chosen = chosen.into_inner().unwrap();
     print_warnings(&engine.cache.take_warnings());
     // Said as scan and report say it (the same file, read again).
-    super::user_state(&engine, &super::analysed(&scan), a.analysis.ignore_flags);
+    super::apply_flags(&stored, &super::analysed(&scan));
     if scan.failed() > 0 {
         for (name, r) in &scan.results {
             if let Err(e) = r {

@@ -62,9 +62,10 @@ pub fn run(a: ScanArgs) -> Result<ExitCode, Error> {
     let engine = a.analysis.engine()?;
     let scan = run_scan(&engine, a.analysis.jobs_for(&engine, default_jobs()));
     print_warnings(&engine.cache.take_warnings());
-    let user = super::user_state(&engine, &super::analysed(&scan), a.analysis.ignore_flags);
-    print_scan(&engine, &scan, &a, &user);
-    let total = scan.total_with(&user, &a.analysis.rule()?);
+    let user = super::user_state(&engine, &scan, a.analysis.ignore_flags);
+    let rule = a.analysis.rule()?;
+    print_scan(&engine, &scan, &a, rule, &user);
+    let total = scan.total_with(&user, &rule);
     if scan.failed() > 0 {
         eprintln!(
             "error: {} could not be analysed (see their rows)",
@@ -88,8 +89,13 @@ pub fn default_jobs() -> usize {
 }
 
 /// Counts follow the explorer's flags (`user`) where set; each output says where they did.
-fn print_scan(engine: &Engine, scan: &Scan, a: &ScanArgs, user: &lorascope::flags::UserState) {
-    let rule = a.analysis.rule().expect("checked when the engine was made");
+fn print_scan(
+    engine: &Engine,
+    scan: &Scan,
+    a: &ScanArgs,
+    rule: Rule,
+    user: &lorascope::flags::UserState,
+) {
     let (k, eps) = (rule.k(), rule.epsilon());
     let counted =
         |m: &lorascope::engine::MatrixReport| user.intruders(&m.name, &m.max_cos(), &rule);

@@ -16,17 +16,14 @@ pub fn count(n: usize, one: &str, many: &str) -> String {
 /// a crafted tensor name cannot drive the terminal; and, given a width, at most that many
 /// characters, the middle elided (a name's ends tell most).
 pub fn shown_name(name: &str, width: Option<usize>) -> String {
-    let s: String = name
-        .chars()
-        .flat_map(|c| {
-            let esc: Vec<char> = if c.is_control() {
-                format!("\\u{{{:x}}}", c as u32).chars().collect()
-            } else {
-                vec![c]
-            };
-            esc
-        })
-        .collect();
+    let mut s = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_control() {
+            s.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            s.push(c);
+        }
+    }
     let n = s.chars().count();
     match width {
         Some(w) if n > w && w >= 3 => {

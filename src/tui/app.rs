@@ -190,6 +190,7 @@ impl App {
         title: String,
         inputs: Vec<String>,
         rule: Rule,
+        keep: usize,
         user: UserState,
     ) -> App {
         let mut app = App {
@@ -197,7 +198,7 @@ impl App {
             rows,
             sel: 0,
             rule,
-            keep: crate::engine::DEFAULT_KEEP.max(rule.k()),
+            keep,
             epoch: 0,
             focus: Pane::Layers,
             zoom: false,
@@ -208,9 +209,8 @@ impl App {
             sort: SortBy::Name,
             cursor_j: 0,
             cursor_i: 0,
-            heat_k: crate::engine::DEFAULT_KEEP
-                .max(rule.k())
-                .clamp(HEAT_MIN, HEAT_MAX),
+            // Every tuned vector computed, as far as the width allows (`<` narrows).
+            heat_k: keep.clamp(HEAT_MIN, HEAT_MAX),
             heat: None,
             heat_error: None,
             user,

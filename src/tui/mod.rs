@@ -89,11 +89,8 @@ pub fn build_app(engine: &Engine, rule: crate::spectral::Rule, user: UserState) 
     if let Tuned::Adapter(a) = &inp.tuned {
         inputs.push(format!("adapter {}", a.summary()));
     }
-    let mut app = App::new(rows, format!("{base} → {tuned}"), inputs, rule, user);
-    app.keep = engine.keep();
-    // Every tuned vector computed, as far as the width allows (`<` narrows).
-    app.heat_k = app.keep.clamp(app::HEAT_MIN, app::HEAT_MAX);
-    app
+    let title = format!("{base} → {tuned}");
+    App::new(rows, title, inputs, rule, engine.keep(), user)
 }
 
 /// Apply one event; true when the screen must be redrawn.
@@ -285,7 +282,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
                             let _ = tx.send(Event::Spectrum(row, res));
                         });
                     }
-                    Cmd::Recompute { keep, epoch } => recompute(&sched, keep, epoch),
+                    Cmd::Recompute { keep, epoch } => sched.restart(epoch, keep),
                     Cmd::SetMouse(on) => set_mouse(on)?,
                     Cmd::Quit => {}
                 }
@@ -313,11 +310,6 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
     restore_terminal();
     result.map_err(|e| Error::Usage(format!("terminal error: {e}")))?;
     Ok(signal.map_or(0, |s| 128u8.saturating_add(s as u8)))
-}
-
-/// Every matrix again with `keep` tuned vectors, as `epoch`.
-pub fn recompute(sched: &worker::Scheduler, keep: usize, epoch: u64) {
-    sched.restart(epoch, keep);
 }
 
 /// The terminal in raw mode on the alternate screen. Not `ratatui::try_init`: its panic hook

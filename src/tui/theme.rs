@@ -149,13 +149,30 @@ pub fn xterm_rgb(i: u8) -> (u8, u8, u8) {
 
 /// Nearest entry of the 6×6×6 cube or the grey ramp, by squared error on each channel (a grey
 /// is compared with r, g and b, not with their mean, or every saturated colour turns grey).
+/// In closed form, as it runs for every styled cell: the cube is a product of levels, so its
+/// nearest entry takes each channel's nearest level; the greys' error is a parabola in the
+/// grey, so the nearest grey to the mean is theirs. A test checks it against a full search.
 pub fn to_256(r: u8, g: u8, b: u8) -> u8 {
+    const LEVELS: [i32; 6] = [0, 95, 135, 175, 215, 255];
+    let level = |v: u8| {
+        (0..6)
+            .min_by_key(|&i| (LEVELS[i] - v as i32).abs())
+            .unwrap_or(0)
+    };
+    let (ri, gi, bi) = (level(r), level(g), level(b));
+    let cube = 16 + 36 * ri as u8 + 6 * gi as u8 + bi as u8;
+    let mean = (r as i32 + g as i32 + b as i32) as f64 / 3.0;
+    let grey = 232 + ((mean - 8.0) / 10.0).round().clamp(0.0, 23.0) as u8;
     let err = |i: u8| {
         let (x, y, z) = xterm_rgb(i);
-        let d = |a: u8, b: u8| (a as i32 - b as i32).pow(2);
+        let d = |a: u8, c: u8| (a as i32 - c as i32).pow(2);
         d(x, r) + d(y, g) + d(z, b)
     };
-    (16..=255u8).min_by_key(|&i| err(i)).unwrap_or(16)
+    if err(grey) < err(cube) {
+        grey
+    } else {
+        cube
+    }
 }
 
 /// The 16-colour form: the nearest of the eight hues by which channels are on, brighter when
@@ -435,6 +452,28 @@ mod tests {
     fn angle(a: f64, b: f64) -> f64 {
         let d = (a - b).rem_euclid(360.0);
         d.min(360.0 - d)
+    }
+
+    #[test]
+    fn the_closed_form_256_mapping_finds_the_nearest_entry() {
+        let search = |r: u8, g: u8, b: u8| {
+            let err = |i: u8| {
+                let (x, y, z) = xterm_rgb(i);
+                let d = |a: u8, c: u8| (a as i32 - c as i32).pow(2);
+                d(x, r) + d(y, g) + d(z, b)
+            };
+            (16..=255u8).map(err).min().unwrap()
+        };
+        for r in (0..=255u8).step_by(5) {
+            for g in (0..=255u8).step_by(5) {
+                for b in (0..=255u8).step_by(5) {
+                    let (x, y, z) = xterm_rgb(to_256(r, g, b));
+                    let d = |a: u8, c: u8| (a as i32 - c as i32).pow(2);
+                    let got = d(x, r) + d(y, g) + d(z, b);
+                    assert_eq!(got, search(r, g, b), "({r}, {g}, {b})");
+                }
+            }
+        }
     }
 
     #[test]

@@ -617,7 +617,7 @@ fn a_k_above_the_vectors_computed_recomputes_every_matrix_in_the_background() {
     assert_eq!((app.rule.k(), app.keep), (20, 20));
     assert_eq!(app.done(), 0);
     assert!(app.message.as_deref().unwrap().contains("computing 20"));
-    lorascope::tui::recompute(&sched, 20, 1);
+    sched.restart(1, 20);
     // The engine's own default is untouched: the jobs carry the 20.
     assert_eq!(engine.keep(), 16);
     run_until_done(&mut app, &rx);

@@ -36,16 +36,20 @@ pub(super) fn render_title(app: &App, theme: &Theme, f: &mut Frame, area: Rect) 
 /// The message or the hints that fit on the left; the flag count and `? help  q quit` always
 /// on the right.
 pub(super) fn render_status(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
-    let mut right = crate::tui::keys::pinned_hints().join("  ");
+    let pinned_text = crate::tui::keys::pinned_hints().join("  ");
+    let mut spans = Vec::new();
     let flags = app.overrides();
     if flags > 0 {
-        right = format!("{}  {right}", crate::report::count(flags, "flag", "flags"));
+        let n = crate::report::count(flags, "flag", "flags");
+        spans.push(Span::styled(n, theme.flagged()));
+        spans.push(Span::raw("  "));
     }
-    let right_w = right.chars().count() as u16;
+    spans.push(Span::styled(pinned_text, theme.dim()));
+    let right = Line::from(spans);
     let [left, _, pinned] = Layout::horizontal([
         Constraint::Fill(1),
         Constraint::Length(2),
-        Constraint::Length(right_w),
+        Constraint::Length(right.width() as u16),
     ])
     .areas(area);
     let text = match &app.message {
@@ -53,15 +57,5 @@ pub(super) fn render_status(app: &App, theme: &Theme, f: &mut Frame, area: Rect)
         None => Span::styled(hints_line(left.width as usize), theme.dim()),
     };
     f.render_widget(Paragraph::new(Line::from(text)), left);
-    let mut spans = Vec::new();
-    if flags > 0 {
-        let n = crate::report::count(flags, "flag", "flags");
-        spans.push(Span::styled(n, theme.flagged()));
-        spans.push(Span::raw("  "));
-    }
-    spans.push(Span::styled(
-        crate::tui::keys::pinned_hints().join("  "),
-        theme.dim(),
-    ));
-    f.render_widget(Paragraph::new(Line::from(spans)), pinned);
+    f.render_widget(Paragraph::new(right), pinned);
 }
