@@ -65,15 +65,14 @@ fn main() {
     let names: Vec<String> = app.export_set();
     let select =
         |name: &str, _: usize| names.iter().any(|n| n == name) || name.contains("layers.3.");
-    let r = lorascope::report::build(
+    let results = lorascope::report::Results::new(
         &engine,
         &scan,
         &app.user,
         &Rule::default(),
-        &select,
-        "2026-01-01T00:00:00Z",
         app.rows.len(),
     );
+    let r = lorascope::report::build(&engine, results, &select, "2026-01-01T00:00:00Z");
     let html = lorascope::report::ReportFormat::Html.render(&r);
     std::fs::write(out.join("report.html"), html).unwrap();
     eprintln!("wrote {}", out.display());

@@ -22,16 +22,14 @@ pub fn run(a: ReportArgs) -> Result<ExitCode, Error> {
     print_warnings(&engine.cache.take_warnings());
     let pick =
         |name: &str, intruders: usize| wants_section(name, intruders, &user, select.as_ref());
-    let total = engine.matrices().len();
-    let r = report::build(
+    let results = report::Results::new(
         &engine,
         &scan,
         &user,
         &a.analysis.rule()?,
-        &pick,
-        &report::now_rfc3339(),
-        total,
+        engine.matrices().len(),
     );
+    let r = report::build(&engine, results, &pick, &report::now_rfc3339());
     let format = ReportFormat::from(a.format);
     let text = format.render(&r);
     match a.output.as_deref() {

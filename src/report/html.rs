@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::model::{Report, Section};
+use super::model::{MatrixRow, Report};
 use super::text::{spark_range, sparkline};
 
 pub fn escape(s: &str) -> String {
@@ -144,9 +144,10 @@ fn int_ticks(step: f64, max: f64) -> Vec<(f64, String)> {
 }
 
 pub fn per_layer_svg(r: &Report) -> String {
-    let n = r.per_layer.len().max(1);
+    let n = r.results.per_layer.len().max(1);
     let (step, ymax) = nice_axis(
-        r.per_layer
+        r.results
+            .per_layer
             .iter()
             .map(|(_, c)| *c as f64)
             .fold(0.0, f64::max),
@@ -166,10 +167,12 @@ pub fn per_layer_svg(r: &Report) -> String {
     let _ = write!(
         s,
         r#"<text x="{}" y="14" font-weight="bold">Intruders per layer (k = {}, ε = {})</text>"#,
-        f.left, r.k, r.epsilon
+        f.left,
+        r.results.k(),
+        r.results.epsilon()
     );
     let bw = (f.px(1.0) - f.px(0.0)) * 0.7;
-    for (i, (b, c)) in r.per_layer.iter().enumerate() {
+    for (i, (b, c)) in r.results.per_layer.iter().enumerate() {
         let x = f.px(i as f64 + 0.5) - bw / 2.0;
         let y = f.py(*c as f64);
         let _ = write!(
@@ -181,6 +184,7 @@ pub fn per_layer_svg(r: &Report) -> String {
         );
     }
     let xt: Vec<(f64, String)> = r
+        .results
         .per_layer
         .iter()
         .enumerate()
@@ -203,7 +207,13 @@ pub fn per_layer_svg(r: &Report) -> String {
 }
 
 pub fn sweep_svg(r: &Report) -> String {
-    let (step, ymax) = nice_axis(r.sweep.iter().map(|(_, n)| *n as f64).fold(0.0, f64::max));
+    let (step, ymax) = nice_axis(
+        r.results
+            .sweep
+            .iter()
+            .map(|(_, n)| *n as f64)
+            .fold(0.0, f64::max),
+    );
     let f = Frame {
         w: 360.0,
         h: 220.0,
@@ -219,9 +229,11 @@ pub fn sweep_svg(r: &Report) -> String {
     let _ = write!(
         s,
         r#"<text x="{}" y="14" font-weight="bold">Intruders vs ε (k = {}, rule only)</text>"#,
-        f.left, r.k
+        f.left,
+        r.results.k()
     );
     let pts: Vec<String> = r
+        .results
         .sweep
         .iter()
         .map(|(e, n)| format!("{:.1},{:.1}", f.px(*e), f.py(*n as f64)))
@@ -231,7 +243,7 @@ pub fn sweep_svg(r: &Report) -> String {
         r#"<polyline points="{}" fill="none" stroke="{TUNED}" stroke-width="2"/>"#,
         pts.join(" ")
     );
-    for (e, n) in &r.sweep {
+    for (e, n) in &r.results.sweep {
         let _ = write!(
             s,
             r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{TUNED}"><title>ε = {e:.1}: {n}</title></circle>"#,
@@ -239,7 +251,7 @@ pub fn sweep_svg(r: &Report) -> String {
             f.py(*n as f64)
         );
     }
-    let x = f.px(r.epsilon);
+    let x = f.px(r.results.epsilon());
     let _ = write!(
         s,
         r#"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="{INTRUDER}" stroke-dasharray="4 3"/><text x="{:.1}" y="{:.1}" fill="{INTRUDER}">ε = {}</text>"#,
@@ -247,7 +259,7 @@ pub fn sweep_svg(r: &Report) -> String {
         f.py(ymax),
         x + 3.0,
         f.py(ymax) + 10.0,
-        r.epsilon
+        r.results.epsilon()
     );
     let xt: Vec<(f64, String)> = (0..=5)
         .map(|i| (i as f64 / 5.0, format!("{:.1}", i as f64 / 5.0)))
@@ -257,7 +269,7 @@ pub fn sweep_svg(r: &Report) -> String {
     s
 }
 
-pub fn spectrum_svg(m: &Section) -> String {
+pub fn spectrum_svg(m: &MatrixRow) -> String {
     let n = m.sigma_tuned.len().min(m.sigma_base.len());
     let (lo, hi) = spark_range(&m.sigma_tuned[..n], &m.sigma_base[..n]);
     let (lo, hi) = if lo.is_finite() {
@@ -344,8 +356,9 @@ pub fn spectrum_svg(m: &Section) -> String {
     s
 }
 
-pub fn heatmap_svg(m: &Section) -> Option<String> {
-    let (rows, cols, data) = m.heat.as_ref()?;
+pub fn heatmap_svg(m: &MatrixRow) -> Option<String> {
+    let heat = m.heat.as_ref()?;
+    let (rows, cols, data) = (&heat.rows, &heat.cols, &heat.values);
     let cell = (240.0 / *cols as f64).clamp(4.0, 16.0);
     let (left, top) = (52.0, 30.0);
     let w = left + cell * *cols as f64 + 70.0;
@@ -450,26 +463,29 @@ td:first-child,th:first-child{text-align:left}code{font-size:.9em}.intr{color:#e
     let _ = write!(
         s,
         "<h1>lorascope report</h1><p class=muted>lorascope {} · {} · k = {} · ε = {}</p>",
-        escape(&r.lorascope_version),
+        escape(&r.results.lorascope_version),
         escape(&r.time),
-        r.k,
-        r.epsilon
+        r.results.k(),
+        r.results.epsilon()
     );
     s.push_str("<table><tr><th>input</th><th>path</th><th>kind</th><th>bytes</th><th>header xxh3</th></tr>");
-    for (label, fi) in [("base", &r.base), ("tuned", &r.tuned)] {
+    for (label, fi) in [
+        ("base", &r.results.inputs.base),
+        ("tuned", &r.results.inputs.tuned),
+    ] {
         let _ = write!(s, "<tr><td>{label}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>", escape(&fi.path), fi.kind, fi.bytes, fi.header_hashes.join(" "));
     }
     s.push_str("</table>");
-    if let Some(line) = r.adapter_line() {
+    if let Some(line) = r.results.adapter_line() {
         let _ = write!(s, "<p>{}</p>", escape(&line));
     }
     let _ = write!(
         s,
         "<h2>Summary</h2><p><b class=intr>{}</b> {}</p>",
-        super::count(r.total_intruders, "intruder", "intruders"),
-        escape(&r.summary_tail())
+        super::count(r.results.total_intruders, "intruder", "intruders"),
+        escape(&r.results.summary_tail())
     );
-    for (n, e) in &r.failed {
+    for super::model::Failure { name: n, error: e } in r.results.failed() {
         let _ = write!(
             s,
             "<p class=intr><code>{}</code> could not be analysed: {}</p>",
@@ -484,11 +500,11 @@ td:first-child,th:first-child{text-align:left}code{font-size:.9em}.intr{color:#e
         sweep_svg(r)
     );
     s.push_str("<table><tr><th>ε</th>");
-    for (e, _) in &r.sweep {
+    for (e, _) in &r.results.sweep {
         let _ = write!(s, "<th>{e:.1}</th>");
     }
     s.push_str("</tr><tr><td>intruders</td>");
-    for (_, n) in &r.sweep {
+    for (_, n) in &r.results.sweep {
         let _ = write!(s, "<td>{n}</td>");
     }
     s.push_str("</tr></table><h2>Matrices</h2>");

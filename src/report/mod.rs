@@ -1,11 +1,14 @@
-//! Exports: `scan --format json` here, and layer reports (Markdown, HTML, JSON, CSV) built from
-//! one [`model::Report`]. The JSON schema is documented in README.md.
+//! Output: one result model ([`model::Results`], and [`model::Report`] for layer reports) and
+//! the writers that format it — scan's table and CSV, JSON (docs/scan.schema.json), Markdown,
+//! per-vector CSV and HTML. Writers compute nothing.
 
 pub mod html;
+pub mod json;
 pub mod model;
+pub mod table;
 pub mod text;
 
-pub use model::{build, now_rfc3339, Report};
+pub use model::{build, now_rfc3339, Report, Results};
 
 /// "1 intruder", "2 intruders": a count with its noun (plural by a trailing s, or as given).
 pub fn count(n: usize, one: &str, many: &str) -> String {
@@ -89,86 +92,13 @@ impl ReportFormat {
         match self {
             ReportFormat::Md => text::markdown(r),
             ReportFormat::Html => html::html(r),
-            ReportFormat::Json => serde_json::to_string_pretty(&text::json(r)).unwrap() + "\n",
+            ReportFormat::Json => serde_json::to_string_pretty(&json::report(r)).unwrap() + "\n",
             ReportFormat::Csv => text::csv(r),
         }
     }
 }
 
 pub use crate::fsio::{write_atomic, write_new, write_output};
-
-use serde_json::{json, Value};
-
-use crate::checkpoint::Inputs;
-use crate::engine::{Options, Scan};
-
-pub const SCHEMA_VERSION: u32 = 1;
-
-/// `scan --format json`.
-/// Counts follow the user's flags where set ("intruders", "total_intruders", "per_layer");
-/// "rule_intruders" and "total_rule_intruders" are the rule's alone, "user_flags" the verdicts
-/// that override it. The sweep is the rule's.
-pub fn scan_json(
-    inputs: &Inputs,
-    scan: &Scan,
-    opts: &Options,
-    rule: &crate::spectral::Rule,
-    user: &crate::flags::UserState,
-) -> Value {
-    let (k, epsilon) = (rule.k(), rule.epsilon());
-    let matrices: Vec<Value> = scan
-        .results
-        .iter()
-        .map(|(name, r)| match r {
-            Ok(m) => {
-                let top = &m.vectors[..k.min(m.vectors.len())];
-                let flags: serde_json::Map<String, Value> = user
-                    .flags
-                    .get(name)
-                    .into_iter()
-                    .flatten()
-                    .map(|(j, v)| (j.to_string(), Value::Bool(*v)))
-                    .collect();
-                json!({
-                    "name": name,
-                    "shape": m.shape,
-                    "intruders": user.intruders(name, &m.max_cos(), rule),
-                    "rule_intruders": m.intruders(rule),
-                    "user_flags": flags,
-                    "max_cos": top.iter().map(|v| v.max_cos).collect::<Vec<_>>(),
-                    "best_base_index": top.iter().map(|v| v.best_base_index).collect::<Vec<_>>(),
-                    "best_base_sigma": top.iter().map(|v| v.best_base_sigma).collect::<Vec<_>>(),
-                    "sigma_tuned": top.iter().map(|v| v.sigma).collect::<Vec<_>>(),
-                    "sigma_ratio": top.iter().map(|v| v.sigma_ratio).collect::<Vec<_>>(),
-                    "sigma_base": m.sigma_base.iter().take(k).collect::<Vec<_>>(),
-                    "delta_rel_norm": m.delta_rel_norm,
-                    "delta_effective_rank": m.delta_effective_rank,
-                })
-            }
-            Err(e) => json!({"name": name, "error": e}),
-        })
-        .collect();
-    // The same description of the inputs as a report's.
-    let (base, tuned, adapter) = model::inputs_info(inputs);
-    json!({
-        "schema_version": SCHEMA_VERSION,
-        "lorascope_version": env!("CARGO_PKG_VERSION"),
-        "k": k,
-        "epsilon": epsilon,
-        "vectors": opts.side,
-        "precision": opts.precision,
-        "total_intruders": scan.total_with(user, rule),
-        "total_rule_intruders": scan.total(rule),
-        "flags_applied": user.overrides(),
-        "failed": scan.failed(),
-        "inputs": {"base": base, "tuned": tuned, "adapter": adapter},
-        "per_layer": scan.per_layer_with(user, rule).into_iter()
-            .map(|(b, n)| json!({"layer": b, "intruders": n})).collect::<Vec<_>>(),
-        "sweep": scan.sweep(rule).into_iter()
-            .map(|(e, n)| json!({"epsilon": e, "intruders": n})).collect::<Vec<_>>(),
-        "matrices": matrices,
-    })
-}
 
 #[cfg(test)]
 mod number_tests {

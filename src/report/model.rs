@@ -1,10 +1,15 @@
-//! What every report format shows, computed once from an engine, a scan and the user's flags.
+//! The result of an analysis, computed once from an engine, a scan and the user's flags:
+//! [`Results`] (every matrix, per layer, totals, sweep) is what `scan`, `report` and the
+//! explorer's export fill, and every writer (table, JSON, CSV, Markdown, HTML) only formats it.
+//! A [`Report`] adds a time and detailed sections for some matrices.
+
+use std::collections::BTreeMap;
 
 use regex::Regex;
 use serde::Serialize;
 
 use crate::checkpoint::{Inputs, Tuned};
-use crate::engine::{Engine, Scan};
+use crate::engine::{Engine, MatrixReport, Precision, Scan};
 use crate::flags::UserState;
 use crate::spectral;
 use crate::spectral::Rule;
@@ -31,6 +36,14 @@ pub struct AdapterInfo {
     pub modules: usize,
 }
 
+/// What was compared with what.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputsInfo {
+    pub base: FileInfo,
+    pub tuned: FileInfo,
+    pub adapter: Option<AdapterInfo>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct VectorRow {
     pub j: usize,
@@ -47,45 +60,213 @@ pub struct VectorRow {
     pub intruder: bool,
 }
 
+/// |cos| between base vectors (rows) and tuned vectors (cols), row-major; for plots only.
+#[derive(Debug, Clone)]
+pub struct Heat {
+    pub rows: usize,
+    pub cols: usize,
+    pub values: Vec<f32>,
+}
+
+/// One analysed matrix.
 #[derive(Debug, Clone, Serialize)]
-pub struct Section {
+pub struct MatrixRow {
     pub name: String,
     pub shape: [usize; 2],
+    /// Under the verdict (flags included), ascending.
     pub intruders: Vec<usize>,
+    /// Under the rule alone.
+    pub rule_intruders: Vec<usize>,
+    /// The user's verdicts that override the rule, by j.
+    pub user_flags: BTreeMap<usize, bool>,
     /// The top k vectors, plus any flagged one beyond k.
     pub vectors: Vec<VectorRow>,
     pub sigma_base: Vec<f64>,
+    /// All singular values where computed, else the top ones.
     pub sigma_tuned: Vec<f64>,
     pub delta_rel_norm: f64,
-    /// None only if computing it failed.
+    /// None where the scan skipped it (see [`MatrixReport::delta_effective_rank`]).
     pub delta_effective_rank: Option<f64>,
-    /// |cos|, row-major: base vectors (rows) × tuned vectors (cols); for plots only.
+    /// Rule-only counts at each ε of [`Rule::sweep`].
+    pub sweep: Vec<usize>,
+    /// Filled in a report's sections only.
     #[serde(skip)]
-    pub heat: Option<(usize, usize, Vec<f32>)>,
+    pub heat: Option<Heat>,
 }
 
+impl MatrixRow {
+    /// The top k vectors (flagged ones beyond k left out).
+    pub fn top(&self, k: usize) -> impl Iterator<Item = &VectorRow> {
+        self.vectors.iter().filter(move |v| v.j < k)
+    }
+    /// The smallest c_j among the top k.
+    pub fn min_cos(&self, k: usize) -> f64 {
+        self.top(k).map(|v| v.max_cos).fold(f64::INFINITY, f64::min)
+    }
+    /// σ1 of the tuned matrix over σ1 of the base.
+    pub fn sigma1_ratio(&self) -> f64 {
+        self.sigma_tuned[0] / self.sigma_base[0]
+    }
+}
+
+/// A matrix that could not be analysed.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub struct Failure {
+    pub name: String,
+    pub error: String,
+}
+
+/// The outcome of one analysis: every matrix, in the scan's order, and the sums over them.
+#[derive(Debug, Clone)]
+pub struct Results {
     pub lorascope_version: String,
-    pub time: String,
-    pub k: usize,
-    pub epsilon: f64,
+    pub rule: Rule,
     pub vectors: spectral::Side,
-    pub base: FileInfo,
-    pub tuned: FileInfo,
-    pub adapter: Option<AdapterInfo>,
+    pub precision: Precision,
+    pub inputs: InputsInfo,
+    /// Selected matrices, analysed or not (the explorer may export before its work is done).
     pub matrices_total: usize,
-    pub matrices_analysed: usize,
+    pub matrices: Vec<Result<MatrixRow, Failure>>,
     /// Under the verdict (flags included).
     pub total_intruders: usize,
     /// Under the rule alone.
     pub total_rule: usize,
+    /// User verdicts applied.
     pub overrides: usize,
     pub per_layer: Vec<(String, usize)>,
     /// Rule-only totals at ε = 0.1 … 0.9.
     pub sweep: Vec<(f64, usize)>,
-    pub failed: Vec<(String, String)>,
-    pub sections: Vec<Section>,
+}
+
+impl Results {
+    /// `matrices_total` counts matrices not yet analysed too.
+    pub fn new(
+        engine: &Engine,
+        scan: &Scan,
+        user: &UserState,
+        rule: &Rule,
+        matrices_total: usize,
+    ) -> Results {
+        let matrices = scan
+            .results
+            .iter()
+            .map(|(name, r)| match r {
+                Ok(m) => Ok(matrix_row(m, user, rule)),
+                Err(e) => Err(Failure {
+                    name: name.clone(),
+                    error: e.clone(),
+                }),
+            })
+            .collect();
+        Results {
+            lorascope_version: env!("CARGO_PKG_VERSION").to_string(),
+            rule: *rule,
+            vectors: engine.opts.side,
+            precision: engine.opts.precision,
+            inputs: inputs_info(&engine.inputs),
+            matrices_total,
+            matrices,
+            total_intruders: scan.total_with(user, rule),
+            total_rule: scan.total(rule),
+            overrides: user.overrides(),
+            per_layer: scan.per_layer_with(user, rule),
+            sweep: scan.sweep(rule),
+        }
+    }
+
+    pub fn k(&self) -> usize {
+        self.rule.k()
+    }
+    pub fn epsilon(&self) -> f64 {
+        self.rule.epsilon()
+    }
+    pub fn analysed(&self) -> impl Iterator<Item = &MatrixRow> {
+        self.matrices.iter().filter_map(|m| m.as_ref().ok())
+    }
+    pub fn failed(&self) -> impl Iterator<Item = &Failure> {
+        self.matrices.iter().filter_map(|m| m.as_ref().err())
+    }
+    pub fn matrices_analysed(&self) -> usize {
+        self.analysed().count()
+    }
+
+    /// After the bold total: "in 36 matrices (36 analysed); the rule alone finds …".
+    pub fn summary_tail(&self) -> String {
+        let overrides = if self.overrides > 0 {
+            format!(
+                "; the rule alone finds {}, the user overrode it on {}",
+                self.total_rule,
+                super::count(self.overrides, "vector", "vectors")
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "in {} ({} analysed){overrides}.",
+            super::count(self.matrices_total, "matrix", "matrices"),
+            self.matrices_analysed()
+        )
+    }
+
+    pub fn adapter_line(&self) -> Option<String> {
+        let a = self.inputs.adapter.as_ref()?;
+        let sc: Vec<String> = a.scaling.iter().map(|x| format!("{x}")).collect();
+        Some(format!(
+            "Adapter: r = {}, lora_alpha = {}, scaling = {}, rsLoRA = {}, DoRA = {}, {} modules.",
+            a.r,
+            a.lora_alpha,
+            sc.join("/"),
+            a.use_rslora,
+            a.use_dora,
+            a.modules
+        ))
+    }
+}
+
+fn matrix_row(m: &MatrixReport, user: &UserState, rule: &Rule) -> MatrixRow {
+    let k = rule.k();
+    let max_cos = m.max_cos();
+    let intruders = user.intruders(&m.name, &max_cos, rule);
+    let vectors = m
+        .vectors
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j < k || user.flag(&m.name, *j).is_some())
+        .map(|(j, v)| VectorRow {
+            j,
+            sigma: v.sigma,
+            sigma_ratio: v.sigma_ratio,
+            max_cos: v.max_cos,
+            best_base_index: v.best_base_index,
+            best_base_sigma: v.best_base_sigma,
+            rule: rule.is_intruder_at(j, v.max_cos),
+            flag: user.flag(&m.name, j),
+            intruder: intruders.contains(&j),
+        })
+        .collect();
+    MatrixRow {
+        name: m.name.clone(),
+        shape: m.shape,
+        intruders,
+        rule_intruders: rule.intruders(&max_cos),
+        user_flags: user.flags.get(&m.name).cloned().unwrap_or_default(),
+        vectors,
+        sigma_base: m.sigma_base.clone(),
+        sigma_tuned: m.sigma_tuned.clone(),
+        delta_rel_norm: m.delta_rel_norm,
+        delta_effective_rank: m.delta_effective_rank,
+        sweep: rule.sweep().map(|r| r.intruders(&max_cos).len()).collect(),
+        heat: None,
+    }
+}
+
+/// A layer report: the results, when they were made, and detailed sections (with heatmaps)
+/// for some matrices.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub results: Results,
+    pub time: String,
+    pub sections: Vec<MatrixRow>,
 }
 
 fn file_info(
@@ -104,25 +285,30 @@ fn file_info(
     }
 }
 
-pub fn inputs_info(inputs: &Inputs) -> (FileInfo, FileInfo, Option<AdapterInfo>) {
+pub fn inputs_info(inputs: &Inputs) -> InputsInfo {
     let base_files: Vec<_> = inputs.base.files.iter().map(|f| f.as_ref()).collect();
     let base = file_info(&inputs.base.path, inputs.base.format.as_str(), &base_files);
     match &inputs.tuned {
         Tuned::Model(m) => {
             let files: Vec<_> = m.files.iter().map(|f| f.as_ref()).collect();
-            (base, file_info(&m.path, m.format.as_str(), &files), None)
+            InputsInfo {
+                base,
+                tuned: file_info(&m.path, m.format.as_str(), &files),
+                adapter: None,
+            }
         }
-        Tuned::Adapter(a) => {
-            let info = AdapterInfo {
+        Tuned::Adapter(a) => InputsInfo {
+            base,
+            tuned: file_info(&a.dir, "adapter", &[&a.file]),
+            adapter: Some(AdapterInfo {
                 r: a.config.r,
                 lora_alpha: a.config.lora_alpha,
                 scaling: a.scalings(),
                 use_rslora: a.config.use_rslora,
                 use_dora: a.config.use_dora,
                 modules: a.modules.len(),
-            };
-            (base, file_info(&a.dir, "adapter", &[&a.file]), Some(info))
-        }
+            }),
+        },
     }
 }
 
@@ -139,121 +325,40 @@ pub fn wants_section(
     }
 }
 
-/// Build a report. `matrices_total` counts matrices not yet analysed too (the explorer may export
-/// before the background work is done). Heatmaps come from the engine's (cached) decompositions.
+/// Build a report. Sections show ΔW's effective rank even where the scan skipped it as too
+/// costly, and heatmaps from the engine's (cached) decompositions.
 pub fn build(
     engine: &Engine,
-    scan: &Scan,
-    user: &UserState,
-    rule: &Rule,
+    results: Results,
     select: &dyn Fn(&str, usize) -> bool,
     time: &str,
-    matrices_total: usize,
 ) -> Report {
-    let (base, tuned, adapter) = inputs_info(&engine.inputs);
-    let mut sections = Vec::new();
-    let k = rule.k();
-    for m in scan.reports() {
-        let intr = user.intruders(&m.name, &m.max_cos(), rule);
-        if !select(&m.name, intr.len()) {
-            continue;
-        }
-        let vectors = m
-            .vectors
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j < k || user.flag(&m.name, *j).is_some())
-            .map(|(j, v)| VectorRow {
-                j,
-                sigma: v.sigma,
-                sigma_ratio: v.sigma_ratio,
-                max_cos: v.max_cos,
-                best_base_index: v.best_base_index,
-                best_base_sigma: v.best_base_sigma,
-                rule: rule.is_intruder_at(j, v.max_cos),
-                flag: user.flag(&m.name, j),
-                intruder: intr.contains(&j),
-            })
-            .collect();
-        let pair = engine.matrices().into_iter().find(|p| p.name == m.name);
-        // A section shows ΔW's effective rank even where the scan skipped it as too costly.
-        let delta_effective_rank = m
-            .delta_effective_rank
-            .or_else(|| engine.delta_effective_rank(pair?).ok());
-        let heat = pair
-            .and_then(|p| engine.decompositions_of(p).ok())
-            .map(|(b, t)| {
-                let n = HEAT_K.min(b.keep).min(t.keep);
-                (n, n, spectral::similarity(&b, &t, n, n))
-            });
-        sections.push(Section {
-            name: m.name.clone(),
-            shape: m.shape,
-            intruders: intr,
-            vectors,
-            sigma_base: m.sigma_base.clone(),
-            sigma_tuned: m.sigma_tuned.clone(),
-            delta_rel_norm: m.delta_rel_norm,
-            delta_effective_rank,
-            heat,
-        });
-    }
+    let sections = results
+        .analysed()
+        .filter(|m| select(&m.name, m.intruders.len()))
+        .map(|m| {
+            let mut m = m.clone();
+            let pair = engine.matrices().into_iter().find(|p| p.name == m.name);
+            if m.delta_effective_rank.is_none() {
+                m.delta_effective_rank = pair.and_then(|p| engine.delta_effective_rank(p).ok());
+            }
+            m.heat = pair
+                .and_then(|p| engine.decompositions_of(p).ok())
+                .map(|(b, t)| {
+                    let n = HEAT_K.min(b.keep).min(t.keep);
+                    Heat {
+                        rows: n,
+                        cols: n,
+                        values: spectral::similarity(&b, &t, n, n),
+                    }
+                });
+            m
+        })
+        .collect();
     Report {
-        lorascope_version: env!("CARGO_PKG_VERSION").to_string(),
+        results,
         time: time.to_string(),
-        k,
-        epsilon: rule.epsilon(),
-        vectors: engine.opts.side,
-        base,
-        tuned,
-        adapter,
-        matrices_total,
-        matrices_analysed: scan.reports().count(),
-        total_intruders: scan.total_with(user, rule),
-        total_rule: scan.total(rule),
-        overrides: user.overrides(),
-        per_layer: scan.per_layer_with(user, rule),
-        sweep: scan.sweep(rule),
-        failed: scan
-            .results
-            .iter()
-            .filter_map(|(n, r)| r.as_ref().err().map(|e| (n.clone(), e.clone())))
-            .collect(),
         sections,
-    }
-}
-
-impl Report {
-    /// After the bold total: "in 36 matrices (36 analysed); the rule alone finds …".
-    pub fn summary_tail(&self) -> String {
-        let overrides = if self.overrides > 0 {
-            format!(
-                "; the rule alone finds {}, the user overrode it on {}",
-                self.total_rule,
-                super::count(self.overrides, "vector", "vectors")
-            )
-        } else {
-            String::new()
-        };
-        format!(
-            "in {} ({} analysed){overrides}.",
-            super::count(self.matrices_total, "matrix", "matrices"),
-            self.matrices_analysed
-        )
-    }
-
-    pub fn adapter_line(&self) -> Option<String> {
-        let a = self.adapter.as_ref()?;
-        let sc: Vec<String> = a.scaling.iter().map(|x| format!("{x}")).collect();
-        Some(format!(
-            "Adapter: r = {}, lora_alpha = {}, scaling = {}, rsLoRA = {}, DoRA = {}, {} modules.",
-            a.r,
-            a.lora_alpha,
-            sc.join("/"),
-            a.use_rslora,
-            a.use_dora,
-            a.modules
-        ))
     }
 }
 

@@ -1,12 +1,10 @@
-//! Text reports: Markdown (tables to paste into an issue or an appendix), JSON (versioned,
-//! consistent with `scan --format json`) and CSV (one row per matrix and top vector).
+//! Text reports: Markdown (tables to paste into an issue or an appendix) and CSV (one row per
+//! matrix and top vector).
 
 use std::fmt::Write;
 
-use serde_json::{json, Value};
-
-use super::model::{Report, Section};
-use super::{csv_field, plain, SCHEMA_VERSION};
+use super::model::{MatrixRow, Report};
+use super::{csv_field, plain};
 
 /// Fixed formatting keeps golden files stable.
 fn f(x: f64) -> String {
@@ -19,11 +17,6 @@ fn g(x: f64) -> String {
     } else {
         format!("{x:.4}")
     }
-}
-
-/// Round for JSON so outputs compare across machines (c_j to 1e-6 is far below any ε step).
-fn r6(x: f64) -> f64 {
-    (x * 1e6).round() / 1e6
 }
 
 /// Unicode sparkline of log σ over a shared range.
@@ -64,11 +57,11 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(
         s,
         "lorascope {} · {} · k = {} · ε = {} · {} singular vectors\n",
-        r.lorascope_version,
+        r.results.lorascope_version,
         r.time,
-        r.k,
-        r.epsilon,
-        match r.vectors {
+        r.results.k(),
+        r.results.epsilon(),
+        match r.results.vectors {
             crate::spectral::Side::Left => "left",
             crate::spectral::Side::Right => "right",
         }
@@ -77,7 +70,10 @@ pub fn markdown(r: &Report) -> String {
         s,
         "| input | path | kind | bytes | header xxh3 |\n|---|---|---|---|---|"
     );
-    for (label, fi) in [("base", &r.base), ("tuned", &r.tuned)] {
+    for (label, fi) in [
+        ("base", &r.results.inputs.base),
+        ("tuned", &r.results.inputs.tuned),
+    ] {
         let _ = writeln!(
             s,
             "| {label} | `{}` | {} | {} | {} |",
@@ -87,38 +83,40 @@ pub fn markdown(r: &Report) -> String {
             fi.header_hashes.join(" ")
         );
     }
-    if let Some(line) = r.adapter_line() {
+    if let Some(line) = r.results.adapter_line() {
         let _ = writeln!(s, "\n{line}");
     }
     let _ = writeln!(s, "\n## Summary\n");
     let _ = writeln!(
         s,
         "**{}** {}",
-        super::count(r.total_intruders, "intruder", "intruders"),
-        r.summary_tail()
+        super::count(r.results.total_intruders, "intruder", "intruders"),
+        r.results.summary_tail()
     );
-    for (n, e) in &r.failed {
+    for super::model::Failure { name: n, error: e } in r.results.failed() {
         let _ = writeln!(s, "\n- `{n}` could not be analysed: {e}");
     }
     let _ = writeln!(s, "\n| layer | intruders |\n|---|---:|");
-    for (b, n) in &r.per_layer {
+    for (b, n) in &r.results.per_layer {
         let _ = writeln!(s, "| `{b}` | {n} |");
     }
-    let _ = writeln!(s, "\nIntruders by ε (rule only, k = {}):\n", r.k);
+    let _ = writeln!(s, "\nIntruders by ε (rule only, k = {}):\n", r.results.k());
     let _ = writeln!(
         s,
         "| ε | {} |",
-        r.sweep
+        r.results
+            .sweep
             .iter()
             .map(|(e, _)| format!("{e:.1}"))
             .collect::<Vec<_>>()
             .join(" | ")
     );
-    let _ = writeln!(s, "|---|{}", "---:|".repeat(r.sweep.len()));
+    let _ = writeln!(s, "|---|{}", "---:|".repeat(r.results.sweep.len()));
     let _ = writeln!(
         s,
         "| intruders | {} |",
-        r.sweep
+        r.results
+            .sweep
             .iter()
             .map(|(_, n)| n.to_string())
             .collect::<Vec<_>>()
@@ -132,12 +130,12 @@ pub fn markdown(r: &Report) -> String {
         );
     }
     for m in &r.sections {
-        section_md(&mut s, m, r.k);
+        section_md(&mut s, m, r.results.k());
     }
     s
 }
 
-fn section_md(s: &mut String, m: &Section, k: usize) {
+fn section_md(s: &mut String, m: &MatrixRow, k: usize) {
     let _ = writeln!(s, "### `{}`\n", m.name);
     let _ = writeln!(
         s,
@@ -180,45 +178,6 @@ fn section_md(s: &mut String, m: &Section, k: usize) {
         );
     }
     let _ = writeln!(s);
-}
-
-pub fn json(r: &Report) -> Value {
-    let sections: Vec<Value> = r.sections.iter().map(|m| {
-        let top: Vec<_> = m.vectors.iter().filter(|v| v.j < r.k).collect();
-        json!({
-            "name": m.name,
-            "shape": m.shape,
-            "intruders": m.intruders,
-            "max_cos": top.iter().map(|v| r6(v.max_cos)).collect::<Vec<_>>(),
-            "best_base_index": top.iter().map(|v| v.best_base_index).collect::<Vec<_>>(),
-            "best_base_sigma": top.iter().map(|v| r6(v.best_base_sigma)).collect::<Vec<_>>(),
-            "sigma_tuned": top.iter().map(|v| r6(v.sigma)).collect::<Vec<_>>(),
-            "sigma_ratio": top.iter().map(|v| r6(v.sigma_ratio)).collect::<Vec<_>>(),
-            "sigma_base": m.sigma_base.iter().take(r.k).map(|x| r6(*x)).collect::<Vec<_>>(),
-            "delta_rel_norm": r6(m.delta_rel_norm),
-            "delta_effective_rank": m.delta_effective_rank.map(r6),
-            "rule_intruders": m.vectors.iter().filter(|v| v.rule).map(|v| v.j).collect::<Vec<_>>(),
-            "user_flags": m.vectors.iter().filter_map(|v| v.flag.map(|f| json!({"j": v.j, "intruder": f}))).collect::<Vec<_>>(),
-        })
-    }).collect();
-    json!({
-        "schema_version": SCHEMA_VERSION,
-        "lorascope_version": r.lorascope_version,
-        "time": r.time,
-        "k": r.k,
-        "epsilon": r.epsilon,
-        "vectors": r.vectors,
-        "total_intruders": r.total_intruders,
-        "total_rule_intruders": r.total_rule,
-        "user_overrides": r.overrides,
-        "matrices_total": r.matrices_total,
-        "matrices_analysed": r.matrices_analysed,
-        "failed": r.failed.iter().map(|(n, e)| json!({"name": n, "error": e})).collect::<Vec<_>>(),
-        "inputs": {"base": r.base, "tuned": r.tuned, "adapter": r.adapter},
-        "per_layer": r.per_layer.iter().map(|(b, n)| json!({"layer": b, "intruders": n})).collect::<Vec<_>>(),
-        "sweep": r.sweep.iter().map(|(e, n)| json!({"epsilon": e, "intruders": n})).collect::<Vec<_>>(),
-        "matrices": sections,
-    })
 }
 
 pub fn csv(r: &Report) -> String {

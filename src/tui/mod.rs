@@ -469,15 +469,8 @@ pub fn export_job(
     let (rule, total) = (app.rule, app.rows.len());
     let job = move || {
         let select = |name: &str, _: usize| names.iter().any(|n| n == name);
-        let r = crate::report::build(
-            &engine,
-            &scan,
-            &user,
-            &rule,
-            &select,
-            &crate::report::now_rfc3339(),
-            total,
-        );
+        let results = crate::report::Results::new(&engine, &scan, &user, &rule, total);
+        let r = crate::report::build(&engine, results, &select, &crate::report::now_rfc3339());
         crate::report::write_new(
             &dir,
             "lorascope-report",

@@ -836,6 +836,22 @@ fn scan_json_follows_its_published_schema() {
             lora_json = Some(v);
         }
     }
+    // A report's JSON is the same document, with when and which sections.
+    let r = lorascope(
+        &[
+            "report",
+            &fx("base.safetensors"),
+            &fx("lora-r8"),
+            "--format",
+            "json",
+            "--no-cache",
+        ],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let errors = schema_errors(&schema, &v);
+    assert!(errors.is_empty() && v["time"].is_string(), "{errors:#?}");
+    assert_eq!(v["matrices"], lora_json.as_ref().unwrap()["matrices"]);
     // The validator is not a yes-machine: a wrong type, a missing key and an unknown key fail.
     let mut v = lora_json.expect("the adapter's scan");
     v["k"] = serde_json::json!("ten");

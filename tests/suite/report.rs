@@ -25,15 +25,22 @@ fn demo(dir: &Path) -> (Engine, Scan) {
 fn build(e: &Engine, s: &Scan, user: &UserState, select: Option<&str>) -> report::Report {
     let re = select.map(|s| regex::Regex::new(s).unwrap());
     let pick = |n: &str, i: usize| wants_section(n, i, user, re.as_ref());
-    report::build(
-        e,
-        s,
-        user,
-        &Rule::default(),
-        &pick,
-        TIME,
-        e.matrices().len(),
-    )
+    let results = report::Results::new(e, s, user, &Rule::default(), e.matrices().len());
+    report::build(e, results, &pick, TIME)
+}
+
+/// JSON with every number rounded to 1e-6, so a golden file holds across machines (the output
+/// itself keeps full precision).
+fn rounded(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            serde_json::json!((n.as_f64().unwrap() * 1e6).round() / 1e6)
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(rounded).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, rounded(v))).collect()),
+        v => v,
+    }
 }
 
 #[test]
@@ -57,45 +64,42 @@ fn golden_markdown_json_csv_on_the_demo() {
         Some(r"layers\.(0\.self_attn\.q|2\.mlp\.down)_proj"),
     );
     assert_eq!(r.sections.len(), 2);
-    assert_eq!(r.total_rule, 30);
+    assert_eq!(r.results.total_rule, 30);
     assert_eq!(
-        r.total_intruders, 30,
+        r.results.total_intruders, 30,
         "one flag removes an intruder, the other adds one"
     );
     let path = d.path().to_string_lossy().into_owned();
     insta::with_settings!({filters => vec![(path.as_str(), "[DEMO]")]}, {
         insta::assert_snapshot!("report_md", ReportFormat::Md.render(&r));
-        insta::assert_snapshot!("report_json", ReportFormat::Json.render(&r));
+        let json: serde_json::Value =
+            serde_json::from_str(&ReportFormat::Json.render(&r)).unwrap();
+        insta::assert_snapshot!(
+            "report_json",
+            serde_json::to_string_pretty(&rounded(json)).unwrap()
+        );
         insta::assert_snapshot!("report_csv", ReportFormat::Csv.render(&r));
     });
-    // JSON agrees with the scan JSON's fields and numbers.
-    let j: serde_json::Value = serde_json::from_str(&ReportFormat::Json.render(&r)).unwrap();
-    let scan = report::scan_json(
-        &e.inputs,
-        &s,
-        &e.opts,
-        &Rule::default(),
-        &UserState::default(),
-    );
-    let m = &j["matrices"][1];
-    let sm = scan["matrices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["name"] == m["name"])
-        .unwrap();
-    for (a, b) in m["max_cos"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(sm["max_cos"].as_array().unwrap())
-    {
-        assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-6);
-    }
+    // The report's JSON is the scan's, plus when and which sections.
+    let mut j = report::json::report(&r);
+    let o = j.as_object_mut().unwrap();
+    assert_eq!(o.remove("time").unwrap(), TIME);
     assert_eq!(
-        m["user_flags"],
-        serde_json::json!([{"j": 2, "intruder": false}])
+        o.remove("sections").unwrap(),
+        serde_json::json!([
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.2.mlp.down_proj.weight"
+        ])
     );
+    let results = report::Results::new(&e, &s, &user, &Rule::default(), e.matrices().len());
+    assert_eq!(j, report::json::results(&results));
+    let m = j["matrices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "model.layers.2.mlp.down_proj.weight")
+        .unwrap();
+    assert_eq!(m["user_flags"], serde_json::json!({"2": false}));
     assert!(m["rule_intruders"]
         .as_array()
         .unwrap()
@@ -170,11 +174,11 @@ fn explorer_export_writes_exactly_the_marked_matrices_without_overwriting() {
     );
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&p1).unwrap()).unwrap();
-    let got: Vec<&str> = j["matrices"]
+    let got: Vec<&str> = j["sections"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| m["name"].as_str().unwrap())
+        .map(|m| m.as_str().unwrap())
         .collect();
     assert_eq!(got, marked);
     assert_eq!(
@@ -221,7 +225,7 @@ fn report_command_writes_stdout_or_new_files_and_reads_the_explorers_flags() {
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(j["user_overrides"], 1);
+    assert_eq!(j["flags_applied"], 1);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("1 explorer flag applied"), "{err}");
     // `cache clear` does not touch them.
@@ -233,7 +237,7 @@ fn report_command_writes_stdout_or_new_files_and_reads_the_explorers_flags() {
         d.path(),
     );
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(j["user_overrides"], 1);
+    assert_eq!(j["flags_applied"], 1);
     assert_eq!(j["total_rule_intruders"], 30);
     // HTML without -o goes to a new file in the working folder, never over an existing one.
     let work = tempfile::tempdir().unwrap();
@@ -285,13 +289,13 @@ fn sections_show_the_delta_rank_a_scan_skipped_as_too_costly() {
     let e = Engine::new(inputs, Cache::disabled(), opts);
     let s = e.scan(2, &|_, _, _| {});
     assert!(s.reports().all(|m| m.delta_effective_rank.is_none()));
-    let json = report::scan_json(
-        &e.inputs,
+    let json = report::json::results(&report::Results::new(
+        &e,
         &s,
-        &e.opts,
-        &Rule::default(),
         &UserState::default(),
-    );
+        &Rule::default(),
+        e.matrices().len(),
+    ));
     assert!(json["matrices"]
         .as_array()
         .unwrap()
