@@ -44,7 +44,7 @@ fn app(zoom: bool) -> (tempfile::TempDir, App) {
     let row = app.selected_row().unwrap();
     let (b, t) = engine.decompositions_of(engine.matrices()[row]).unwrap();
     app.on_heat(worker::heat_of(row, &b, &t));
-    app.heat_k = lorascope::tui::app::HEAT_MAX;
+    app.heatmap.k = lorascope::tui::app::HEAT_MAX;
     if zoom {
         key(&mut app, KeyCode::Tab);
         key(&mut app, KeyCode::Tab);

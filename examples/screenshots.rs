@@ -72,7 +72,13 @@ fn main() {
         &Rule::default(),
         app.rows.len(),
     );
-    let r = lorascope::report::build(&engine, results, &select, "2026-01-01T00:00:00Z");
+    let r = lorascope::report::build(
+        &engine,
+        results,
+        &select,
+        "2026-01-01T00:00:00Z",
+        engine.keep(),
+    );
     let html = lorascope::report::ReportFormat::Html.render(&r);
     std::fs::write(out.join("report.html"), html).unwrap();
     eprintln!("wrote {}", out.display());

@@ -29,7 +29,13 @@ pub fn run(a: ReportArgs) -> Result<ExitCode, Error> {
         &a.analysis.rule()?,
         engine.matrices().len(),
     );
-    let r = report::build(&engine, results, &pick, &report::now_rfc3339());
+    let r = report::build(
+        &engine,
+        results,
+        &pick,
+        &report::now_rfc3339(),
+        engine.keep(),
+    );
     let format = ReportFormat::from(a.format);
     let text = format.render(&r);
     match a.output.as_deref() {

@@ -326,12 +326,15 @@ pub fn wants_section(
 }
 
 /// Build a report. Sections show ΔW's effective rank even where the scan skipped it as too
-/// costly, and heatmaps from the engine's (cached) decompositions.
+/// costly, and heatmaps from the engine's (cached) decompositions with `keep` tuned vectors —
+/// those the analysis computed (the explorer may have raised it), so nothing is decomposed
+/// again.
 pub fn build(
     engine: &Engine,
     results: Results,
     select: &dyn Fn(&str, usize) -> bool,
     time: &str,
+    keep: usize,
 ) -> Report {
     let sections = results
         .analysed()
@@ -343,7 +346,7 @@ pub fn build(
                 m.delta_effective_rank = pair.and_then(|p| engine.delta_effective_rank(p).ok());
             }
             m.heat = pair
-                .and_then(|p| engine.decompositions_of(p).ok())
+                .and_then(|p| engine.decompositions_keeping(p, keep).ok())
                 .map(|(b, t)| {
                     let n = HEAT_K.min(b.keep).min(t.keep);
                     Heat {

@@ -126,12 +126,129 @@ pub fn short_name(name: &str, block: &str) -> String {
     }
 }
 
-pub struct App {
-    pub rows: Vec<Row>,
-    /// Indices into `rows` after filter and sort.
+/// The matrix list: which rows are shown, in what order, and the one selected.
+pub struct ListState {
+    /// Indices into `App::rows` after filter and sort.
     pub visible: Vec<usize>,
     /// Position in `visible`.
     pub sel: usize,
+    pub filter: Option<(String, Regex)>,
+    pub sort: SortBy,
+}
+
+/// The heatmap of the selected matrix.
+pub struct HeatmapState {
+    /// Base vector under the cursor (the tuned one is [`App::cursor_j`], shared with the
+    /// spectrum and the table).
+    pub cursor_i: usize,
+    /// Tuned vectors shown (10 … 200).
+    pub k: usize,
+    pub heat: Option<Heat>,
+    /// Why the heatmap of this row could not be made.
+    pub error: Option<(usize, String)>,
+    /// Heatmap rows per terminal line: 2 in colour, 1 without.
+    pub rows_per_line: usize,
+}
+
+/// The spectrum pane: whole tuned spectra computed on request (scans keep the top part).
+#[derive(Default)]
+pub struct SpectrumState {
+    /// By row.
+    pub full: std::collections::HashMap<usize, Vec<f64>>,
+    /// Rows whose whole spectrum is being computed, since when.
+    pub pending: std::collections::HashMap<usize, Instant>,
+    /// Show the whole spectrum where there is one.
+    pub show_full: bool,
+}
+
+/// The help popup.
+#[derive(Default)]
+pub struct HelpState {
+    /// First line shown where it scrolls (a screen too small for all of it).
+    pub scroll: usize,
+}
+
+impl ListState {
+    /// The row selected, if any is shown.
+    pub fn selected(&self) -> Option<usize> {
+        self.visible.get(self.sel).copied()
+    }
+
+    /// Filter and sort `rows` again (by `intruders`, one count per row), keeping the selected
+    /// row selected where it is still shown.
+    pub fn refresh(&mut self, rows: &[Row], intruders: &[usize]) {
+        let keep = self.selected();
+        let mut v: Vec<usize> = (0..rows.len())
+            .filter(|&i| {
+                self.filter
+                    .as_ref()
+                    .is_none_or(|(_, re)| re.is_match(&rows[i].name))
+            })
+            .collect();
+        if self.sort == SortBy::Intruders {
+            v.sort_by_key(|&i| std::cmp::Reverse(intruders[i]));
+        }
+        self.visible = v;
+        self.sel = keep
+            .and_then(|k| self.visible.iter().position(|&i| i == k))
+            .unwrap_or(0)
+            .min(self.visible.len().saturating_sub(1));
+    }
+}
+
+impl HeatmapState {
+    /// The heatmap of `row`, if it is the one held.
+    pub fn of(&self, row: Option<usize>) -> Option<&Heat> {
+        self.heat.as_ref().filter(|h| Some(h.row) == row)
+    }
+
+    /// Why the heatmap of `row` could not be made, if it could not.
+    pub fn error_of(&self, row: Option<usize>) -> Option<&str> {
+        self.error
+            .as_ref()
+            .filter(|(r, _)| Some(*r) == row)
+            .map(|(_, e)| e.as_str())
+    }
+
+    /// A computed heatmap: kept if it is the selected row's (`selected`), and it clears an
+    /// earlier failure of its row.
+    pub fn on_heat(&mut self, heat: Heat, selected: Option<usize>) {
+        if self.error.as_ref().is_some_and(|(r, _)| *r == heat.row) {
+            self.error = None;
+        }
+        if selected == Some(heat.row) {
+            self.cursor_i = self.cursor_i.min(heat.rows.saturating_sub(1));
+            self.heat = Some(heat);
+        }
+    }
+}
+
+impl SpectrumState {
+    /// The whole spectrum of `row`, where there is one and it is to be shown.
+    pub fn shown(&self, row: Option<usize>) -> Option<&[f64]> {
+        self.full
+            .get(&row?)
+            .filter(|_| self.show_full)
+            .map(|v| v.as_slice())
+    }
+}
+
+impl HelpState {
+    /// Scroll by `delta` lines, no further than the last of `lines` can be shown on a screen
+    /// `height` rows high (the help's border takes two).
+    pub fn scroll_by(&mut self, delta: isize, lines: usize, height: u16) {
+        let most = lines.saturating_sub(height.saturating_sub(2) as usize);
+        self.scroll = self.scroll.saturating_add_signed(delta).min(most);
+    }
+}
+
+/// The explorer's state: what is shared (rows, rule, flags, cursor) and each view's own.
+pub struct App {
+    pub rows: Vec<Row>,
+    pub list: ListState,
+    pub heatmap: HeatmapState,
+    pub spectrum: SpectrumState,
+    pub help: HelpState,
     /// k and ε, changed live.
     pub rule: Rule,
     /// Tuned vectors the engine computes per matrix: a larger k recomputes every matrix.
@@ -142,27 +259,10 @@ pub struct App {
     pub zoom: bool,
     pub tab: Tab,
     pub popup: Option<Popup>,
-    /// First line of the help where it scrolls (a screen too small for all of it).
-    pub help_scroll: usize,
-    pub filter: Option<(String, Regex)>,
-    pub sort: SortBy,
     /// Tuned vector under the cursor (heatmap column, details row, spectrum bar).
     pub cursor_j: usize,
-    /// Base vector under the heatmap cursor.
-    pub cursor_i: usize,
-    /// Tuned vectors shown in the heatmap (10 … 200).
-    pub heat_k: usize,
-    pub heat: Option<Heat>,
-    /// Why the heatmap of this row could not be made.
-    pub heat_error: Option<(usize, String)>,
     pub user: UserState,
     pub paused: bool,
-    /// Whole tuned spectra computed on request (scans keep the top part), by row.
-    pub spectra: std::collections::HashMap<usize, Vec<f64>>,
-    /// Rows whose whole spectrum is being computed, since when.
-    pub spectra_pending: std::collections::HashMap<usize, Instant>,
-    /// The spectrum pane shows the whole spectrum where there is one.
-    pub show_full: bool,
     pub message: Option<String>,
     /// One line describing the inputs, for the title and overview.
     pub title: String,
@@ -171,8 +271,6 @@ pub struct App {
     pub quit: bool,
     /// The screen's size, for paging and the mouse (see [`super::layout`]).
     pub size: ratatui::layout::Rect,
-    /// Heatmap rows per terminal line: 2 in colour, 1 without.
-    pub heat_rows_per_line: usize,
     /// Whether the mouse is captured (off: the terminal selects text).
     pub mouse: bool,
     /// The flags file's content, kept up to date; the event loop writes it.
@@ -194,9 +292,23 @@ impl App {
         user: UserState,
     ) -> App {
         let mut app = App {
-            visible: (0..rows.len()).collect(),
+            list: ListState {
+                visible: (0..rows.len()).collect(),
+                sel: 0,
+                filter: None,
+                sort: SortBy::Name,
+            },
+            heatmap: HeatmapState {
+                cursor_i: 0,
+                // Every tuned vector computed, as far as the width allows (`<` narrows).
+                k: keep.clamp(HEAT_MIN, HEAT_MAX),
+                heat: None,
+                error: None,
+                rows_per_line: 2,
+            },
+            spectrum: SpectrumState::default(),
+            help: HelpState::default(),
             rows,
-            sel: 0,
             rule,
             keep,
             epoch: 0,
@@ -204,27 +316,15 @@ impl App {
             zoom: false,
             tab: Tab::Main,
             popup: None,
-            help_scroll: 0,
-            filter: None,
-            sort: SortBy::Name,
             cursor_j: 0,
-            cursor_i: 0,
-            // Every tuned vector computed, as far as the width allows (`<` narrows).
-            heat_k: keep.clamp(HEAT_MIN, HEAT_MAX),
-            heat: None,
-            heat_error: None,
             user,
             paused: false,
-            spectra: Default::default(),
-            spectra_pending: Default::default(),
-            show_full: false,
             message: None,
             title,
             inputs,
             started: Instant::now(),
             quit: false,
             size: ratatui::layout::Rect::new(0, 0, 80, 24),
-            heat_rows_per_line: 2,
             mouse: false,
             stored: Default::default(),
             stale_noted: false,
@@ -234,7 +334,7 @@ impl App {
     }
 
     pub fn selected_row(&self) -> Option<usize> {
-        self.visible.get(self.sel).copied()
+        self.list.selected()
     }
 
     pub fn report(&self, row: usize) -> Option<&Arc<MatrixReport>> {
@@ -315,22 +415,10 @@ impl App {
     }
 
     fn refresh_visible(&mut self) {
-        let keep = self.selected_row();
-        let mut v: Vec<usize> = (0..self.rows.len())
-            .filter(|&i| {
-                self.filter
-                    .as_ref()
-                    .is_none_or(|(_, re)| re.is_match(&self.rows[i].name))
-            })
+        let counts: Vec<usize> = (0..self.rows.len())
+            .map(|i| self.intruders(i).map_or(0, |x| x.len()))
             .collect();
-        if self.sort == SortBy::Intruders {
-            v.sort_by_key(|&i| std::cmp::Reverse(self.intruders(i).map_or(0, |x| x.len())));
-        }
-        self.visible = v;
-        self.sel = keep
-            .and_then(|k| self.visible.iter().position(|&i| i == k))
-            .unwrap_or(0)
-            .min(self.visible.len().saturating_sub(1));
+        self.list.refresh(&self.rows, &counts);
     }
 
     fn max_j(&self) -> usize {
@@ -340,13 +428,13 @@ impl App {
 
     fn select(&mut self, pos: usize, cmds: &mut Vec<Cmd>) {
         let before = self.selected_row();
-        self.sel = pos.min(self.visible.len().saturating_sub(1));
+        self.list.sel = pos.min(self.list.visible.len().saturating_sub(1));
         if self.selected_row() != before {
             self.cursor_j = 0;
-            self.cursor_i = 0;
+            self.heatmap.cursor_i = 0;
             if let Some(r) = self.selected_row() {
-                if self.heat.as_ref().is_some_and(|h| h.row != r) {
-                    self.heat = None;
+                if self.heatmap.heat.as_ref().is_some_and(|h| h.row != r) {
+                    self.heatmap.heat = None;
                 }
                 cmds.push(Cmd::Focus(r));
             }
@@ -361,13 +449,17 @@ impl App {
         };
         match pane {
             Pane::Layers | Pane::Spectrum => {
-                let pos = mv(self.sel, self.visible.len().saturating_sub(1));
+                let pos = mv(self.list.sel, self.list.visible.len().saturating_sub(1));
                 self.select(pos, cmds);
             }
             Pane::Details => self.cursor_j = mv(self.cursor_j, self.max_j()),
             Pane::Heatmap => {
-                let max = self.heat.as_ref().map_or(0, |h| h.rows.saturating_sub(1));
-                self.cursor_i = mv(self.cursor_i, max);
+                let max = self
+                    .heatmap
+                    .heat
+                    .as_ref()
+                    .map_or(0, |h| h.rows.saturating_sub(1));
+                self.heatmap.cursor_i = mv(self.heatmap.cursor_i, max);
             }
         }
     }
@@ -395,9 +487,10 @@ impl App {
                 match pane {
                     Pane::Layers => {
                         let h = area.height.saturating_sub(2) as usize;
-                        let offset = super::layout::list_offset(self.sel, self.visible.len(), h);
+                        let offset =
+                            super::layout::list_offset(self.list.sel, self.list.visible.len(), h);
                         if let Some(l) = line(1).filter(|&l| l < h) {
-                            if offset + l < self.visible.len() {
+                            if offset + l < self.list.visible.len() {
                                 self.select(offset + l, &mut cmds);
                             }
                         }
@@ -410,14 +503,18 @@ impl App {
                         }
                     }
                     Pane::Heatmap => {
-                        if let Some(h) = self.heat.clone() {
+                        if let Some(h) = self.heatmap.heat.clone() {
                             let inner = ratatui::widgets::Block::bordered().inner(area);
-                            let v =
-                                super::layout::heat_view(self, &h, inner, self.heat_rows_per_line);
+                            let v = super::layout::heat_view(
+                                self,
+                                &h,
+                                inner,
+                                self.heatmap.rows_per_line,
+                            );
                             if let Some((i, j)) = v.cell_at(&h, ev.column, ev.row) {
                                 self.cursor_j = j.min(self.max_j());
                                 if let Some(i) = i {
-                                    self.cursor_i = i;
+                                    self.heatmap.cursor_i = i;
                                 }
                             }
                         }
@@ -431,15 +528,15 @@ impl App {
     }
 
     fn jump_intruder(&mut self, forward: bool, cmds: &mut Vec<Cmd>) {
-        let n = self.visible.len();
+        let n = self.list.visible.len();
         for step in 1..=n {
             let pos = if forward {
-                (self.sel + step) % n
+                (self.list.sel + step) % n
             } else {
-                (self.sel + n - step % n) % n
+                (self.list.sel + n - step % n) % n
             };
             if self
-                .intruders(self.visible[pos])
+                .intruders(self.list.visible[pos])
                 .is_some_and(|v| !v.is_empty())
             {
                 self.select(pos, cmds);
@@ -453,25 +550,26 @@ impl App {
         let mut cmds = Vec::new();
         self.message = None;
         if let Some(Popup::Input { prompt, text }) = &mut self.popup {
-            match key.code {
-                KeyCode::Enter => {
+            use super::keys::PromptAction;
+            let ctrl = key
+                .modifiers
+                .contains(ratatui::crossterm::event::KeyModifiers::CONTROL);
+            match (super::keys::prompt_action(key.code), key.code) {
+                (Some(PromptAction::Submit), _) => {
                     let (prompt, text) = (prompt.clone(), text.clone());
                     self.popup = None;
                     self.submit(prompt, &text, &mut cmds);
                 }
-                KeyCode::Esc => self.popup = None,
-                KeyCode::Backspace => {
+                (Some(PromptAction::Cancel), _) => self.popup = None,
+                (Some(PromptAction::Delete), _) => {
                     text.pop();
                 }
-                KeyCode::Char('c')
-                    if key
-                        .modifiers
-                        .contains(ratatui::crossterm::event::KeyModifiers::CONTROL) =>
-                {
+                // Ctrl-C quits from anywhere.
+                (None, KeyCode::Char('c')) if ctrl => {
                     self.quit = true;
                     cmds.push(Cmd::Quit);
                 }
-                KeyCode::Char(c) => text.push(c),
+                (None, KeyCode::Char(c)) if !ctrl => text.push(c),
                 _ => {}
             }
             return cmds;
@@ -493,22 +591,20 @@ impl App {
             let ctrl = key
                 .modifiers
                 .contains(ratatui::crossterm::event::KeyModifiers::CONTROL);
-            match action {
-                Some(Action::Down) => self.help_scroll += 1,
-                Some(Action::PageDown) => self.help_scroll += 10,
-                Some(Action::Up) => self.help_scroll = self.help_scroll.saturating_sub(1),
-                Some(Action::PageUp) => self.help_scroll = self.help_scroll.saturating_sub(10),
-                Some(Action::Quit | Action::Suspend) if ctrl => {}
+            let scroll = super::keys::HELP_SCROLL
+                .iter()
+                .find(|(a, _)| Some(*a) == action);
+            match (scroll, action) {
+                (Some((_, by)), _) => {
+                    self.help
+                        .scroll_by(*by, super::keys::BINDINGS.len(), self.size.height)
+                }
+                (None, Some(Action::Quit | Action::Suspend)) if ctrl => {}
                 _ => {
                     self.popup = None;
                     return cmds;
                 }
             }
-            // No further than the last line can be shown (the help's border takes two rows).
-            let most = super::keys::BINDINGS
-                .len()
-                .saturating_sub(self.size.height.saturating_sub(2) as usize);
-            self.help_scroll = self.help_scroll.min(most);
             if self.popup.is_some() && !ctrl {
                 return cmds;
             }
@@ -528,8 +624,8 @@ impl App {
                     self.zoom = false;
                 } else if self.tab == Tab::Overview {
                     self.tab = Tab::Main;
-                } else if self.filter.is_some() {
-                    self.filter = None;
+                } else if self.list.filter.is_some() {
+                    self.list.filter = None;
                     self.refresh_visible();
                 } else {
                     self.message = Some("q quits".into());
@@ -572,10 +668,11 @@ impl App {
             }
             Action::Help => {
                 self.popup = Some(Popup::Help);
-                self.help_scroll = 0;
+                self.help.scroll = 0;
             }
             Action::Filter => {
                 let text = self
+                    .list
                     .filter
                     .as_ref()
                     .map(|f| f.0.clone())
@@ -588,7 +685,7 @@ impl App {
             Action::NextIntruder => self.jump_intruder(true, &mut cmds),
             Action::PrevIntruder => self.jump_intruder(false, &mut cmds),
             Action::Sort => {
-                self.sort = if self.sort == SortBy::Name {
+                self.list.sort = if self.list.sort == SortBy::Name {
                     SortBy::Intruders
                 } else {
                     SortBy::Name
@@ -617,18 +714,18 @@ impl App {
                     text: format!("{}", self.rule.k()),
                 })
             }
-            Action::HeatSmaller => self.heat_k = (self.heat_k * 2 / 3).max(HEAT_MIN),
+            Action::HeatSmaller => self.heatmap.k = (self.heatmap.k * 2 / 3).max(HEAT_MIN),
             Action::HeatLarger => {
                 // No wider than the tuned vectors computed, so that `<` narrows at once.
                 let most = self.keep.clamp(HEAT_MIN, HEAT_MAX);
-                if self.heat_k >= most {
+                if self.heatmap.k >= most {
                     self.message = Some(if most == HEAT_MAX {
                         format!("the heatmap shows at most {HEAT_MAX} tuned vectors")
                     } else {
                         format!("all {most} tuned vectors computed are shown; a k above {most} (K) computes more")
                     });
                 }
-                self.heat_k = (self.heat_k * 3 / 2).min(most);
+                self.heatmap.k = (self.heatmap.k * 3 / 2).min(most);
             }
             Action::Flag => {
                 if let (Some(row), Some(r)) = (self.selected_row(), self.selected_report().cloned())
@@ -703,10 +800,10 @@ impl App {
         match prompt {
             Prompt::Filter => {
                 if text.is_empty() {
-                    self.filter = None;
+                    self.list.filter = None;
                 } else {
                     match Regex::new(text) {
-                        Ok(re) => self.filter = Some((text.to_string(), re)),
+                        Ok(re) => self.list.filter = Some((text.to_string(), re)),
                         Err(_) => self.message = Some(format!("not a valid regex: {text}")),
                     }
                 }
@@ -717,7 +814,7 @@ impl App {
                         cmds.push(Cmd::Focus(r));
                     }
                 }
-                if self.visible.is_empty() {
+                if self.list.visible.is_empty() {
                     self.message = Some("no matrix matches the filter".into());
                 }
             }
@@ -764,10 +861,10 @@ impl App {
         let Some(row) = self.rows.iter().position(|r| r.name == v.matrix) else {
             return;
         };
-        let Some(pos) = self.visible.iter().position(|&i| i == row) else {
+        let Some(pos) = self.list.visible.iter().position(|&i| i == row) else {
             return;
         };
-        self.sel = pos;
+        self.list.sel = pos;
         self.cursor_j = v.vector;
         self.focus = PANES
             .into_iter()
@@ -821,8 +918,8 @@ impl App {
         for r in &mut self.rows {
             r.status = Status::Queued;
         }
-        self.heat = None;
-        self.heat_error = None;
+        self.heatmap.heat = None;
+        self.heatmap.error = None;
         self.started = Instant::now();
         cmds.push(Cmd::Recompute {
             keep,
@@ -853,7 +950,7 @@ impl App {
             Ok(r) => Status::Done(r),
             Err(e) => Status::Failed(e),
         };
-        if self.sort == SortBy::Intruders {
+        if self.list.sort == SortBy::Intruders {
             self.refresh_visible();
         }
     }
@@ -871,57 +968,40 @@ impl App {
         let name = self.rows[row].name.clone();
         if r.has_whole_spectrum() {
             self.message = Some(format!("{name}: the whole spectrum is already shown"));
-        } else if self.spectra.contains_key(&row) {
-            self.show_full = !self.show_full;
+        } else if self.spectrum.full.contains_key(&row) {
+            self.spectrum.show_full = !self.spectrum.show_full;
         } else {
-            match self.spectra_pending.entry(row) {
+            match self.spectrum.pending.entry(row) {
                 Entry::Occupied(_) => {
                     self.message = Some(format!("{name}: still computing the whole spectrum"))
                 }
                 Entry::Vacant(v) => {
                     v.insert(Instant::now());
-                    self.show_full = true;
+                    self.spectrum.show_full = true;
                     cmds.push(Cmd::FullSpectrum(row));
                 }
             }
         }
     }
 
-    /// The whole spectrum to draw for `row`, if computed and wanted.
-    pub fn full_spectrum(&self, row: usize) -> Option<&[f64]> {
-        self.spectra
-            .get(&row)
-            .filter(|_| self.show_full)
-            .map(|v| v.as_slice())
-    }
-
     pub fn on_spectrum(&mut self, row: usize, result: Result<Vec<f64>, String>) {
-        self.spectra_pending.remove(&row);
+        self.spectrum.pending.remove(&row);
         let name = &self.rows[row].name;
         match result {
             Ok(s) => {
                 self.message = Some(format!("{name}: {} singular values", s.len()));
-                self.spectra.insert(row, s);
+                self.spectrum.full.insert(row, s);
             }
             Err(e) => self.message = Some(format!("{name}: whole spectrum failed: {e}")),
         }
     }
 
     pub fn on_heat_error(&mut self, row: usize, error: String) {
-        self.heat_error = Some((row, error));
+        self.heatmap.error = Some((row, error));
     }
 
     pub fn on_heat(&mut self, heat: Heat) {
-        if self
-            .heat_error
-            .as_ref()
-            .is_some_and(|(r, _)| *r == heat.row)
-        {
-            self.heat_error = None;
-        }
-        if self.selected_row() == Some(heat.row) {
-            self.cursor_i = self.cursor_i.min(heat.rows.saturating_sub(1));
-            self.heat = Some(heat);
-        }
+        let selected = self.selected_row();
+        self.heatmap.on_heat(heat, selected);
     }
 }

@@ -114,6 +114,46 @@ pub const EXPORT_KEYS: &[(char, crate::report::ReportFormat, &str)] = &[
     ('c', crate::report::ReportFormat::Csv, "CSV"),
 ];
 
+/// What a key does while a prompt (filter, ε, k) is open; other characters are typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptAction {
+    Submit,
+    Cancel,
+    Delete,
+}
+
+/// The prompt's keys: one table for what they do and what the prompt's title says.
+pub const PROMPT_KEYS: &[(KeyCode, PromptAction, &str)] = &[
+    (Enter, PromptAction::Submit, "apply"),
+    (Esc, PromptAction::Cancel, "cancel"),
+    (Backspace, PromptAction::Delete, "delete"),
+];
+
+pub fn prompt_action(code: KeyCode) -> Option<PromptAction> {
+    PROMPT_KEYS
+        .iter()
+        .find(|(c, ..)| *c == code)
+        .map(|(_, a, _)| *a)
+}
+
+/// The prompt title's hint: "⏎ apply  Esc cancel".
+pub fn prompt_hint() -> String {
+    PROMPT_KEYS
+        .iter()
+        .filter(|(_, a, _)| *a != PromptAction::Delete)
+        .map(|(c, _, word)| format!("{} {word}", key_name(*c, NONE)))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+/// While the help is open these actions scroll it by so many lines; any other key closes it.
+pub const HELP_SCROLL: &[(Action, isize)] = &[
+    (Action::Down, 1),
+    (Action::Up, -1),
+    (Action::PageDown, 10),
+    (Action::PageUp, -10),
+];
+
 /// The first key bound to an action, as written.
 fn first_key(action: Action) -> String {
     BINDINGS

@@ -161,13 +161,13 @@ impl HeatView {
 pub fn heat_view(app: &App, h: &Heat, inner: Rect, per: usize) -> HeatView {
     let [map, legend] = Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(inner);
     let (i, j) = (
-        app.cursor_i.min(h.rows.saturating_sub(1)),
+        app.heatmap.cursor_i.min(h.rows.saturating_sub(1)),
         app.cursor_j.min(h.cols.saturating_sub(1)),
     );
     let cols = if app.zoom && app.focus == Pane::Heatmap {
         h.cols
     } else {
-        app.heat_k.min(h.cols)
+        app.heatmap.k.min(h.cols)
     };
     let width = map.width as usize;
     let col0 = if j >= width { j + 1 - width } else { 0 }.min(cols.saturating_sub(width.min(cols)));
@@ -194,7 +194,7 @@ pub fn page_rows(app: &App, pane: Pane) -> usize {
     let n = match pane {
         Pane::Layers | Pane::Spectrum => inner(a.layers, 2),
         Pane::Details => inner(a.details, 3),
-        Pane::Heatmap => inner(a.heatmap, 4) * app.heat_rows_per_line as u16,
+        Pane::Heatmap => inner(a.heatmap, 4) * app.heatmap.rows_per_line as u16,
     };
     (n as usize).max(1)
 }

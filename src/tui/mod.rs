@@ -110,7 +110,7 @@ pub fn handle(app: &mut App, ev: Event, cmds: &mut Vec<Cmd>) -> bool {
         }
         // Ticks only refresh elapsed times and the ETA while work is under way.
         Event::Tick => {
-            !app.spectra_pending.is_empty()
+            !app.spectrum.pending.is_empty()
                 || app
                     .rows
                     .iter()
@@ -193,7 +193,7 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
             return Err(Error::Usage(format!("cannot start the terminal UI: {e}")));
         }
     };
-    app.heat_rows_per_line = ui::heatmap::HeatmapView::rows_per_line(&theme);
+    app.heatmap.rows_per_line = ui::heatmap::HeatmapView::rows_per_line(&theme);
     if let Ok(s) = terminal.size() {
         app.size = ratatui::layout::Rect::new(0, 0, s.width, s.height);
     }
@@ -466,11 +466,17 @@ pub fn export_job(
     let engine = engine.clone();
     let scan = app.as_scan();
     let user = app.user.clone();
-    let (rule, total) = (app.rule, app.rows.len());
+    let (rule, total, keep) = (app.rule, app.rows.len(), app.keep);
     let job = move || {
         let select = |name: &str, _: usize| names.iter().any(|n| n == name);
         let results = crate::report::Results::new(&engine, &scan, &user, &rule, total);
-        let r = crate::report::build(&engine, results, &select, &crate::report::now_rfc3339());
+        let r = crate::report::build(
+            &engine,
+            results,
+            &select,
+            &crate::report::now_rfc3339(),
+            keep,
+        );
         crate::report::write_new(
             &dir,
             "lorascope-report",

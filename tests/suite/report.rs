@@ -26,7 +26,7 @@ fn build(e: &Engine, s: &Scan, user: &UserState, select: Option<&str>) -> report
     let re = select.map(|s| regex::Regex::new(s).unwrap());
     let pick = |n: &str, i: usize| wants_section(n, i, user, re.as_ref());
     let results = report::Results::new(e, s, user, &Rule::default(), e.matrices().len());
-    report::build(e, results, &pick, TIME)
+    report::build(e, results, &pick, TIME, e.keep())
 }
 
 /// JSON with every number rounded to 1e-6, so a golden file holds across machines (the output
@@ -318,4 +318,27 @@ fn sections_show_the_delta_rank_a_scan_skipped_as_too_costly() {
         md.contains(&format!("effective rank of ΔW = {rank:.2}")),
         "{md}"
     );
+}
+
+#[test]
+fn a_report_draws_heatmaps_from_as_many_vectors_as_the_analysis_kept() {
+    let d = tempfile::tempdir().unwrap();
+    let p = lorascope::demo::ensure(d.path()).unwrap();
+    let inputs = Inputs::open(&p.base, &p.lora, &Selection::default()).unwrap();
+    // --keep 12; the explorer raised it to 40 (K), so an export is made with 40.
+    let opts = Options {
+        keep: 12,
+        ..Options::default()
+    };
+    let e = Engine::new(inputs, Cache::disabled(), opts);
+    let s = e.scan(2, &|_, _, _| {});
+    let pick = |n: &str, _: usize| n == "model.layers.3.self_attn.q_proj.weight";
+    let heat_of = |keep| {
+        let results = report::Results::new(&e, &s, &UserState::default(), &Rule::default(), 24);
+        let r = report::build(&e, results, &pick, TIME, keep);
+        let h = r.sections[0].heat.clone().unwrap();
+        (h.rows, h.cols)
+    };
+    assert_eq!(heat_of(12), (12, 12));
+    assert_eq!(heat_of(40), (30, 30), "report::HEAT_K");
 }

@@ -76,13 +76,13 @@ fn navigation_filter_and_jumps() {
     let d = tempfile::tempdir().unwrap();
     let e = demo_engine(d.path());
     let mut app = analysed(&e);
-    assert_eq!(app.visible.len(), 24);
+    assert_eq!(app.list.visible.len(), 24);
     assert_eq!(press(&mut app, "j"), [Cmd::Focus(1)]);
     assert_eq!(code(&mut app, KeyCode::Down), [Cmd::Focus(2)]);
     press(&mut app, "G");
-    assert_eq!(app.sel, 23);
+    assert_eq!(app.list.sel, 23);
     press(&mut app, "g");
-    assert_eq!(app.sel, 0);
+    assert_eq!(app.list.sel, 0);
     // n: the first matrix with intruders is the first of block 2.
     assert_eq!(press(&mut app, "n"), [Cmd::Focus(12)]);
     assert!(app.rows[12].name.starts_with("model.layers.2."));
@@ -91,13 +91,14 @@ fn navigation_filter_and_jumps() {
     // Filter with a regex; Esc clears it and keeps the selection.
     press(&mut app, "/q_proj");
     code(&mut app, KeyCode::Enter);
-    assert_eq!(app.visible.len(), 4);
+    assert_eq!(app.list.visible.len(), 4);
     assert!(app
+        .list
         .visible
         .iter()
         .all(|&i| app.rows[i].name.contains("q_proj")));
     code(&mut app, KeyCode::Esc);
-    assert_eq!(app.visible.len(), 24);
+    assert_eq!(app.list.visible.len(), 24);
     press(&mut app, "/[");
     code(&mut app, KeyCode::Enter);
     assert!(app
@@ -111,8 +112,9 @@ fn navigation_filter_and_jumps() {
     code(&mut app, KeyCode::BackTab);
     assert_eq!(app.focus, Pane::Layers);
     press(&mut app, "s");
-    let first = app.visible[0];
+    let first = app.list.visible[0];
     let counts: Vec<usize> = app
+        .list
         .visible
         .iter()
         .map(|&i| app.intruders(i).unwrap().len())
@@ -167,9 +169,9 @@ fn epsilon_and_k_change_live_from_stored_cj() {
     press(&mut app, "/q_proj");
     code(&mut app, KeyCode::Enter);
     code(&mut app, KeyCode::Esc);
-    assert!(!app.zoom && app.filter.is_some());
+    assert!(!app.zoom && app.list.filter.is_some());
     code(&mut app, KeyCode::Esc);
-    assert!(app.filter.is_none());
+    assert!(app.list.filter.is_none());
     assert!(code(&mut app, KeyCode::Esc).is_empty());
     assert!(!app.quit);
     assert_eq!(app.message.as_deref(), Some("q quits"));
@@ -214,24 +216,24 @@ fn pages_move_by_the_rows_shown_and_the_mouse_selects_what_it_clicks() {
         list.height as usize - 2
     );
     code(&mut app, KeyCode::PageDown);
-    assert_eq!(app.sel, 20);
+    assert_eq!(app.list.sel, 20);
     code(&mut app, KeyCode::PageUp);
-    assert_eq!(app.sel, 0);
+    assert_eq!(app.list.sel, 0);
     code(&mut app, KeyCode::End);
-    assert_eq!(app.sel, 23);
+    assert_eq!(app.list.sel, 23);
     code(&mut app, KeyCode::Home);
-    assert_eq!(app.sel, 0);
+    assert_eq!(app.list.sel, 0);
 
     // A click on the list's fifth row selects the fifth matrix.
     assert_eq!(click(&mut app, list.x + 5, list.y + 1 + 4), [Cmd::Focus(4)]);
-    assert_eq!(app.sel, 4);
+    assert_eq!(app.list.sel, 4);
     // The wheel over the list scrolls it by 3.
     assert_eq!(
         wheel(&mut app, list.x + 5, list.y + 3, true),
         [Cmd::Focus(7)]
     );
     wheel(&mut app, list.x + 5, list.y + 3, false);
-    assert_eq!(app.sel, 4);
+    assert_eq!(app.list.sel, 4);
 
     // A click on the table's fourth vector row moves the cursor to j = 3 and focuses it.
     press(&mut app, "n");
@@ -245,15 +247,15 @@ fn pages_move_by_the_rows_shown_and_the_mouse_selects_what_it_clicks() {
     let heat = areas.heatmap.unwrap();
     click(&mut app, heat.x + 1 + 5, heat.y + 1 + 1 + 2);
     assert_eq!(app.focus, Pane::Heatmap);
-    assert_eq!((app.cursor_j, app.cursor_i), (5, 4));
+    assert_eq!((app.cursor_j, app.heatmap.cursor_i), (5, 4));
     // The marker line picks the column only.
     click(&mut app, heat.x + 1 + 1, heat.y + 1);
-    assert_eq!((app.cursor_j, app.cursor_i), (1, 4));
+    assert_eq!((app.cursor_j, app.heatmap.cursor_i), (1, 4));
     // PgDn in the heatmap moves the base cursor by the rows it shows.
     let rows = layout::page_rows(&app, Pane::Heatmap);
     assert_eq!(rows, (heat.height as usize - 4) * 2);
     code(&mut app, KeyCode::PageDown);
-    assert_eq!(app.cursor_i, 4 + rows);
+    assert_eq!(app.heatmap.cursor_i, 4 + rows);
     // m hands the mouse to the terminal and back.
     let before = app.mouse;
     assert_eq!(press(&mut app, "m"), [Cmd::SetMouse(!before)]);
@@ -347,7 +349,7 @@ fn reopening_a_pair_returns_to_the_matrix_vector_pane_and_zoom() {
     };
     let mut fresh = build_app(&e, Rule::default(), UserState::default());
     fresh.restore_view(&gone);
-    assert_eq!((fresh.sel, fresh.cursor_j, fresh.zoom), (0, 0, false));
+    assert_eq!((fresh.list.sel, fresh.cursor_j, fresh.zoom), (0, 0, false));
 }
 
 fn screen(app: &App, theme: Theme, w: u16, h: u16) -> String {
@@ -476,9 +478,9 @@ fn every_popup_fits_whole_at_80x24_and_at_the_smallest_size() {
         let most = lorascope::tui::keys::BINDINGS
             .len()
             .saturating_sub(h as usize - 2);
-        assert_eq!(app.help_scroll, most, "{w}×{h}");
+        assert_eq!(app.help.scroll, most, "{w}×{h}");
         press(&mut app, "k");
-        assert_eq!(app.help_scroll, most.saturating_sub(1), "{w}×{h}");
+        assert_eq!(app.help.scroll, most.saturating_sub(1), "{w}×{h}");
         for b in lorascope::tui::keys::BINDINGS {
             assert!(
                 seen.contains(b.help),
@@ -488,7 +490,10 @@ fn every_popup_fits_whole_at_80x24_and_at_the_smallest_size() {
         }
         press(&mut app, "x");
         press(&mut app, "e");
-        assert!(screen(&app, theme, w, h).contains("ε in (0, 1] · Enter Esc"));
+        // The prompt's title names its keys, from the prompt's key table.
+        assert_eq!(lorascope::tui::keys::prompt_hint(), "⏎ apply  Esc cancel");
+        let s = screen(&app, theme, w, h);
+        assert!(s.contains("ε in (0, 1] · ⏎ apply  Esc cancel"), "{s}");
         code(&mut app, KeyCode::Esc);
     }
 }
@@ -551,8 +556,8 @@ fn the_whole_spectrum_is_computed_on_request_and_toggles() {
 
     let all = e.full_spectrum(e.matrices()[row]).unwrap();
     app.on_spectrum(row, Ok(all.clone()));
-    assert!(app.spectra_pending.is_empty());
-    assert_eq!(app.full_spectrum(row), Some(all.as_slice()));
+    assert!(app.spectrum.pending.is_empty());
+    assert_eq!(app.spectrum.shown(Some(row)), Some(all.as_slice()));
     let big = screen(&app, theme, 160, 48);
     assert!(big.contains("· all σ "), "{big}");
     assert!(big.contains(&format!("{} values", m.min(n))), "{big}");
@@ -675,7 +680,7 @@ fn a_heatmap_that_cannot_be_made_says_why() {
     assert!(!screen(&app, theme, 160, 48).contains("heatmap failed"));
     press(&mut app, "k");
     give_heat(&e, &mut app);
-    assert!(app.heat_error.is_none());
+    assert!(app.heatmap.error.is_none());
     assert!(!screen(&app, theme, 160, 48).contains("heatmap failed"));
 }
 
@@ -685,14 +690,14 @@ fn the_heatmap_widens_up_to_the_vectors_computed_and_says_how_to_get_more() {
     let e = demo_engine(d.path()); // keep 32
     let mut app = analysed(&e);
     // It starts with every vector computed.
-    assert_eq!(app.heat_k, 32);
+    assert_eq!(app.heatmap.k, 32);
     press(&mut app, "<");
-    assert_eq!(app.heat_k, 21);
+    assert_eq!(app.heatmap.k, 21);
     press(&mut app, ">");
-    assert_eq!(app.heat_k, 31);
+    assert_eq!(app.heatmap.k, 31);
     assert!(app.message.is_none());
     press(&mut app, ">>");
-    assert_eq!(app.heat_k, 32);
+    assert_eq!(app.heatmap.k, 32);
     assert!(app
         .message
         .as_deref()
@@ -700,7 +705,7 @@ fn the_heatmap_widens_up_to_the_vectors_computed_and_says_how_to_get_more() {
         .contains("a k above 32 (K) computes more"));
     // Narrowing starts from what is shown.
     press(&mut app, "<");
-    assert_eq!(app.heat_k, 21);
+    assert_eq!(app.heatmap.k, 21);
 }
 
 #[test]

@@ -99,20 +99,14 @@ impl Widget for HeatmapView<'_> {
 
 pub(super) fn render_heatmap(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
     let focused = app.focus == Pane::Heatmap;
-    let heat = app
-        .heat
-        .as_ref()
-        .filter(|h| Some(h.row) == app.selected_row());
+    let heat = app.heatmap.of(app.selected_row());
     let (Some(h), Some(r)) = (heat, app.selected_report()) else {
         let b = block(" |cos| base (y) × tuned (x) ", focused, theme);
         let inner = b.inner(area);
         f.render_widget(b, area);
-        let failed = app
-            .heat_error
-            .as_ref()
-            .filter(|(row, _)| Some(*row) == app.selected_row());
+        let failed = app.heatmap.error_of(app.selected_row());
         let (t, style) = match (failed, app.selected_report()) {
-            (Some((_, e)), Some(_)) => (format!("heatmap failed: {e}"), theme.intruder()),
+            (Some(e), Some(_)) => (format!("heatmap failed: {e}"), theme.intruder()),
             (None, Some(_)) => ("loading…".to_string(), theme.dim()),
             _ => (status_text(app), theme.dim()),
         };
@@ -122,7 +116,10 @@ pub(super) fn render_heatmap(app: &App, theme: &Theme, f: &mut Frame, area: Rect
         );
         return;
     };
-    let (i, j) = (app.cursor_i.min(h.rows - 1), app.cursor_j.min(h.cols - 1));
+    let (i, j) = (
+        app.heatmap.cursor_i.min(h.rows - 1),
+        app.cursor_j.min(h.cols - 1),
+    );
     let title = if area.width >= 36 {
         format!(" |cos| base {i} × tuned {j} = {:.3} ", h.at(i, j))
     } else {

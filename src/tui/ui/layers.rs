@@ -5,12 +5,13 @@ use super::*;
 pub(super) fn render_layers(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
     let title = format!(
         " matrices {}{}{} ",
-        app.visible.len(),
-        app.filter
+        app.list.visible.len(),
+        app.list
+            .filter
             .as_ref()
             .map(|(t, _)| format!(" /{t}"))
             .unwrap_or_default(),
-        if app.sort == SortBy::Intruders {
+        if app.list.sort == SortBy::Intruders {
             " by count"
         } else {
             ""
@@ -19,6 +20,7 @@ pub(super) fn render_layers(app: &App, theme: &Theme, f: &mut Frame, area: Rect)
     let b = block(title, app.focus == Pane::Layers, theme);
     let inner_h = area.height.saturating_sub(2) as usize;
     let rows: Vec<Row> = app
+        .list
         .visible
         .iter()
         .map(|&i| {
@@ -59,10 +61,10 @@ pub(super) fn render_layers(app: &App, theme: &Theme, f: &mut Frame, area: Rect)
             ])
         })
         .collect();
-    let offset = layout::list_offset(app.sel, app.visible.len(), inner_h);
+    let offset = layout::list_offset(app.list.sel, app.list.visible.len(), inner_h);
     let mut state = TableState::default()
         .with_offset(offset)
-        .with_selected(Some(app.sel));
+        .with_selected(Some(app.list.sel));
     // Narrow panes drop the shape column (the spectrum pane shows it).
     let shape_w = if area.width >= 50 { 9 } else { 0 };
     let table = Table::new(

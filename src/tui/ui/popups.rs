@@ -25,7 +25,7 @@ pub(super) fn render_help(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
     } else {
         area.height.saturating_sub(2) as usize
     };
-    let first = app.help_scroll.min(per_col - visible.min(per_col));
+    let first = app.help.scroll.min(per_col - visible.min(per_col));
     let cell = |i: usize| -> Vec<Cell> {
         match BINDINGS.get(i) {
             Some(b) => vec![
@@ -92,7 +92,7 @@ pub(super) fn render_input(prompt: &Prompt, text: &str, theme: &Theme, f: &mut F
     f.render_widget(
         Paragraph::new(format!("{shown}▏")).block(
             Block::bordered()
-                .title(format!(" {label} · Enter Esc "))
+                .title(format!(" {label} · {} ", crate::tui::keys::prompt_hint()))
                 .border_style(theme.focus_border()),
         ),
         r,

@@ -3,10 +3,7 @@
 use super::*;
 
 pub(super) fn render_profile(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
-    let heat = app
-        .heat
-        .as_ref()
-        .filter(|h| Some(h.row) == app.selected_row());
+    let heat = app.heatmap.of(app.selected_row());
     let Some(h) = heat else {
         f.render_widget(block(" profile ", false, theme), area);
         return;

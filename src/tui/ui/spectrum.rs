@@ -36,7 +36,7 @@ pub(super) fn spectrum_bins(
 }
 
 pub(super) fn render_spectrum(app: &App, theme: &Theme, f: &mut Frame, area: Rect) {
-    let whole = app.selected_row().and_then(|r| app.full_spectrum(r));
+    let whole = app.spectrum.shown(app.selected_row());
     let title = app
         .selected_row()
         .map(|r| {
@@ -44,7 +44,7 @@ pub(super) fn render_spectrum(app: &App, theme: &Theme, f: &mut Frame, area: Rec
             let name = row.name.strip_suffix(".weight").unwrap_or(&row.name);
             let what = if whole.is_some() {
                 " · all σ".to_string()
-            } else if let Some(t) = app.spectra_pending.get(&r) {
+            } else if let Some(t) = app.spectrum.pending.get(&r) {
                 format!(" · all σ… {}s", t.elapsed().as_secs())
             } else {
                 String::new()
