@@ -5,22 +5,160 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use tempfile::NamedTempFile;
+use tempfile::{NamedTempFile, TempDir};
 
-/// The prefix of lorascope's temporary files (a killed write may leave one behind).
+/// The prefix of lorascope's temporary files and folders (a killed write may leave one behind).
 pub const TEMP_PREFIX: &str = ".lorascope-";
+
+/// This machine's name, as temporaries carry it.
+fn host() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that many bytes.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let n = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let name = if ok {
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    } else {
+        String::new()
+    };
+    // A name part must not hold the separator or a path's.
+    name.replace(['-', '/'], "_")
+}
+
+/// `.lorascope-<host>-<pid>-`: a later run can tell a killed run's leftovers (its process gone
+/// from this host) from a live run's, even in a folder shared between machines.
+fn temp_prefix() -> String {
+    format!("{TEMP_PREFIX}{}-{}-", host(), std::process::id())
+}
 
 /// A temporary file in `dir` that ends up with the permissions of any new file (0666 less the
 /// umask), not tempfile's private 0600: reports and models are meant to be shared.
 pub fn temp_in(dir: &Path) -> std::io::Result<NamedTempFile> {
+    let prefix = temp_prefix();
     let mut b = tempfile::Builder::new();
-    b.prefix(TEMP_PREFIX);
+    b.prefix(&prefix);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         b.permissions(std::fs::Permissions::from_mode(0o666));
     }
     b.tempfile_in(dir)
+}
+
+/// A temporary folder in `dir`, to fill and then [`commit_dir`]; removed if dropped.
+pub fn temp_dir_in(dir: &Path) -> std::io::Result<TempDir> {
+    let prefix = temp_prefix();
+    let mut b = tempfile::Builder::new();
+    b.prefix(&prefix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o777));
+    }
+    b.tempdir_in(dir)
+}
+
+/// Writes a whole file inside a temporary folder, synced (the folder's rename publishes it).
+pub fn write_synced(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+/// Renames a complete temporary folder to `path`. An existing `path` (the caller decided it may
+/// go) is swapped with it in one step where the system can (Linux), else moved aside first;
+/// the old one is removed once the new one is in place. Killed at any point, `path` holds the
+/// old or the new folder, and what is left over carries lorascope's temporary name.
+pub fn commit_dir(tmp: TempDir, path: &Path) -> std::io::Result<()> {
+    let parent = folder_of(path);
+    let tmp = tmp.keep();
+    let result = if std::fs::symlink_metadata(path).is_ok() {
+        replace_dir(&tmp, path)
+    } else {
+        std::fs::rename(&tmp, path)
+    };
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result?;
+    std::fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .or(Ok(()))
+}
+
+/// Puts folder `new` at `path`, where something is; afterwards `new` holds the old content
+/// (or nothing) and is removed.
+fn replace_dir(new: &Path, path: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+        let (a, b) = (c(new)?, c(path)?);
+        // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them as given.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if r == 0 {
+            return std::fs::remove_dir_all(new).or_else(|_| std::fs::remove_file(new));
+        }
+    }
+    // No exchange: the old one goes aside (under a temporary name), the new one in.
+    let aside = new.with_extension("old");
+    std::fs::rename(path, &aside)?;
+    if let Err(e) = std::fs::rename(new, path) {
+        let _ = std::fs::rename(&aside, path);
+        return Err(e);
+    }
+    std::fs::remove_dir_all(&aside).or_else(|_| std::fs::remove_file(&aside))
+}
+
+/// Removes the temporaries lorascope runs on this host left in `dir` when killed (their
+/// process is gone), and returns them. Others' — live runs, other hosts — are left alone.
+pub fn clean_stale(dir: &Path) -> Vec<PathBuf> {
+    let ours = format!("{TEMP_PREFIX}{}-", host());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&ours)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if alive(pid) {
+            continue;
+        }
+        let p = e.path();
+        let gone = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        if gone.is_ok() {
+            removed.push(p);
+        }
+    }
+    removed
+}
+
+fn alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return true;
+    }
+    // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// The folder a path's file goes in (`.` for a bare name).
@@ -193,5 +331,46 @@ mod tests {
             assert!(write_output(Path::new("/dev/full"), b"x").is_err());
         }
         assert!(write_output(d.path(), b"x").is_err(), "a folder");
+    }
+
+    #[test]
+    fn a_folder_replaces_another_whole_and_stale_temporaries_are_told_from_live_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("model");
+        let fill = |text: &str| {
+            let t = temp_dir_in(d.path()).unwrap();
+            write_synced(&t.path().join("a.txt"), text.as_bytes()).unwrap();
+            t
+        };
+        commit_dir(fill("one"), &out).unwrap();
+        commit_dir(fill("two"), &out).unwrap();
+        assert_eq!(std::fs::read_to_string(out.join("a.txt")).unwrap(), "two");
+        let names = || -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(d.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(), ["model"], "nothing left over");
+        // A killed run's temporary (its process gone), a live one's, another host's.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let h = host();
+        let killed = d.path().join(format!("{TEMP_PREFIX}{h}-{dead}-x1"));
+        let live = d
+            .path()
+            .join(format!("{TEMP_PREFIX}{h}-{}-x2", std::process::id()));
+        let other = d
+            .path()
+            .join(format!("{TEMP_PREFIX}elsewhere_{h}-{dead}-x3"));
+        std::fs::create_dir(&killed).unwrap();
+        std::fs::write(killed.join("model.safetensors"), "partial").unwrap();
+        std::fs::write(&live, "").unwrap();
+        std::fs::write(&other, "").unwrap();
+        assert_eq!(clean_stale(d.path()), std::slice::from_ref(&killed));
+        assert!(!killed.exists() && live.exists() && other.exists());
     }
 }

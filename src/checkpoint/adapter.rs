@@ -37,6 +37,8 @@ pub struct LoraModule {
     pub a: String,
     pub b: String,
     pub magnitude: Option<String>,
+    /// `lora_B.bias` (PEFT's `lora_bias=True`): the layer's bias gains s·this.
+    pub bias: Option<String>,
     pub embedding: bool,
     pub r: usize,
     pub alpha: f64,
@@ -180,7 +182,10 @@ struct Parts {
     a: Option<String>,
     b: Option<String>,
     magnitude: Option<String>,
+    bias: Option<String>,
     embedding: bool,
+    /// Has a `lora_A`/`lora_B` (a linear layer's factors), as opposed to embedding ones.
+    linear: bool,
 }
 
 impl Adapter {
@@ -235,17 +240,28 @@ impl Adapter {
                 .or_else(|| short.strip_suffix(".lora_magnitude_vector.weight"))
             {
                 (m, "M")
-            } else if short.ends_with(".lora_B.bias") {
-                // lora_bias changes a bias vector, never a weight matrix.
-                continue;
+            } else if let Some(m) = short.strip_suffix(".lora_B.bias") {
+                (m, "bias")
             } else {
-                full.insert(short.to_string(), name.clone());
+                // bias="all" / "lora_only" store a trained bias as `X.base_layer.bias`: it
+                // replaces the layer's `X.bias`.
+                let short = match short.rsplit_once(".base_layer.") {
+                    Some((module, rest)) => format!("{module}.{rest}"),
+                    None => short.to_string(),
+                };
+                full.insert(short, name.clone());
                 continue;
             };
             let p = parts.entry(module.to_string()).or_default();
             match kind {
-                "A" => p.a = Some(name.clone()),
-                "B" => p.b = Some(name.clone()),
+                "A" => {
+                    p.a = Some(name.clone());
+                    p.linear = true
+                }
+                "B" => {
+                    p.b = Some(name.clone());
+                    p.linear = true
+                }
                 "EA" => {
                     p.a = Some(name.clone());
                     p.embedding = true
@@ -254,12 +270,22 @@ impl Adapter {
                     p.b = Some(name.clone());
                     p.embedding = true
                 }
+                "bias" => p.bias = Some(name.clone()),
                 _ => p.magnitude = Some(name.clone()),
             }
         }
 
         let mut modules = BTreeMap::new();
         for (module, p) in parts {
+            if p.linear && p.embedding {
+                return Err(Error::file(
+                    &weights,
+                    format!(
+                        "module `{module}` mixes lora_A/lora_B with lora_embedding_A/B: one \
+                         module is a linear layer or an embedding, not both"
+                    ),
+                ));
+            }
             let (Some(a), Some(b)) = (p.a, p.b) else {
                 return Err(Error::file(
                     &weights,
@@ -324,6 +350,7 @@ impl Adapter {
                     a,
                     b,
                     magnitude: p.magnitude,
+                    bias: p.bias,
                     embedding: p.embedding,
                     r,
                     alpha,

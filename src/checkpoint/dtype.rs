@@ -32,6 +32,22 @@ pub fn name(dtype: Dtype) -> String {
     }
 }
 
+/// The largest finite magnitude a float dtype holds (beyond it, encoding gives Inf).
+pub fn max_finite(dtype: Dtype) -> f64 {
+    match dtype {
+        Dtype::F16 => f16::MAX.to_f64(),
+        Dtype::BF16 => half::bf16::MAX.to_f64(),
+        Dtype::F32 => f32::MAX as f64,
+        _ => f64::MAX,
+    }
+}
+
+/// `bytes` (`dtype`) as f64 values, whatever their alignment.
+pub fn decode_f64(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f64>, String> {
+    let n = bytes.len() / dtype_size(dtype).max(1);
+    decode_reusing(dtype, bytes, Vec::new(), n)
+}
+
 pub fn dtype_size(dtype: Dtype) -> usize {
     dtype.bitsize() / 8
 }

@@ -64,6 +64,8 @@ pub enum TunedSource {
     Lora { module: String },
     /// A full tensor stored in the adapter (modules_to_save).
     Replaced { name: String },
+    /// A layer's bias plus s·`lora_B.bias` of this adapter module (`lora_bias=True`).
+    LoraBias { module: String },
     /// The adapter leaves this tensor as in the base.
     Unchanged,
 }
@@ -200,13 +202,53 @@ impl Inputs {
                     }
                     if let Some(mag) = &m.magnitude {
                         let ms = &a.file.tensors[mag].shape;
-                        if m.embedding || ms.iter().product::<usize>() != out {
+                        if m.embedding {
+                            return Err(Error::tensor(
+                                apath,
+                                mag,
+                                "DoRA on an embedding layer is not supported".to_string(),
+                            ));
+                        }
+                        if ms.iter().product::<usize>() != out {
                             return Err(Error::tensor(
                                 apath,
                                 mag,
                                 format!("DoRA magnitude of shape {ms:?} does not fit a {out}-row update"),
                             ));
                         }
+                    }
+                    if let Some(bias) = &m.bias {
+                        // PEFT merges bias += s·lora_B.bias, and refuses a layer without one.
+                        let target = format!("{}.bias", m.module);
+                        let Some(bb) = find(&target, apath)? else {
+                            return Err(Error::tensor(
+                                apath,
+                                bias,
+                                format!(
+                                    "changes the bias of `{}`, which the base {} does not have",
+                                    m.module,
+                                    base.path.display()
+                                ),
+                            ));
+                        };
+                        let (bshape, lshape) =
+                            (&base.tensors[&bb].info.shape, &a.file.tensors[bias].shape);
+                        if bshape != lshape || bshape[..] != [out] {
+                            return Err(Error::tensor(
+                                apath,
+                                bias,
+                                format!("of shape {lshape:?} does not fit base bias `{bb}` of shape {bshape:?} ({out} outputs)"),
+                            ));
+                        }
+                        matched.insert(
+                            bb,
+                            (
+                                TunedSource::LoraBias {
+                                    module: m.module.clone(),
+                                },
+                                false,
+                            ),
+                        );
                     }
                     let conv1d = a.config.fan_in_fan_out && !m.embedding;
                     matched.insert(
@@ -388,6 +430,16 @@ impl Inputs {
                         .0,
                 )
             }
+            (TunedSource::LoraBias { module }, Tuned::Adapter(a)) => {
+                let m = &a.modules[module];
+                let kb = KeyBuilder::new().str("lora-bias").u128(base);
+                Some(
+                    tensor(kb, &a.file, m.bias.as_ref()?)?
+                        .f64(m.scaling)
+                        .finish()
+                        .0,
+                )
+            }
             _ => unreachable!("pairing produces sources of the tuned kind"),
         })();
         Ok(key)
@@ -405,6 +457,21 @@ impl Inputs {
             return Ok(self.base.matrix::<T>(&p.name)?.transpose());
         }
         self.base.matrix_into(&p.name, buf)
+    }
+
+    /// A tuned bias changed by `lora_B.bias`: the base's plus s·`lora_B.bias`, as PEFT merges it.
+    pub fn tuned_bias(&self, p: &TensorPair) -> Result<Vec<f64>> {
+        let (Some(TunedSource::LoraBias { module }), Tuned::Adapter(a)) = (&p.tuned, &self.tuned)
+        else {
+            return Err(Error::Internal(format!("`{}` is not a LoRA bias", p.name)));
+        };
+        let m = &a.modules[module];
+        let delta: Vec<f64> = a.file.decode(m.bias.as_deref().unwrap_or_default())?;
+        let mut b: Vec<f64> = self.base.decode(&p.name)?;
+        b.iter_mut()
+            .zip(&delta)
+            .for_each(|(x, d)| *x += m.scaling * d);
+        Ok(b)
     }
 
     /// The tuned matrix, (out, in), reconstructed for adapters exactly as PEFT merges it.

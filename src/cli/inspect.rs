@@ -70,6 +70,7 @@ pub fn run(a: InspectArgs) -> Result<ExitCode, Error> {
                     Some(TunedSource::Tensor { .. }) => "paired",
                     Some(TunedSource::Lora { .. }) => "lora",
                     Some(TunedSource::Replaced { .. }) => "replaced",
+                    Some(TunedSource::LoraBias { .. }) => "lora bias",
                     Some(TunedSource::Unchanged) => "unchanged",
                 };
                 outln!(

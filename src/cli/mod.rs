@@ -247,9 +247,28 @@ pub struct RepairArgs {
     /// top k (PEFT's reduce_intruder_dimension). The explorer's flags override the rule.
     #[arg(long, value_enum, default_value = "top")]
     pub scope: ScopeArg,
-    /// The new model: one .safetensors file, written atomically; never inside an input.
-    #[arg(short, long, value_name = "FILE")]
+    /// Where to write: a folder (an adapter, or a model folder from_pretrained loads), or a
+    /// .safetensors file for the merged weights alone. Written whole, then renamed into place;
+    /// never inside an input.
+    #[arg(short, long, value_name = "PATH")]
     pub output: PathBuf,
+    /// adapter (the default when TUNED is an adapter): a PEFT adapter whose merge equals the
+    /// merged repair exactly; merged: the whole model.
+    #[arg(long, value_enum)]
+    pub format: Option<RepairFormatArg>,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
+    /// Accept λ > 1, which amplifies the intruders.
+    #[arg(long)]
+    pub allow_amplify: bool,
+    /// Largest shard of a merged folder (a larger tensor gets a shard of its own).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "5G")]
+    pub max_shard_size: u64,
+    /// Scan the output against the base afterwards and show intruders before and after, per
+    /// matrix and in total; exit 1 if any matrix ends with more than it had.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Args, Debug)]

@@ -1,23 +1,21 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
+use lorascope::repair::{Chosen, Scope, Settings, Target};
+use lorascope::report::count;
 use lorascope::Error;
 
-use super::scan::{default_jobs, progress_bar, run_scan_with};
+use super::scan::{default_jobs, progress_bar, run_scan, run_scan_with};
 use super::{print_warnings, RepairArgs};
 
 pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
-    if !(a.lambda.is_finite() && a.lambda >= 0.0) {
-        return Err(Error::Usage(format!(
-            "--lambda must be a number ≥ 0 (0 removes, 1 keeps), got {}",
-            a.lambda
-        )));
-    }
+    lorascope::repair::check_lambda(a.lambda, a.allow_amplify)?;
     let engine = a.analysis.engine()?;
-    // Before any work: a bad output path should not cost a scan.
-    lorascope::repair::check_output(&engine.inputs, &a.output)?;
+    // Before any work: a bad output costs no scan.
+    let target = Target::new(&engine.inputs, &a.output, a.format.map(Into::into))?;
+    lorascope::repair::check_output(&engine.inputs, &target, a.force)?;
     let rule = a.analysis.rule()?;
-    let (k, epsilon) = (rule.k(), rule.epsilon());
+    let scope: Scope = a.scope.into();
     // The flags file is read once; each matrix's flags apply to its weights.
     let stored = super::stored_flags(&engine, a.analysis.ignore_flags);
     // The scan keeps the tuned vectors of what it will scale: without a cache they would
@@ -29,16 +27,18 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
         &|r, tuned| {
             let user = stored.user_for([(r.name.as_str(), r.weights)]);
             let intruders = user.intruders(&r.name, &r.max_cos(), &rule);
-            let pick = lorascope::repair::Scope::from(a.scope).choose(&intruders);
+            let pick = scope.choose(&intruders);
             if !pick.is_empty() {
-                chosen.lock().unwrap().insert(r.name.clone(), (pick, tuned));
+                let flagged = |j| user.flag(&r.name, j).is_some();
+                let c = Chosen::new(r, &pick, tuned, a.lambda, &flagged);
+                chosen.lock().unwrap().insert(r.name.clone(), c);
             }
         },
     );
     let chosen = chosen.into_inner().unwrap();
     print_warnings(&engine.cache.take_warnings());
     // Said as scan and report say it (the same file, read again).
-    super::apply_flags(&stored, &super::analysed(&scan));
+    let user = super::apply_flags(&stored, &super::analysed(&scan));
     if scan.failed() > 0 {
         for (name, r) in &scan.results {
             if let Err(e) = r {
@@ -47,25 +47,10 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
         }
         eprintln!(
             "error: {} could not be analysed; nothing written",
-            lorascope::report::count(scan.failed(), "matrix", "matrices")
+            count(scan.failed(), "matrix", "matrices")
         );
         return Ok(ExitCode::from(3));
     }
-    let mut meta = serde_json::Map::new();
-    meta.insert("format".into(), "pt".into());
-    meta.insert(
-        "lorascope_repair".into(),
-        format!(
-            "lorascope {} repair: lambda={} scope={} k={k} epsilon={epsilon}",
-            env!("CARGO_PKG_VERSION"),
-            a.lambda,
-            match a.scope.into() {
-                lorascope::repair::Scope::Top => "top",
-                lorascope::repair::Scope::All => "all",
-            }
-        )
-        .into(),
-    );
     let pb = progress_bar(0);
     pb.set_style(
         indicatif::ProgressStyle::with_template(
@@ -73,34 +58,156 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
         )
         .unwrap(),
     );
-    let scaled = lorascope::repair::write_model(
+    let settings = Settings {
+        lambda: a.lambda,
+        scope,
+        rule,
+        max_shard: a.max_shard_size,
+    };
+    let (prov, notes) = lorascope::repair::write(
         &engine,
         &chosen,
-        a.lambda,
-        meta,
-        &a.output,
+        &settings,
+        &target,
+        a.force,
         &|done, total| {
             pb.set_length(total);
             pb.set_position(done);
         },
     )?;
     pb.finish_and_clear();
-    for s in &scaled {
-        let v: Vec<String> = s
-            .vectors
-            .iter()
-            .map(|(j, sigma)| format!("u{j} σ {sigma:.4} → {:.4}", sigma * a.lambda))
-            .collect();
-        outln!("{}  {}", s.name, v.join(", "));
+    for n in notes {
+        eprintln!("note: {n}");
     }
-    let n: usize = scaled.iter().map(|s| s.vectors.len()).sum();
+    for (name, vectors) in &prov.matrices {
+        let v: Vec<String> = vectors
+            .iter()
+            .map(|s| format!("u{} σ {:.4} → {:.4}", s.j, s.sigma_before, s.sigma_after))
+            .collect();
+        outln!(
+            "{}  {}",
+            lorascope::report::shown_name(name, None),
+            v.join(", ")
+        );
+    }
     eprintln!(
-        "wrote {}: {} scaled by λ = {} in {} of {}",
+        "wrote {} ({}): {} scaled by λ = {} in {} of {}",
         a.output.display(),
-        lorascope::report::count(n, "intruder", "intruders"),
+        match (target.format, target.file) {
+            (lorascope::repair::Format::Adapter, _) => "PEFT adapter",
+            (_, true) => "merged weights",
+            _ => "merged model",
+        },
+        count(prov.count(), "intruder", "intruders"),
         a.lambda,
-        scaled.len(),
-        lorascope::report::count(engine.matrices().len(), "matrix", "matrices")
+        prov.matrices.len(),
+        count(engine.matrices().len(), "matrix", "matrices")
     );
+    if !a.verify {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Before: the counts the repair acted on (flags applied), per matrix.
+    let before: BTreeMap<String, usize> = scan
+        .reports()
+        .map(|r| {
+            (
+                r.name.clone(),
+                user.intruders(&r.name, &r.max_cos(), &rule).len(),
+            )
+        })
+        .collect();
+    verify(&a, &before, rule)
+}
+
+/// Scans the output against the base and prints intruders before and after; exit 1 where a
+/// matrix gained any (mitigation can move intruders elsewhere).
+fn verify(
+    a: &RepairArgs,
+    before: &BTreeMap<String, usize>,
+    rule: lorascope::spectral::Rule,
+) -> Result<ExitCode, Error> {
+    let mut args = a.analysis.clone();
+    args.tuned = a.output.clone();
+    let engine = args.engine()?;
+    let scan = run_scan(&engine, args.jobs_for(&engine, default_jobs()));
+    print_warnings(&engine.cache.take_warnings());
+    let after: BTreeMap<&str, Result<usize, &str>> = scan
+        .results
+        .iter()
+        .map(|(n, r)| {
+            (
+                n.as_str(),
+                r.as_ref()
+                    .map(|m| m.intruders(&rule).len())
+                    .map_err(|e| e.as_str()),
+            )
+        })
+        .collect();
+    let w = before
+        .keys()
+        .map(|n| lorascope::report::shown_name(n, Some(80)).chars().count())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    outln!("");
+    outln!(
+        "{:<w$}  {:>6}  {:>5}   (k={}, ε={}, rule only after)",
+        "matrix",
+        "before",
+        "after",
+        rule.k(),
+        rule.epsilon()
+    );
+    let (mut tb, mut ta, mut worse, mut failed, mut quiet) = (0, 0, 0, 0, 0);
+    for (name, b) in before {
+        let shown = lorascope::report::shown_name(name, Some(80));
+        match after.get(name.as_str()) {
+            // Matrices with none before or after: counted, not listed (a 70B has hundreds).
+            Some(Ok(0)) if *b == 0 => quiet += 1,
+            Some(Ok(n)) => {
+                tb += b;
+                ta += n;
+                let mark = if n > b {
+                    worse += 1;
+                    "  more"
+                } else {
+                    ""
+                };
+                outln!("{shown:<w$}  {b:>6}  {n:>5}{mark}");
+            }
+            Some(Err(e)) => {
+                failed += 1;
+                outln!(
+                    "{shown:<w$}  {b:>6}  FAILED: {}",
+                    lorascope::report::shown_name(e, None)
+                );
+            }
+            None => {
+                failed += 1;
+                outln!("{shown:<w$}  {b:>6}  missing from the output");
+            }
+        }
+    }
+    outln!("{:<w$}  {tb:>6}  {ta:>5}", "total");
+    if quiet > 0 {
+        outln!(
+            "({} with none before or after not listed)",
+            count(quiet, "matrix", "matrices")
+        );
+    }
+    if failed > 0 {
+        eprintln!(
+            "error: {} could not be checked in the output",
+            count(failed, "matrix", "matrices")
+        );
+        return Ok(ExitCode::from(3));
+    }
+    if worse > 0 {
+        eprintln!(
+            "verify: {} more intruders after the repair than before",
+            count(worse, "matrix has", "matrices have")
+        );
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }

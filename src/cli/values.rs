@@ -35,6 +35,13 @@ mirror!(ScopeArg => lorascope::repair::Scope {
     All,
 });
 
+mirror!(RepairFormatArg => lorascope::repair::Format {
+    /// A PEFT LoRA adapter folder whose merge equals the merged repair exactly.
+    Adapter,
+    /// The whole model: a folder from_pretrained loads, or one .safetensors file.
+    Merged,
+});
+
 mirror!(ColorArg => lorascope::tui::theme::ColorChoice {
     Auto,
     Truecolor,

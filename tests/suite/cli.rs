@@ -2,14 +2,6 @@
 
 use crate::common::*;
 
-fn fx(p: &str) -> String {
-    fixtures()
-        .join("minilm")
-        .join(p)
-        .to_string_lossy()
-        .into_owned()
-}
-
 #[test]
 fn scan_json_has_the_documented_fields_and_counts() {
     let r = lorascope(
@@ -387,7 +379,12 @@ fn repair_scales_the_intruder_of_a_real_adapter_and_writes_the_merged_model() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, ["removed.safetensors"]);
+    let mut names: Vec<String> = names
+        .iter()
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["removed.repair.json", "removed.safetensors"]);
 
     // λ = 1 writes the merged model itself: PEFT's merged twin to f32 rounding, every tensor
     // of the base with its dtype and shape, the adapter's classifier (modules_to_save) in it.
@@ -593,12 +590,22 @@ fn repair_never_writes_into_an_input_and_checks_lambda() {
         .join("no/such/dir/out.safetensors")
         .to_string_lossy()
         .into_owned();
+    let existing = d.path().join("mine.safetensors");
+    std::fs::write(&existing, "mine").unwrap();
+    let existing = existing.to_string_lossy().into_owned();
+    let pickle = d.path().join("out.bin").to_string_lossy().into_owned();
+    let holder = d.path().to_string_lossy().into_owned();
     for (out, lambda, says) in [
         (&b, "0.5", "lorascope does not write into checkpoints"),
         (&inside, "0.5", "lorascope does not write into checkpoints"),
+        (&holder, "0.5", "replacing it would delete a checkpoint"),
         (&missing, "0.5", "its folder does not exist"),
-        (&elsewhere, "-1", "--lambda must be a number ≥ 0"),
-        (&elsewhere, "NaN", "--lambda must be a number ≥ 0"),
+        (&existing, "0.5", "exists; --force replaces it"),
+        (&pickle, "0.5", "lorascope writes safetensors, not .bin"),
+        (&elsewhere, "-1", "--lambda must be a number in [0, 1]"),
+        (&elsewhere, "NaN", "--lambda must be a number in [0, 1]"),
+        (&elsewhere, "1.5", "would amplify the intruders"),
+        (&elsewhere, "1e300", "would amplify the intruders"),
     ] {
         let r = lorascope(
             &[
@@ -620,6 +627,55 @@ fn repair_never_writes_into_an_input_and_checks_lambda() {
     assert_eq!(file_bytes(&b), before);
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
     assert!(!std::path::Path::new(&elsewhere).exists());
+    assert_eq!(std::fs::read_to_string(&existing).unwrap(), "mine");
+    // --allow-amplify takes λ > 1 as meant; --force replaces, whole.
+    let r = lorascope(
+        &[
+            "repair",
+            &b,
+            &l,
+            "--lambda",
+            "2",
+            "--allow-amplify",
+            "--force",
+            "-o",
+            &existing,
+            "--no-cache",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let open =
+        |p: &str| lorascope::checkpoint::model::Model::open(std::path::Path::new(p)).unwrap();
+    assert_eq!(
+        open(&existing).tensors.keys().collect::<Vec<_>>(),
+        open(&b).tensors.keys().collect::<Vec<_>>()
+    );
+    // λ = 1e300 overflows f32: refused before anything is written, even when allowed.
+    let huge = d.path().join("huge.safetensors");
+    let r = lorascope(
+        &[
+            "repair",
+            &b,
+            &l,
+            "--lambda",
+            "1e300",
+            "--allow-amplify",
+            "-o",
+            huge.to_str().unwrap(),
+            "--no-cache",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("beyond what F32 holds"), "{}", r.stderr);
+    assert!(!huge.exists());
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".lorascope-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// A copy of the r=8 adapter with every lora_B negated: the same header, other weights (as two

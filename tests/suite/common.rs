@@ -111,6 +111,15 @@ impl RngExt for Rng {
     }
 }
 
+/// A MiniLM fixture's path (`tests/fixtures/minilm/<p>`).
+pub fn fx(p: &str) -> String {
+    fixtures()
+        .join("minilm")
+        .join(p)
+        .to_string_lossy()
+        .into_owned()
+}
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }

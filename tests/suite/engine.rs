@@ -435,7 +435,7 @@ fn full_fine_tune_delta_statistics_match_an_svd_of_the_difference() {
 
 #[test]
 fn repair_decomposes_nothing_again_after_its_scan_even_without_a_cache() {
-    use lorascope::repair::{self, Scope};
+    use lorascope::repair::{self, Chosen, Scope};
     use std::collections::BTreeMap;
     let d = tempfile::tempdir().unwrap();
     let p = lorascope::demo::ensure(d.path()).unwrap();
@@ -447,20 +447,29 @@ fn repair_decomposes_nothing_again_after_its_scan_even_without_a_cache() {
             chosen
                 .lock()
                 .unwrap()
-                .insert(r.name.clone(), (Scope::All.choose(&i), tuned));
+                .insert(r.name.clone(), Chosen::new(r, &i, tuned, 0.0, &|_| false));
         }
     });
     let chosen = chosen.into_inner().unwrap();
     let before = e.decompositions();
-    let out = d.path().join("repaired.safetensors");
-    let scaled =
-        repair::write_model(&e, &chosen, 0.0, Default::default(), &out, &|_, _| {}).unwrap();
-    assert_eq!(e.decompositions(), before);
-    // Every intruder of the demo's adapter (blocks 2 and 3) was scaled.
-    assert_eq!(scaled.len(), chosen.len());
-    assert_eq!(
-        scaled.iter().map(|s| s.vectors.len()).sum::<usize>(),
-        scan.total(&Rule::default())
-    );
+    let settings = repair::Settings {
+        lambda: 0.0,
+        scope: Scope::All,
+        rule: Rule::default(),
+        max_shard: u64::MAX,
+    };
+    for out in ["repaired.safetensors", "adapter", "merged"] {
+        let format = if out == "adapter" {
+            repair::Format::Adapter
+        } else {
+            repair::Format::Merged
+        };
+        let target = repair::Target::new(&e.inputs, &d.path().join(out), Some(format)).unwrap();
+        let (prov, _) = repair::write(&e, &chosen, &settings, &target, false, &|_, _| {}).unwrap();
+        assert_eq!(e.decompositions(), before, "{out}");
+        // Every intruder of the demo's adapter (blocks 2 and 3) was scaled.
+        assert_eq!(prov.matrices.len(), chosen.len());
+        assert_eq!(prov.count(), scan.total(&Rule::default()));
+    }
     assert!(scan.total(&Rule::default()) > 0);
 }
