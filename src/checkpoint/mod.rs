@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod dtype;
+pub mod locate;
 pub mod model;
 pub mod pairing;
 pub mod st;

@@ -55,10 +55,12 @@ pub enum Command {
 /// What every analysing command takes: the inputs, the rule, the selection, how to compute.
 #[derive(Args, Debug, Clone)]
 pub struct AnalysisArgs {
-    /// Base model: a .safetensors file or a (sharded) model folder.
+    /// Base model: a .safetensors file, a (sharded) model folder, or a hub id (org/name) in the
+    /// local Hugging Face cache. Alone: a PEFT adapter folder, its base found from its
+    /// adapter_config.json as PEFT finds it (offline).
     pub base: PathBuf,
     /// Fine-tuned model, or a PEFT LoRA adapter folder.
-    pub tuned: PathBuf,
+    pub tuned: Option<PathBuf>,
     /// How many top tuned singular vectors are tested.
     #[arg(long, default_value_t = lorascope::spectral::DEFAULT_K)]
     pub k: usize,
@@ -136,7 +138,7 @@ impl AnalysisArgs {
     pub fn on(base: PathBuf, tuned: PathBuf, cache: CacheArgs) -> AnalysisArgs {
         AnalysisArgs {
             base,
-            tuned,
+            tuned: Some(tuned),
             k: lorascope::spectral::DEFAULT_K,
             epsilon: lorascope::spectral::DEFAULT_EPSILON,
             select: SelectArgs {
@@ -169,6 +171,25 @@ impl AnalysisArgs {
         }
     }
 
+    /// (BASE, TUNED) as given, a hub id found in the local cache; or with one argument, an
+    /// adapter folder and the base it names.
+    pub fn paths(&self) -> Result<(PathBuf, PathBuf), Error> {
+        use lorascope::checkpoint::locate;
+        let hub = locate::HubCache::from_env();
+        match &self.tuned {
+            Some(t) => Ok((locate::resolve(&self.base, &hub)?, t.clone())),
+            None if lorascope::checkpoint::adapter::is_adapter_dir(&self.base) => Ok((
+                locate::base_of_adapter(&self.base, &hub)?,
+                self.base.clone(),
+            )),
+            None => Err(Error::Usage(format!(
+                "{}: one argument must be a PEFT adapter folder (its config names the base); \
+                 otherwise give BASE TUNED",
+                self.base.display()
+            ))),
+        }
+    }
+
     /// `--k` and `--epsilon`, checked.
     pub fn rule(&self) -> Result<lorascope::spectral::Rule, Error> {
         lorascope::spectral::Rule::new(self.k, self.epsilon).map_err(Error::Usage)
@@ -188,11 +209,8 @@ impl AnalysisArgs {
                 self.keep
             )));
         }
-        let inputs = lorascope::checkpoint::Inputs::open(
-            &self.base,
-            &self.tuned,
-            &self.select.selection()?,
-        )?;
+        let (base, tuned) = self.paths()?;
+        let inputs = lorascope::checkpoint::Inputs::open(&base, &tuned, &self.select.selection()?)?;
         print_warnings(&inputs.warnings);
         if inputs.selected().next().is_none() {
             return Err(Error::Usage(

@@ -116,18 +116,20 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
             )
         })
         .collect();
-    verify(&a, &before, rule)
+    verify(&a, &engine.inputs.base.path, &before, rule)
 }
 
 /// Scans the output against the base and prints intruders before and after; exit 1 where a
 /// matrix gained any (mitigation can move intruders elsewhere).
 fn verify(
     a: &RepairArgs,
+    base: &std::path::Path,
     before: &BTreeMap<String, usize>,
     rule: lorascope::spectral::Rule,
 ) -> Result<ExitCode, Error> {
     let mut args = a.analysis.clone();
-    args.tuned = a.output.clone();
+    args.base = base.to_path_buf();
+    args.tuned = Some(a.output.clone());
     let engine = args.engine()?;
     let scan = run_scan(&engine, args.jobs_for(&engine, default_jobs()));
     print_warnings(&engine.cache.take_warnings());

@@ -1066,3 +1066,79 @@ fn repair_refuses_devices_and_links_into_its_inputs() {
         .file_type()
         .is_char_device());
 }
+
+#[test]
+fn an_adapter_alone_finds_its_base_in_the_hugging_face_cache_offline() {
+    let d = tempfile::tempdir().unwrap();
+    let lora = fx("lora-r8");
+    // The fixture adapter names sentence-transformers/all-MiniLM-L6-v2: a cache as
+    // huggingface_hub lays it out, the snapshot's file a link into blobs.
+    let repo = d
+        .path()
+        .join("hub/models--sentence-transformers--all-MiniLM-L6-v2");
+    std::fs::create_dir_all(repo.join("snapshots/c0ffee")).unwrap();
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "c0ffee").unwrap();
+    std::fs::copy(fx("base.safetensors"), repo.join("blobs/1234")).unwrap();
+    std::os::unix::fs::symlink(
+        "../../blobs/1234",
+        repo.join("snapshots/c0ffee/model.safetensors"),
+    )
+    .unwrap();
+    let hub = d.path().join("hub");
+    let env = [("HF_HUB_CACHE", hub.to_str().unwrap())];
+    let total = |r: &Run| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        v["total_intruders"].as_u64().unwrap()
+    };
+    let alone = lorascope(&["scan", &lora, "--format", "json", "--no-cache"], &env);
+    assert_eq!(alone.code, 0, "{}", alone.stderr);
+    let explicit = lorascope(
+        &[
+            "scan",
+            &fx("base.safetensors"),
+            &lora,
+            "--format",
+            "json",
+            "--no-cache",
+        ],
+        &[],
+    );
+    assert_eq!(total(&alone), total(&explicit));
+    // The hub id works as BASE too.
+    let by_id = lorascope(
+        &[
+            "scan",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            &lora,
+            "--format",
+            "json",
+            "--no-cache",
+        ],
+        &env,
+    );
+    assert_eq!(by_id.code, 0, "{}", by_id.stderr);
+    assert_eq!(total(&by_id), total(&explicit));
+    // Not in the cache: one line saying where it looked and what to do.
+    let empty = d.path().join("empty");
+    let r = lorascope(
+        &["scan", &lora, "--no-cache"],
+        &[("HF_HUB_CACHE", empty.to_str().unwrap())],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(empty.to_str().unwrap()) && r.stderr.contains("hf download"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    // One argument that is not an adapter.
+    let r = lorascope(&["scan", &fx("base.safetensors")], &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("must be a PEFT adapter folder"),
+        "{}",
+        r.stderr
+    );
+}
