@@ -133,21 +133,11 @@ fn verify(
     let engine = args.engine()?;
     let scan = run_scan(&engine, args.jobs_for(&engine, default_jobs()));
     print_warnings(&engine.cache.take_warnings());
-    let after: BTreeMap<&str, Result<usize, &str>> = scan
-        .results
-        .iter()
-        .map(|(n, r)| {
-            (
-                n.as_str(),
-                r.as_ref()
-                    .map(|m| m.intruders(&rule).len())
-                    .map_err(|e| e.as_str()),
-            )
-        })
-        .collect();
-    let w = before
-        .keys()
-        .map(|n| lorascope::report::shown_name(n, Some(80)).chars().count())
+    let v = lorascope::repair::Verification::new(before, &scan, &rule);
+    let name = |n: &str| lorascope::report::shown_name(n, Some(80));
+    let w = v
+        .shown()
+        .map(|r| name(&r.name).chars().count())
         .max()
         .unwrap_or(6)
         .max(6);
@@ -160,54 +150,40 @@ fn verify(
         rule.k(),
         rule.epsilon()
     );
-    let (mut tb, mut ta, mut worse, mut failed, mut quiet) = (0, 0, 0, 0, 0);
-    for (name, b) in before {
-        let shown = lorascope::report::shown_name(name, Some(80));
-        match after.get(name.as_str()) {
-            // Matrices with none before or after: counted, not listed (a 70B has hundreds).
-            Some(Ok(0)) if *b == 0 => quiet += 1,
-            Some(Ok(n)) => {
-                tb += b;
-                ta += n;
-                let mark = if n > b {
-                    worse += 1;
-                    "  more"
-                } else {
-                    ""
-                };
+    for r in v.shown() {
+        let shown = name(&r.name);
+        let b = r.before;
+        match &r.after {
+            Ok(n) => {
+                let mark = if *n > b { "  more" } else { "" };
                 outln!("{shown:<w$}  {b:>6}  {n:>5}{mark}");
             }
-            Some(Err(e)) => {
-                failed += 1;
-                outln!(
-                    "{shown:<w$}  {b:>6}  FAILED: {}",
-                    lorascope::report::shown_name(e, None)
-                );
-            }
-            None => {
-                failed += 1;
-                outln!("{shown:<w$}  {b:>6}  missing from the output");
-            }
+            Err(e) => outln!(
+                "{shown:<w$}  {b:>6}  FAILED: {}",
+                lorascope::report::shown_name(e, None)
+            ),
         }
     }
+    let (tb, ta) = v.totals();
     outln!("{:<w$}  {tb:>6}  {ta:>5}", "total");
+    let quiet = v.rows.len() - v.shown().count();
     if quiet > 0 {
         outln!(
             "({} with none before or after not listed)",
             count(quiet, "matrix", "matrices")
         );
     }
-    if failed > 0 {
+    if v.failed() > 0 {
         eprintln!(
             "error: {} could not be checked in the output",
-            count(failed, "matrix", "matrices")
+            count(v.failed(), "matrix", "matrices")
         );
         return Ok(ExitCode::from(3));
     }
-    if worse > 0 {
+    if v.worse() > 0 {
         eprintln!(
             "verify: {} more intruders after the repair than before",
-            count(worse, "matrix has", "matrices have")
+            count(v.worse(), "matrix has", "matrices have")
         );
         return Ok(ExitCode::from(1));
     }

@@ -10,6 +10,9 @@
 
 mod adapter;
 mod merged;
+pub mod verify;
+
+pub use verify::{Verification, VerifyRow};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
