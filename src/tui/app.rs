@@ -57,9 +57,124 @@ pub enum Prompt {
     K,
 }
 
+/// The repair dialog's fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairForm {
+    pub lambda: String,
+    pub scope: crate::repair::Scope,
+    pub format: crate::repair::Format,
+    pub output: String,
+    /// The field with the cursor: [`RepairForm::FIELDS`].
+    pub field: usize,
+    /// TUNED is an adapter (else only a merged model can be written).
+    pub adapter: bool,
+}
+
+impl RepairForm {
+    pub const FIELDS: [&'static str; 4] = ["λ", "scope", "format", "output"];
+
+    pub fn new(output: String, adapter: bool) -> RepairForm {
+        RepairForm {
+            // The paper found 0.7–0.9 to keep accuracy while reducing forgetting.
+            lambda: "0.8".into(),
+            scope: crate::repair::Scope::Top,
+            format: if adapter {
+                crate::repair::Format::Adapter
+            } else {
+                crate::repair::Format::Merged
+            },
+            output,
+            field: 0,
+            adapter,
+        }
+    }
+
+    /// The text field under the cursor, if it is one.
+    fn text(&mut self) -> Option<&mut String> {
+        match self.field {
+            0 => Some(&mut self.lambda),
+            3 => Some(&mut self.output),
+            _ => None,
+        }
+    }
+
+    fn choose(&mut self) {
+        use crate::repair::{Format, Scope};
+        match self.field {
+            1 => {
+                self.scope = match self.scope {
+                    Scope::Top => Scope::All,
+                    Scope::All => Scope::Top,
+                }
+            }
+            2 if self.adapter => {
+                self.format = match self.format {
+                    Format::Adapter => Format::Merged,
+                    Format::Merged => Format::Adapter,
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The request, or what is wrong with the form.
+    pub fn request(&self) -> Result<RepairRequest, String> {
+        let lambda: f64 = self
+            .lambda
+            .trim()
+            .parse()
+            .map_err(|_| format!("λ: not a number: `{}`", self.lambda))?;
+        crate::repair::check_lambda(lambda, false).map_err(|e| e.to_string())?;
+        if self.output.trim().is_empty() {
+            return Err("output: give a folder or a .safetensors file name".into());
+        }
+        Ok(RepairRequest {
+            lambda,
+            scope: self.scope,
+            format: self.format,
+            output: std::path::PathBuf::from(self.output.trim()),
+        })
+    }
+}
+
+/// A repair to run in the background.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepairRequest {
+    pub lambda: f64,
+    pub scope: crate::repair::Scope,
+    pub format: crate::repair::Format,
+    pub output: std::path::PathBuf,
+}
+
+/// A finished repair, for its popup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepairOutcome {
+    pub path: std::path::PathBuf,
+    pub scaled: usize,
+    pub matrices: usize,
+    pub verification: crate::repair::Verification,
+    pub notes: Vec<String>,
+}
+
+/// The repair view: the dialog's last values and the work under way.
+#[derive(Debug, Clone, Default)]
+pub struct RepairState {
+    /// Kept between openings of the dialog.
+    pub form: Option<RepairForm>,
+    /// What the running repair is doing ("writing 40%").
+    pub running: Option<String>,
+    /// The default output (`<tuned>-repaired`) and whether TUNED is an adapter.
+    pub default_output: String,
+    pub adapter: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub enum Popup {
     Help,
+    /// The repair dialog.
+    Repair(RepairForm),
+    /// A repair's result: what it wrote and the verify table.
+    Repaired(RepairOutcome),
     /// Choose the export format.
     Export,
     Input {
@@ -84,7 +199,7 @@ impl Heat {
 }
 
 /// What the event loop must do after an update.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Cmd {
     /// The selection changed: compute this matrix (and its heatmap) first.
     Focus(usize),
@@ -94,6 +209,8 @@ pub enum Cmd {
     FullSpectrum(usize),
     /// Write a report of these matrices in this format.
     Export(crate::report::ReportFormat, Vec<String>),
+    /// Repair the analysed matrices, write, verify.
+    Repair(RepairRequest),
     /// Compute this many tuned vectors per matrix from now on, every matrix again, as
     /// [`App::epoch`] (the user asked for a k above [`App::keep`]).
     Recompute {
@@ -249,6 +366,7 @@ pub struct App {
     pub heatmap: HeatmapState,
     pub spectrum: SpectrumState,
     pub help: HelpState,
+    pub repair: RepairState,
     /// k and ε, changed live.
     pub rule: Rule,
     /// Tuned vectors the engine computes per matrix: a larger k recomputes every matrix.
@@ -308,6 +426,7 @@ impl App {
             },
             spectrum: SpectrumState::default(),
             help: HelpState::default(),
+            repair: RepairState::default(),
             rows,
             rule,
             keep,
@@ -574,6 +693,56 @@ impl App {
             }
             return cmds;
         }
+        if let Some(Popup::Repaired(_)) = &self.popup {
+            self.popup = None;
+            return cmds;
+        }
+        if let Some(Popup::Repair(form)) = &mut self.popup {
+            use super::keys::FormAction;
+            let ctrl = key
+                .modifiers
+                .contains(ratatui::crossterm::event::KeyModifiers::CONTROL);
+            match (super::keys::form_action(key.code), key.code) {
+                (Some(FormAction::Run), _) => match form.request() {
+                    Ok(req) => {
+                        self.repair.form = Some(form.clone());
+                        self.popup = None;
+                        self.repair.running = Some("starting".into());
+                        cmds.push(Cmd::Repair(req));
+                    }
+                    Err(e) => self.message = Some(e),
+                },
+                (Some(FormAction::Cancel), _) => {
+                    self.repair.form = Some(form.clone());
+                    self.popup = None;
+                }
+                (Some(FormAction::Next), _) => {
+                    form.field = (form.field + 1) % RepairForm::FIELDS.len()
+                }
+                (Some(FormAction::Prev), _) => {
+                    form.field =
+                        (form.field + RepairForm::FIELDS.len() - 1) % RepairForm::FIELDS.len()
+                }
+                (Some(FormAction::Choose), _) => form.choose(),
+                (Some(FormAction::Delete), _) => {
+                    if let Some(t) = form.text() {
+                        t.pop();
+                    }
+                }
+                (None, KeyCode::Char('c')) if ctrl => {
+                    self.quit = true;
+                    cmds.push(Cmd::Quit);
+                }
+                (None, KeyCode::Char(' ')) if form.text().is_none() => form.choose(),
+                (None, KeyCode::Char(c)) if !ctrl => {
+                    if let Some(t) = form.text() {
+                        t.push(c);
+                    }
+                }
+                _ => {}
+            }
+            return cmds;
+        }
         if self.popup == Some(Popup::Export) {
             self.popup = None;
             let chosen = super::keys::EXPORT_KEYS
@@ -774,6 +943,22 @@ impl App {
                 cmds.push(Cmd::SetPaused(self.paused));
             }
             Action::Suspend => cmds.push(Cmd::Suspend),
+            Action::Repair => {
+                let left = self.rows.len() - self.done();
+                if self.repair.running.is_some() {
+                    self.message = Some("a repair is running".into());
+                } else if left > 0 {
+                    self.message = Some(format!(
+                        "{} still being analysed: repair when every matrix is done",
+                        crate::report::count(left, "matrix", "matrices")
+                    ));
+                } else {
+                    let form = self.repair.form.clone().unwrap_or_else(|| {
+                        RepairForm::new(self.repair.default_output.clone(), self.repair.adapter)
+                    });
+                    self.popup = Some(Popup::Repair(form));
+                }
+            }
             Action::Mouse => {
                 self.mouse = !self.mouse;
                 self.message = Some(if self.mouse {
@@ -993,6 +1178,19 @@ impl App {
                 self.spectrum.full.insert(row, s);
             }
             Err(e) => self.message = Some(format!("{name}: whole spectrum failed: {e}")),
+        }
+    }
+
+    /// Progress of the running repair.
+    pub fn on_repair_progress(&mut self, what: String) {
+        self.repair.running = Some(what);
+    }
+
+    pub fn on_repaired(&mut self, result: Result<RepairOutcome, String>) {
+        self.repair.running = None;
+        match result {
+            Ok(o) => self.popup = Some(Popup::Repaired(o)),
+            Err(e) => self.message = Some(format!("repair failed: {e}")),
         }
     }
 

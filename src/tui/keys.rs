@@ -35,6 +35,7 @@ pub enum Action {
     Overview,
     FullSpectrum,
     Export,
+    Repair,
     Suspend,
     Mouse,
 }
@@ -142,6 +143,58 @@ pub fn prompt_hint() -> String {
         .iter()
         .filter(|(_, a, _)| *a != PromptAction::Delete)
         .map(|(c, _, word)| format!("{} {word}", key_name(*c, NONE)))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+/// What a key does in the repair dialog; other characters are typed into its text fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormAction {
+    Run,
+    Cancel,
+    Next,
+    Prev,
+    /// Change a choice (scope, format).
+    Choose,
+    Delete,
+}
+
+/// The repair dialog's keys: one table for what they do and what its title says.
+pub const FORM_KEYS: &[(KeyCode, FormAction, &str)] = &[
+    (Tab, FormAction::Next, "field"),
+    (Down, FormAction::Next, ""),
+    (BackTab, FormAction::Prev, ""),
+    (Up, FormAction::Prev, ""),
+    (Left, FormAction::Choose, "choose"),
+    (Right, FormAction::Choose, ""),
+    (Enter, FormAction::Run, "run"),
+    (Esc, FormAction::Cancel, "cancel"),
+    (Backspace, FormAction::Delete, ""),
+];
+
+pub fn form_action(code: KeyCode) -> Option<FormAction> {
+    FORM_KEYS
+        .iter()
+        .find(|(c, ..)| *c == code)
+        .map(|(_, a, _)| *a)
+}
+
+/// The repair dialog title's hint: "Tab↓ field  ←→ choose  ⏎ run  Esc cancel" (a key without a
+/// word joins the one before it when they do the same).
+pub fn form_hint() -> String {
+    let mut parts: Vec<(FormAction, String, &str)> = Vec::new();
+    for (c, a, word) in FORM_KEYS {
+        match parts.last_mut() {
+            Some((last, keys, _)) if word.is_empty() && last == a => {
+                keys.push_str(&key_name(*c, NONE))
+            }
+            _ if word.is_empty() => {}
+            _ => parts.push((*a, key_name(*c, NONE), word)),
+        }
+    }
+    parts
+        .iter()
+        .map(|(_, keys, word)| format!("{keys} {word}"))
         .collect::<Vec<_>>()
         .join("  ")
 }
@@ -306,6 +359,11 @@ pub const BINDINGS: &[Binding] = &[
         keys: &[(Char('x'), NONE)],
         action: Action::Export,
         help: "export marked (or this) matrix",
+    },
+    Binding {
+        keys: &[(Char('R'), SHIFT), (Char('R'), NONE)],
+        action: Action::Repair,
+        help: "repair intruders, then verify",
     },
     Binding {
         keys: &[(Char('m'), NONE)],

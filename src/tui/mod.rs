@@ -34,6 +34,9 @@ pub enum Event {
     /// A matrix's whole tuned spectrum, asked for with `F`.
     Spectrum(usize, std::result::Result<Vec<f64>, String>),
     Exported(std::result::Result<PathBuf, String>),
+    /// What the running repair is doing.
+    RepairProgress(String),
+    Repaired(std::result::Result<app::RepairOutcome, String>),
     /// SIGTERM, SIGHUP, SIGINT or SIGQUIT: leave as on `q`, restoring the terminal.
     Signal(i32),
 }
@@ -51,6 +54,18 @@ pub struct Settings {
 
 /// The app for an engine's selected matrices, before any work.
 pub fn build_app(engine: &Engine, rule: crate::spectral::Rule, user: UserState) -> App {
+    let mut app = build_rows_app(engine, rule, user);
+    let tuned = engine.inputs.tuned.path();
+    let stem = tuned
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    app.repair.default_output = format!("{stem}-repaired");
+    app.repair.adapter = matches!(engine.inputs.tuned, crate::checkpoint::Tuned::Adapter(_));
+    app
+}
+
+fn build_rows_app(engine: &Engine, rule: crate::spectral::Rule, user: UserState) -> App {
     let rows = engine
         .matrices()
         .iter()
@@ -141,6 +156,14 @@ pub fn handle(app: &mut App, ev: Event, cmds: &mut Vec<Cmd>) -> bool {
         Event::Signal(_) => {
             app.quit = true;
             false
+        }
+        Event::RepairProgress(what) => {
+            app.on_repair_progress(what);
+            true
+        }
+        Event::Repaired(r) => {
+            app.on_repaired(r);
+            true
         }
         Event::Exported(r) => {
             app.message = Some(match r {
@@ -272,6 +295,13 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
                         let tx = tx.clone();
                         std::thread::spawn(move || {
                             let _ = tx.send(Event::Exported(job()));
+                        });
+                    }
+                    Cmd::Repair(req) => {
+                        let job = repair_job(&engine, &app, req, tx.clone(), settings.workers);
+                        let tx = tx.clone();
+                        std::thread::spawn(move || {
+                            let _ = tx.send(Event::Repaired(job()));
                         });
                     }
                     Cmd::FullSpectrum(row) => {
@@ -487,6 +517,90 @@ pub fn export_job(
     };
     // A panic while building the report fails the export, not the explorer.
     move || crate::error::contain(|| Ok(job())).unwrap_or_else(|e| Err(e.to_string()))
+}
+
+/// Repair the analysed matrices as the explorer counts them (its k, ε and flags), write the
+/// output, scan it against the base: off the UI thread, reporting progress.
+pub fn repair_job(
+    engine: &Arc<Engine>,
+    app: &App,
+    req: app::RepairRequest,
+    tx: mpsc::Sender<Event>,
+    jobs: usize,
+) -> impl FnOnce() -> std::result::Result<app::RepairOutcome, String> + Send + 'static {
+    use crate::repair::{self, Chosen, Target};
+    let engine = engine.clone();
+    let scan = app.as_scan();
+    let user = app.user.clone();
+    let (rule, keep) = (app.rule, app.keep);
+    let run = move || -> Result<app::RepairOutcome> {
+        let say = |what: String| {
+            let _ = tx.send(Event::RepairProgress(what));
+        };
+        let target = Target::new(&engine.inputs, &req.output, Some(req.format))?;
+        repair::check_output(&engine.inputs, &target, false)?;
+        let mut chosen = repair::Choice::new();
+        let mut before = std::collections::BTreeMap::new();
+        let pairs = engine.matrices();
+        for r in scan.reports() {
+            let intruders = user.intruders(&r.name, &r.max_cos(), &rule);
+            before.insert(r.name.clone(), intruders.len());
+            let pick = req.scope.choose(&intruders);
+            let Some(pair) = pairs
+                .iter()
+                .find(|p| p.name == r.name)
+                .filter(|_| !pick.is_empty())
+            else {
+                continue;
+            };
+            say(format!(
+                "vectors of {}",
+                crate::report::shown_name(&r.name, Some(40))
+            ));
+            let (_, tuned) = engine.decompositions_keeping(pair, keep)?;
+            let flagged = |j| user.flag(&r.name, j).is_some();
+            chosen.insert(
+                r.name.clone(),
+                Chosen::new(r, &pick, tuned, req.lambda, &flagged),
+            );
+        }
+        let settings = repair::Settings {
+            lambda: req.lambda,
+            scope: req.scope,
+            rule,
+            max_shard: 5_000_000_000,
+        };
+        let last = std::sync::atomic::AtomicU64::new(u64::MAX);
+        let (prov, notes) = repair::write(&engine, &chosen, &settings, &target, false, &|d, t| {
+            let pct = d * 100 / t.max(1);
+            if last.swap(pct, std::sync::atomic::Ordering::Relaxed) != pct {
+                say(format!("writing {pct}%"));
+            }
+        })?;
+        // The output against the base, by the rule (the cache makes the base free).
+        let inputs = crate::checkpoint::Inputs::open(
+            &engine.inputs.base.path,
+            &req.output,
+            &crate::checkpoint::Selection::default(),
+        )?;
+        let cache = engine
+            .cache
+            .dir()
+            .map_or_else(crate::cache::Cache::disabled, crate::cache::Cache::open);
+        let check = Engine::new(inputs, cache, engine.opts);
+        let after = check.scan(jobs.max(1), &|done, total, _| {
+            say(format!("verifying {done}/{total}"))
+        });
+        Ok(app::RepairOutcome {
+            path: req.output.clone(),
+            scaled: prov.count(),
+            matrices: prov.matrices.len(),
+            verification: repair::Verification::new(&before, &after, &rule),
+            notes,
+        })
+    };
+    // A panic while repairing fails the repair, not the explorer.
+    move || crate::error::contain(run).map_err(|e| e.to_string())
 }
 
 #[cfg(unix)]

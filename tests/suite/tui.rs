@@ -723,3 +723,95 @@ fn the_readme_key_table_is_the_key_table_in_code() {
         "README.md's key table differs from src/tui/keys.rs: paste markdown_table()'s output"
     );
 }
+
+#[test]
+fn the_repair_dialog_runs_a_repair_in_the_background_and_shows_before_and_after() {
+    use lorascope::tui::app::Popup;
+    let d = tempfile::tempdir().unwrap();
+    let e = std::sync::Arc::new(demo_engine(d.path()));
+    // Not before every matrix is analysed.
+    let mut early = build_app(&e, Rule::default(), UserState::default());
+    press(&mut early, "R");
+    assert!(early.popup.is_none());
+    assert!(early
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("still being analysed"));
+    let mut app = analysed(&e);
+    press(&mut app, "R");
+    let Some(Popup::Repair(form)) = &app.popup else {
+        panic!("{:?}", app.popup)
+    };
+    assert_eq!(
+        (form.lambda.as_str(), form.output.as_str()),
+        ("0.8", "lora-r4-repaired")
+    );
+    let s = screen(&app, Theme::new(Depth::C256), 80, 24);
+    assert!(
+        s.contains("repair · Tab↓ field  ←→ choose  ⏎ run  Esc cancel"),
+        "{s}"
+    );
+    // λ = 2 is refused in the dialog, which stays open.
+    code(&mut app, KeyCode::Backspace);
+    code(&mut app, KeyCode::Backspace);
+    code(&mut app, KeyCode::Backspace);
+    press(&mut app, "2");
+    assert!(code(&mut app, KeyCode::Enter).is_empty());
+    assert!(app.message.as_deref().unwrap().contains("would amplify"));
+    code(&mut app, KeyCode::Backspace);
+    press(&mut app, "0.5");
+    // Scope: all; format stays an adapter; the output in a temporary folder.
+    code(&mut app, KeyCode::Tab);
+    code(&mut app, KeyCode::Right);
+    code(&mut app, KeyCode::Tab);
+    code(&mut app, KeyCode::Tab);
+    for _ in 0.."lora-r4-repaired".len() {
+        code(&mut app, KeyCode::Backspace);
+    }
+    let out = d.path().join("fixed");
+    press(&mut app, out.to_str().unwrap());
+    let cmds = code(&mut app, KeyCode::Enter);
+    let [Cmd::Repair(req)] = cmds.as_slice() else {
+        panic!("{cmds:?}")
+    };
+    assert_eq!(
+        (req.lambda, req.scope, req.format, req.output.clone()),
+        (
+            0.5,
+            lorascope::repair::Scope::All,
+            lorascope::repair::Format::Adapter,
+            out.clone()
+        )
+    );
+    assert!(app.repair.running.is_some());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let outcome = lorascope::tui::repair_job(&e, &app, req.clone(), tx, 2)().unwrap();
+    assert!(rx.try_iter().count() > 0, "progress was reported");
+    assert!(out.join("adapter_model.safetensors").is_file());
+    let (before, after) = outcome.verification.totals();
+    assert_eq!(before, 30, "the demo adapter's intruders");
+    assert!(after < before, "{before} → {after}");
+    assert_eq!(outcome.scaled, 30, "scope all at λ = 0.5 scales every one");
+    app.on_repaired(Ok(outcome));
+    assert!(app.repair.running.is_none());
+    let s = screen(&app, Theme::new(Depth::C256), 80, 24);
+    assert!(
+        s.contains("30 intruders scaled") && s.contains("before  after"),
+        "{s}"
+    );
+    press(&mut app, "x");
+    assert!(app.popup.is_none(), "any key closes the result");
+    // The dialog remembers its values; a second run into the same folder is refused.
+    press(&mut app, "R");
+    let Some(Popup::Repair(form)) = &app.popup else {
+        panic!()
+    };
+    assert_eq!(form.lambda, "0.5");
+    let Cmd::Repair(req) = code(&mut app, KeyCode::Enter).remove(0) else {
+        panic!()
+    };
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let err = lorascope::tui::repair_job(&e, &app, req, tx, 2)().unwrap_err();
+    assert!(err.contains("exists"), "{err}");
+}

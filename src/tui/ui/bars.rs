@@ -29,6 +29,14 @@ pub(super) fn render_title(app: &App, theme: &Theme, f: &mut Frame, area: Rect) 
             theme.intruder(),
         ),
         Span::raw(progress),
+        Span::styled(
+            app.repair
+                .running
+                .as_ref()
+                .map(|r| format!("  [repair: {r}]"))
+                .unwrap_or_default(),
+            Style::new().add_modifier(Modifier::BOLD),
+        ),
     ]);
     f.render_widget(Paragraph::new(line), area);
 }

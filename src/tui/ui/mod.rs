@@ -16,7 +16,7 @@ use details::render_details;
 use heatmap::render_heatmap;
 use layers::render_layers;
 use overview::render_overview;
-use popups::{popup, render_help, render_input};
+use popups::{popup, render_help, render_input, render_repair_form, render_repaired};
 use profile::render_profile;
 use spectrum::render_spectrum;
 
@@ -31,7 +31,9 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 
-use super::app::{short_name, App, Pane, Popup, Prompt, SortBy, Status, Tab};
+use super::app::{
+    short_name, App, Pane, Popup, Prompt, RepairForm, RepairOutcome, SortBy, Status, Tab,
+};
 use super::keys::{hints_line, BINDINGS};
 use super::layout::{self, MIN_HEIGHT, MIN_WIDTH};
 use super::theme::Theme;
@@ -77,6 +79,8 @@ pub fn render(app: &App, theme: &Theme, f: &mut Frame) {
             popup(f, area, " export ", lines, theme);
         }
         Some(Popup::Input { prompt, text }) => render_input(prompt, text, theme, f, area),
+        Some(Popup::Repair(form)) => render_repair_form(form, theme, f, area),
+        Some(Popup::Repaired(o)) => render_repaired(o, theme, f, area),
         None => {}
     }
 }

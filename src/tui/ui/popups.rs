@@ -1,4 +1,5 @@
-//! Popups: help (scrolls where it does not fit), the export choice, the prompts.
+//! Popups: help (scrolls where it does not fit), the export choice, the prompts, the repair
+//! dialog and its result.
 
 use super::*;
 
@@ -118,4 +119,110 @@ pub(super) fn popup(f: &mut Frame, area: Rect, title: &str, lines: Vec<Line>, th
         ),
         r,
     );
+}
+
+/// The repair dialog: λ, scope, format, output; the field under the cursor in reverse.
+pub(super) fn render_repair_form(form: &RepairForm, theme: &Theme, f: &mut Frame, area: Rect) {
+    use crate::repair::{Format, Scope};
+    let choice = |on: bool, text: &str| {
+        if on {
+            format!("◀ {text} ▶")
+        } else {
+            text.to_string()
+        }
+    };
+    let values = [
+        format!("{}▏", form.lambda),
+        choice(
+            true,
+            match form.scope {
+                Scope::Top => "top: each matrix's highest intruder",
+                Scope::All => "all: every intruder in the top k",
+            },
+        ),
+        choice(
+            form.adapter,
+            match form.format {
+                Format::Adapter => "adapter (PEFT)",
+                Format::Merged => "merged model",
+            },
+        ),
+        format!("{}▏", form.output),
+    ];
+    let mut lines: Vec<Line> = RepairForm::FIELDS
+        .iter()
+        .zip(&values)
+        .enumerate()
+        .map(|(i, (label, value))| {
+            let style = if i == form.field {
+                Style::new().add_modifier(Modifier::REVERSED)
+            } else {
+                Style::new()
+            };
+            Line::from(vec![
+                Span::raw(format!("{label:<7} ")),
+                Span::styled(value.clone(), style),
+            ])
+        })
+        .collect();
+    lines.push(
+        Line::from("λ: 0 removes, 1 keeps; the paper found 0.7–0.9 keeps accuracy")
+            .style(theme.dim()),
+    );
+    let title = format!(" repair · {} ", crate::tui::keys::form_hint());
+    popup(f, area, &title, lines, theme);
+}
+
+/// A finished repair: what was written, then intruders before and after per matrix.
+pub(super) fn render_repaired(o: &RepairOutcome, theme: &Theme, f: &mut Frame, area: Rect) {
+    let v = &o.verification;
+    let mut lines = vec![Line::from(format!(
+        "wrote {}: {} in {}",
+        o.path.display(),
+        crate::report::count(o.scaled, "intruder scaled", "intruders scaled"),
+        crate::report::count(o.matrices, "matrix", "matrices")
+    ))];
+    for n in &o.notes {
+        lines.push(Line::from(n.clone()).style(theme.dim()));
+    }
+    let (tb, ta) = v.totals();
+    lines.push(Line::from(format!(
+        "intruders (k={}, ε={}): {tb} before, {ta} after",
+        v.rule.k(),
+        v.rule.epsilon()
+    )));
+    // As many rows as fit, the worst first: gains, then failures, then the rest.
+    let room = (area.height as usize).saturating_sub(lines.len() + 6);
+    let mut rows: Vec<&crate::repair::VerifyRow> = v.shown().collect();
+    rows.sort_by_key(|r| match &r.after {
+        Ok(a) if *a > r.before => 0,
+        Err(_) => 1,
+        _ => 2,
+    });
+    let w = rows
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(6)
+        .min(48);
+    lines.push(Line::from(format!("{:<w$}  before  after", "matrix")).style(theme.dim()));
+    for r in rows.iter().take(room) {
+        let name = crate::report::shown_name(&r.name, Some(w));
+        let (after, style) = match &r.after {
+            Ok(a) if *a > r.before => (format!("{a:>5}  more"), theme.intruder()),
+            Ok(a) => (format!("{a:>5}"), Style::new()),
+            Err(e) => (format!("FAILED: {e}"), theme.intruder()),
+        };
+        lines.push(Line::from(format!("{name:<w$}  {:>6}  {after}", r.before)).style(style));
+    }
+    if rows.len() > room {
+        lines.push(
+            Line::from(format!(
+                "… {} more rows (repair --verify lists all)",
+                rows.len() - room
+            ))
+            .style(theme.dim()),
+        );
+    }
+    popup(f, area, " repaired · any key closes ", lines, theme);
 }
