@@ -461,3 +461,102 @@ fn a_lora_bias_is_merged_and_a_head_the_base_lacks_is_kept() {
     );
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
 }
+
+#[test]
+fn trained_biases_saved_as_base_layer_replace_the_layers_and_embedding_dora_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let mut rng = Rng(8);
+    let base = d.path().join("base.safetensors");
+    let (w, bias, emb) = (rng.vec(120, 1.0), rng.vec(12, 1.0), rng.vec(96, 1.0));
+    write_st(
+        &base,
+        &[
+            f32_tensor("model.layers.0.attn.q.weight", &[12, 10], &w),
+            f32_tensor("model.layers.0.attn.q.bias", &[12], &bias),
+            f32_tensor("model.embed_tokens.weight", &[16, 6], &emb),
+        ],
+    );
+    // bias="all": PEFT saves the trained bias under the wrapped layer's name.
+    let trained = rng.vec(12, 1.0);
+    let ad = d.path().join("ad");
+    write_adapter(
+        &ad,
+        cfg(serde_json::json!({"bias": "all"})),
+        &[
+            f32_tensor(
+                "base_model.model.model.layers.0.attn.q.lora_A.weight",
+                &[2, 10],
+                &rng.vec(20, 0.5),
+            ),
+            f32_tensor(
+                "base_model.model.model.layers.0.attn.q.lora_B.weight",
+                &[12, 2],
+                &rng.vec(24, 0.5),
+            ),
+            f32_tensor(
+                "base_model.model.model.layers.0.attn.q.base_layer.bias",
+                &[12],
+                &trained,
+            ),
+        ],
+    );
+    let inputs = Inputs::open(&base, &ad, &Selection::default()).unwrap();
+    assert!(inputs.only_tuned.is_empty(), "{:?}", inputs.only_tuned);
+    let out = d.path().join("m.safetensors");
+    let r = lorascope(
+        &[
+            "repair",
+            base.to_str().unwrap(),
+            ad.to_str().unwrap(),
+            "--lambda",
+            "1",
+            "-o",
+            out.to_str().unwrap(),
+            "--no-cache",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let m = Model::open(&out).unwrap();
+    let got: Vec<f32> = m.decode("model.layers.0.attn.q.bias").unwrap();
+    assert_eq!(got, trained);
+    // DoRA on an embedding: refused when opened, saying so.
+    let dora = d.path().join("dora");
+    write_adapter(
+        &dora,
+        cfg(serde_json::json!({"use_dora": true, "target_modules": ["embed_tokens"]})),
+        &[
+            f32_tensor(
+                "base_model.model.model.embed_tokens.lora_embedding_A",
+                &[2, 16],
+                &rng.vec(32, 0.5),
+            ),
+            f32_tensor(
+                "base_model.model.model.embed_tokens.lora_embedding_B",
+                &[6, 2],
+                &rng.vec(12, 0.5),
+            ),
+            f32_tensor(
+                "base_model.model.model.embed_tokens.lora_magnitude_vector",
+                &[6],
+                &rng.vec(6, 1.0),
+            ),
+        ],
+    );
+    let e = Inputs::open(&base, &dora, &Selection::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("DoRA on an embedding layer is not supported"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_real_minilm_adapter_and_the_demo_repair_to_adapters_that_merge_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let (base, lora) = (fx("base.safetensors"), fx("lora-r8"));
+    assert!(adapter_equals_merged(Path::new(&base), Path::new(&lora), Side::Left, &[]) > 0);
+    let p = lorascope::demo::ensure(d.path()).unwrap();
+    assert!(adapter_equals_merged(&p.base, &p.lora, Side::Right, &[]) > 0);
+}
