@@ -92,6 +92,16 @@ pub fn panic_if_asked(point: &str) {
     }
 }
 
+/// Test scaffolding: stops for good (until killed) when `LORASCOPE_TEST_STOP` names `point`, so
+/// tests can kill a run in the middle of a write and see what it leaves.
+pub fn stop_if_asked(point: &str) {
+    if std::env::var("LORASCOPE_TEST_STOP").ok().as_deref() == Some(point) {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -560,3 +560,66 @@ fn the_real_minilm_adapter_and_the_demo_repair_to_adapters_that_merge_exactly() 
     let p = lorascope::demo::ensure(d.path()).unwrap();
     assert!(adapter_equals_merged(&p.base, &p.lora, Side::Right, &[]) > 0);
 }
+
+#[test]
+fn a_repair_killed_while_writing_leaves_no_output_and_the_next_one_cleans_up() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let args = [
+        "repair",
+        &fx("base.safetensors"),
+        &fx("lora-r8"),
+        "--lambda",
+        "0.5",
+        "--format",
+        "merged",
+        "-o",
+        out.to_str().unwrap(),
+        "--no-cache",
+    ];
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lorascope"))
+        .args(args)
+        .env("LORASCOPE_TEST_STOP", "write")
+        .env("XDG_STATE_HOME", d.path().join("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until part of the model is on disk in the temporary folder, then kill -9.
+    let temp = || -> Option<std::path::PathBuf> {
+        std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".lorascope-")
+            })
+    };
+    let started = std::time::Instant::now();
+    let partial = loop {
+        let written = temp().and_then(|t| std::fs::metadata(t.join("model.safetensors")).ok());
+        if written.is_some_and(|m| m.len() > 0) {
+            break temp().unwrap();
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the repair never started writing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.exists(), "no partial output under the output's name");
+    assert!(partial.exists());
+    let r = lorascope(&args, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("left by a killed lorascope run"),
+        "{}",
+        r.stderr
+    );
+    assert!(temp().is_none() && out.join("model.safetensors").is_file());
+}
