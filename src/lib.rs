@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod checkpoint;
+pub mod compare;
 pub mod demo;
 pub mod engine;
 pub mod error;

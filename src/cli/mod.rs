@@ -6,6 +6,7 @@ macro_rules! outln {
 }
 
 mod cache_cmd;
+mod compare;
 mod inspect;
 mod repair;
 mod report;
@@ -50,6 +51,25 @@ pub enum Command {
     Report(ReportArgs),
     /// Write a copy of the tuned model with its intruders scaled down by λ (the paper's §5).
     Repair(RepairArgs),
+    /// Compare runs of one base side by side: fine-tunes, or a run's training checkpoints.
+    Compare(CompareArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Base model, as for scan (a file, a folder, or a hub id in the local cache).
+    pub base: PathBuf,
+    /// The runs: anything scan takes as TUNED. A folder of Trainer checkpoints
+    /// (checkpoint-100/, checkpoint-200/, …) stands for its checkpoints, in step order.
+    #[arg(required = true, num_args = 1..)]
+    pub runs: Vec<PathBuf>,
+    /// A name per run argument, in order (repeat it) [default: the run's folder or file name].
+    #[arg(long = "label", value_name = "NAME")]
+    pub labels: Vec<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ScanFormat,
+    #[command(flatten)]
+    pub opts: AnalysisOpts,
 }
 
 /// What every analysing command takes: the inputs, the rule, the selection, how to compute.
@@ -61,6 +81,13 @@ pub struct AnalysisArgs {
     pub base: PathBuf,
     /// Fine-tuned model, or a PEFT LoRA adapter folder.
     pub tuned: Option<PathBuf>,
+    #[command(flatten)]
+    pub opts: AnalysisOpts,
+}
+
+/// How every analysing command computes and counts: the rule, the selection, the resources.
+#[derive(Args, Debug, Clone)]
+pub struct AnalysisOpts {
     /// How many top tuned singular vectors are tested.
     #[arg(long, default_value_t = lorascope::spectral::DEFAULT_K)]
     pub k: usize,
@@ -139,6 +166,50 @@ impl AnalysisArgs {
         AnalysisArgs {
             base,
             tuned: Some(tuned),
+            opts: AnalysisOpts::defaults(cache),
+        }
+    }
+
+    /// (BASE, TUNED) as given, a hub id found in the local cache; or with one argument, an
+    /// adapter folder and the base it names.
+    pub fn paths(&self) -> Result<(PathBuf, PathBuf), Error> {
+        use lorascope::checkpoint::locate;
+        let hub = locate::HubCache::from_env();
+        match &self.tuned {
+            Some(t) => Ok((locate::resolve(&self.base, &hub)?, t.clone())),
+            None if lorascope::checkpoint::adapter::is_adapter_dir(&self.base) => Ok((
+                locate::base_of_adapter(&self.base, &hub)?,
+                self.base.clone(),
+            )),
+            None => Err(Error::Usage(format!(
+                "{}: one argument must be a PEFT adapter folder (its config names the base); \
+                 otherwise give BASE TUNED",
+                self.base.display()
+            ))),
+        }
+    }
+
+    /// Check the options, open and pair the inputs, open the cache: everything that can fail
+    /// on bad input happens here, before any work or terminal.
+    pub fn engine(&self) -> Result<lorascope::engine::Engine, Error> {
+        self.opts.check()?;
+        let (base, tuned) = self.paths()?;
+        self.opts.engine_for(&base, &tuned)
+    }
+
+    pub fn rule(&self) -> Result<lorascope::spectral::Rule, Error> {
+        self.opts.rule()
+    }
+
+    pub fn jobs_for(&self, engine: &lorascope::engine::Engine, default: usize) -> usize {
+        self.opts.jobs_for(engine, default)
+    }
+}
+
+impl AnalysisOpts {
+    /// The defaults, with this cache.
+    pub fn defaults(cache: CacheArgs) -> AnalysisOpts {
+        AnalysisOpts {
             k: lorascope::spectral::DEFAULT_K,
             epsilon: lorascope::spectral::DEFAULT_EPSILON,
             select: SelectArgs {
@@ -171,33 +242,13 @@ impl AnalysisArgs {
         }
     }
 
-    /// (BASE, TUNED) as given, a hub id found in the local cache; or with one argument, an
-    /// adapter folder and the base it names.
-    pub fn paths(&self) -> Result<(PathBuf, PathBuf), Error> {
-        use lorascope::checkpoint::locate;
-        let hub = locate::HubCache::from_env();
-        match &self.tuned {
-            Some(t) => Ok((locate::resolve(&self.base, &hub)?, t.clone())),
-            None if lorascope::checkpoint::adapter::is_adapter_dir(&self.base) => Ok((
-                locate::base_of_adapter(&self.base, &hub)?,
-                self.base.clone(),
-            )),
-            None => Err(Error::Usage(format!(
-                "{}: one argument must be a PEFT adapter folder (its config names the base); \
-                 otherwise give BASE TUNED",
-                self.base.display()
-            ))),
-        }
-    }
-
     /// `--k` and `--epsilon`, checked.
     pub fn rule(&self) -> Result<lorascope::spectral::Rule, Error> {
         lorascope::spectral::Rule::new(self.k, self.epsilon).map_err(Error::Usage)
     }
 
-    /// Check the options, open and pair the inputs, open the cache: everything that can fail
-    /// on bad input happens here, before any work or terminal.
-    pub fn engine(&self) -> Result<lorascope::engine::Engine, Error> {
+    /// The options checked, before any input is opened.
+    pub fn check(&self) -> Result<(), Error> {
         self.rule()?;
         if self.jobs == Some(0) {
             return Err(Error::Usage("--jobs must be at least 1".into()));
@@ -209,8 +260,17 @@ impl AnalysisArgs {
                 self.keep
             )));
         }
-        let (base, tuned) = self.paths()?;
-        let inputs = lorascope::checkpoint::Inputs::open(&base, &tuned, &self.select.selection()?)?;
+        Ok(())
+    }
+
+    /// Open and pair these inputs and the cache: everything that can fail on bad input happens
+    /// here, before any work or terminal.
+    pub fn engine_for(
+        &self,
+        base: &std::path::Path,
+        tuned: &std::path::Path,
+    ) -> Result<lorascope::engine::Engine, Error> {
+        let inputs = lorascope::checkpoint::Inputs::open(base, tuned, &self.select.selection()?)?;
         print_warnings(&inputs.warnings);
         if inputs.selected().next().is_none() {
             return Err(Error::Usage(
@@ -424,6 +484,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Scan(a) => scan::run(a),
+        Command::Compare(a) => compare::run(a),
         Command::Cache(a) => cache_cmd::run(a),
         Command::Demo(a) => demo(a),
         Command::Tui(a) => tui(a),

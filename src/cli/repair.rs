@@ -17,7 +17,7 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
     let rule = a.analysis.rule()?;
     let scope: Scope = a.scope.into();
     // The flags file is read once; each matrix's flags apply to its weights.
-    let stored = super::stored_flags(&engine, a.analysis.ignore_flags);
+    let stored = super::stored_flags(&engine, a.analysis.opts.ignore_flags);
     // The scan keeps the tuned vectors of what it will scale: without a cache they would
     // otherwise be computed again.
     let chosen = std::sync::Mutex::new(BTreeMap::new());

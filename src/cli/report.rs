@@ -18,7 +18,7 @@ pub fn run(a: ReportArgs) -> Result<ExitCode, Error> {
         .transpose()?;
     let engine = a.analysis.engine()?;
     let scan = run_scan(&engine, a.analysis.jobs_for(&engine, default_jobs()));
-    let user = super::user_state(&engine, &scan, a.analysis.ignore_flags);
+    let user = super::user_state(&engine, &scan, a.analysis.opts.ignore_flags);
     print_warnings(&engine.cache.take_warnings());
     let pick =
         |name: &str, intruders: usize| wants_section(name, intruders, &user, select.as_ref());

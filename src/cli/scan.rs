@@ -62,7 +62,7 @@ pub fn run(a: ScanArgs) -> Result<ExitCode, Error> {
     let engine = a.analysis.engine()?;
     let scan = run_scan(&engine, a.analysis.jobs_for(&engine, default_jobs()));
     print_warnings(&engine.cache.take_warnings());
-    let user = super::user_state(&engine, &scan, a.analysis.ignore_flags);
+    let user = super::user_state(&engine, &scan, a.analysis.opts.ignore_flags);
     let rule = a.analysis.rule()?;
     print_scan(&engine, &scan, &a, rule, &user);
     let total = scan.total_with(&user, &rule);

@@ -1142,3 +1142,100 @@ fn an_adapter_alone_finds_its_base_in_the_hugging_face_cache_offline() {
         r.stderr
     );
 }
+
+#[test]
+fn compare_counts_each_run_as_its_own_scan_does_and_expands_trainer_folders() {
+    let d = tempfile::tempdir().unwrap();
+    let base = fx("base.safetensors");
+    let runs = [
+        fx("full-ft.safetensors"),
+        fx("lora-r8"),
+        fx("lora-r8-merged.safetensors"),
+    ];
+    let json = |args: &[&str]| -> serde_json::Value {
+        let r = lorascope(args, &[]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        serde_json::from_str(&r.stdout).unwrap()
+    };
+    let mut args = vec!["compare", base.as_str()];
+    args.extend(runs.iter().map(|s| s.as_str()));
+    args.extend([
+        "--format",
+        "json",
+        "--no-cache",
+        "--label",
+        "full",
+        "--label",
+        "lora",
+    ]);
+    let c = json(&args);
+    assert_eq!(c["schema"], 1);
+    let labels: Vec<&str> = c["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["full", "lora", "lora-r8-merged.safetensors"]);
+    // Each run's counts at every ε are its own scan's.
+    for (run, tuned) in c["runs"].as_array().unwrap().iter().zip(&runs) {
+        let s = json(&["scan", &base, tuned, "--format", "json", "--no-cache"]);
+        assert_eq!(run["sweep"], s["sweep"], "{tuned}");
+        assert_eq!(run["total_intruders"], s["total_rule_intruders"], "{tuned}");
+        assert_eq!(run["layers"], s["per_layer"], "{tuned}");
+    }
+    // The merged twin counts as the adapter does.
+    assert_eq!(c["runs"][1]["sweep"], c["runs"][2]["sweep"]);
+    // A Trainer folder: its checkpoints in step order; a broken run fails alone (exit 3).
+    let trainer = d.path().join("run");
+    for step in ["1000", "200"] {
+        let ck = trainer.join(format!("checkpoint-{step}"));
+        std::fs::create_dir_all(&ck).unwrap();
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::copy(fixtures().join("minilm/lora-r8").join(f), ck.join(f)).unwrap();
+        }
+    }
+    std::fs::write(
+        trainer.join("checkpoint-200/trainer_state.json"),
+        r#"{"global_step": 200, "epoch": 1.0, "log_history": [{"step": 200, "eval_accuracy": 0.75}]}"#,
+    )
+    .unwrap();
+    let broken = d.path().join("broken.safetensors");
+    let bytes = std::fs::read(fx("full-ft.safetensors")).unwrap();
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    let r = lorascope(
+        &[
+            "compare",
+            &base,
+            trainer.to_str().unwrap(),
+            broken.to_str().unwrap(),
+            "--no-cache",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("run")
+            && lines[0].contains("step")
+            && lines[0].contains("eval_accuracy"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        lines[1].starts_with("run/checkpoint-200") && lines[1].contains("0.7500"),
+        "{}",
+        r.stdout
+    );
+    assert!(lines[2].starts_with("run/checkpoint-1000"), "{}", r.stdout);
+    assert!(
+        lines[3].starts_with("broken.safetensors") && lines[3].contains("FAILED"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains("broken.safetensors") && r.stderr.contains("1 run could not"),
+        "{}",
+        r.stderr
+    );
+}
