@@ -99,6 +99,23 @@ fn adapter_equals_merged(base: &Path, adapter: &Path, side: Side, include: &[&st
     prov.count()
 }
 
+/// `repair --lambda 1` to a merged file: the adapter merged as PEFT merges it.
+fn merge_as_it_is(base: &Path, adapter: &Path, out: &Path) -> Run {
+    lorascope(
+        &[
+            "repair",
+            base.to_str().unwrap(),
+            adapter.to_str().unwrap(),
+            "--lambda",
+            "1",
+            "-o",
+            out.to_str().unwrap(),
+            "--no-cache",
+        ],
+        &[],
+    )
+}
+
 fn cfg(extra: serde_json::Value) -> serde_json::Value {
     let mut c = serde_json::json!({"peft_type": "LORA", "r": 2, "lora_alpha": 4,
         "target_modules": ["q", "v"], "task_type": "CAUSAL_LM", "lora_dropout": 0.05});
@@ -408,19 +425,7 @@ fn a_lora_bias_is_merged_and_a_head_the_base_lacks_is_kept() {
         ],
     );
     let out = d.path().join("merged.safetensors");
-    let r = lorascope(
-        &[
-            "repair",
-            base.to_str().unwrap(),
-            ad.to_str().unwrap(),
-            "--lambda",
-            "1",
-            "-o",
-            out.to_str().unwrap(),
-            "--no-cache",
-        ],
-        &[],
-    );
+    let r = merge_as_it_is(&base, &ad, &out);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let m = Model::open(&out).unwrap();
     // bias + s·lora_B.bias (s = 4/2), in the base's dtype.
@@ -440,19 +445,7 @@ fn a_lora_bias_is_merged_and_a_head_the_base_lacks_is_kept() {
         &base,
         &[bf16_tensor("model.layers.0.attn.q.weight", &[12, 10], &w)],
     );
-    let r = lorascope(
-        &[
-            "repair",
-            base.to_str().unwrap(),
-            ad.to_str().unwrap(),
-            "--lambda",
-            "1",
-            "-o",
-            d.path().join("x.safetensors").to_str().unwrap(),
-            "--no-cache",
-        ],
-        &[],
-    );
+    let r = merge_as_it_is(&base, &ad, &d.path().join("x.safetensors"));
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
         r.stderr.contains("lora_B.bias") && r.stderr.contains("does not have"),
@@ -503,19 +496,7 @@ fn trained_biases_saved_as_base_layer_replace_the_layers_and_embedding_dora_is_r
     let inputs = Inputs::open(&base, &ad, &Selection::default()).unwrap();
     assert!(inputs.only_tuned.is_empty(), "{:?}", inputs.only_tuned);
     let out = d.path().join("m.safetensors");
-    let r = lorascope(
-        &[
-            "repair",
-            base.to_str().unwrap(),
-            ad.to_str().unwrap(),
-            "--lambda",
-            "1",
-            "-o",
-            out.to_str().unwrap(),
-            "--no-cache",
-        ],
-        &[],
-    );
+    let r = merge_as_it_is(&base, &ad, &out);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let m = Model::open(&out).unwrap();
     let got: Vec<f32> = m.decode("model.layers.0.attn.q.bias").unwrap();
