@@ -191,10 +191,149 @@ pub struct RunResult {
     pub results: std::result::Result<Results, String>,
 }
 
+/// Where one intruder of the reference run is in one run: its best |cos| among that run's top
+/// tuned vectors of the same matrix, which vector (rank) that is, and its σ.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackPoint {
+    pub cos: f64,
+    pub rank: usize,
+    pub sigma: f64,
+}
+
+/// One intruder of the reference run, followed through every run (None: the run failed, or
+/// lacks the matrix).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Track {
+    pub matrix: String,
+    pub j: usize,
+    pub sigma: f64,
+    pub points: Vec<Option<TrackPoint>>,
+}
+
+impl Track {
+    /// The first run, in order, from which every later run holds the direction: a top vector
+    /// with |cos| ≥ ε, the rule's own test of a match.
+    pub fn first_seen(&self, epsilon: f64) -> Option<usize> {
+        let held = |p: &Option<TrackPoint>| p.as_ref().is_some_and(|p| p.cos >= epsilon);
+        let last_missing = self.points.iter().rposition(|p| !held(p));
+        match last_missing {
+            None => Some(0),
+            Some(i) if i + 1 < self.points.len() => Some(i + 1),
+            Some(_) => None,
+        }
+    }
+}
+
+/// Follows every rule intruder of run `reference` through all runs: the same matrix's top
+/// `keep` tuned vectors in each (from each engine's cache, or decomposed again).
+pub fn track(
+    engines: &[Option<&crate::engine::Engine>],
+    results: &[Option<&Results>],
+    reference: usize,
+    keep: usize,
+) -> Result<Vec<Track>> {
+    let Some(Some(refres)) = results.get(reference) else {
+        return Ok(vec![]);
+    };
+    let Some(Some(refeng)) = engines.get(reference) else {
+        return Ok(vec![]);
+    };
+    let pair_of = |e: &crate::engine::Engine, name: &str| {
+        e.inputs
+            .pairs
+            .iter()
+            .find(|p| p.name == name && p.selected)
+            .cloned()
+    };
+    let mut tracks = Vec::new();
+    for m in refres.analysed() {
+        if m.rule_intruders.is_empty() {
+            continue;
+        }
+        let Some(pair) = pair_of(refeng, &m.name) else {
+            continue;
+        };
+        let (_, reft) = refeng.decompositions_keeping(&pair, keep)?;
+        // Each run's tuned vectors of this matrix, once.
+        let mut theirs = Vec::new();
+        for e in engines {
+            let d = match e.and_then(|e| pair_of(e, &m.name).map(|p| (e, p))) {
+                Some((e, p)) => e.decompositions_keeping(&p, keep).ok().map(|(_, t)| t),
+                None => None,
+            };
+            theirs.push(d.filter(|d| d.dim == reft.dim));
+        }
+        for &j in &m.rule_intruders {
+            let u = &reft.vectors[j * reft.dim..(j + 1) * reft.dim];
+            let points = theirs
+                .iter()
+                .map(|t| {
+                    let t = t.as_ref()?;
+                    (0..t.keep)
+                        .map(|l| {
+                            let v = &t.vectors[l * t.dim..(l + 1) * t.dim];
+                            let c: f64 = u.iter().zip(v).map(|(a, b)| *a as f64 * *b as f64).sum();
+                            (c.abs(), l)
+                        })
+                        .max_by(|a, b| a.0.total_cmp(&b.0))
+                        .map(|(cos, rank)| TrackPoint {
+                            cos,
+                            rank,
+                            sigma: t.sigma[rank],
+                        })
+                })
+                .collect();
+            tracks.push(Track {
+                matrix: m.name.clone(),
+                j,
+                sigma: reft.sigma[j],
+                points,
+            });
+        }
+    }
+    Ok(tracks)
+}
+
+/// Spearman's rank correlation of paired values (ties get their mean rank); None below three
+/// pairs or where one side does not vary.
+pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    fn ranks(v: &[f64]) -> Vec<f64> {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|a, b| v[*a].total_cmp(&v[*b]));
+        let mut r = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < idx.len() {
+            let mut j = i;
+            while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+                j += 1;
+            }
+            let mean = (i + j) as f64 / 2.0 + 1.0;
+            for k in i..=j {
+                r[idx[k]] = mean;
+            }
+            i = j + 1;
+        }
+        r
+    }
+    if x.len() != y.len() || x.len() < 3 {
+        return None;
+    }
+    let (rx, ry) = (ranks(x), ranks(y));
+    let n = x.len() as f64;
+    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
+    let cov: f64 = rx.iter().zip(&ry).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f64 = rx.iter().map(|a| (a - mx).powi(2)).sum();
+    let vy: f64 = ry.iter().map(|b| (b - my).powi(2)).sum();
+    (vx > 0.0 && vy > 0.0).then(|| cov / (vx * vy).sqrt())
+}
+
 #[derive(Debug, Clone)]
 pub struct Comparison {
     pub rule: Rule,
     pub runs: Vec<RunResult>,
+    /// The run whose intruders are tracked, and the tracks.
+    pub reference: usize,
+    pub tracks: Vec<Track>,
 }
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -210,6 +349,26 @@ impl Comparison {
                     .map_or(true, |res| res.failed().next().is_some())
             })
             .count()
+    }
+
+    /// Per metric, Spearman's ρ between the runs' intruder counts and the metric, and over how
+    /// many runs.
+    pub fn correlations(&self) -> Vec<(String, f64, usize)> {
+        self.metric_names()
+            .into_iter()
+            .filter_map(|m| {
+                let (x, y): (Vec<f64>, Vec<f64>) = self
+                    .runs
+                    .iter()
+                    .filter_map(|r| {
+                        let n = r.results.as_ref().ok()?.total_rule as f64;
+                        Some((n, *r.spec.metrics.get(&m)?))
+                    })
+                    .unzip();
+                let n = x.len();
+                spearman(&x, &y).map(|rho| (m, rho, n))
+            })
+            .collect()
     }
 
     /// Metric names any run has, in order.
@@ -332,6 +491,49 @@ impl Comparison {
                 let _ = writeln!(s, "{line}");
             }
         }
+        let corr = self.correlations();
+        if !corr.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nSpearman ρ, intruders (at ε={eps}) vs each metric across runs:"
+            );
+            for (m, rho, n) in &corr {
+                let _ = writeln!(s, "  {m}  ρ = {rho:+.2} over {n} runs");
+            }
+        }
+        if !self.tracks.is_empty() {
+            let reference = &self.runs[self.reference].spec.label;
+            let _ = writeln!(
+                s,
+                "\nintruders of {} through the runs: best |cos| (rank) among each run's top vectors",
+                shown_name(reference, Some(40))
+            );
+            for t in &self.tracks {
+                let mut line = format!(
+                    "  {} u{} σ {:.3}:",
+                    shown_name(&t.matrix, Some(60)),
+                    t.j,
+                    t.sigma
+                );
+                for (r, p) in self.runs.iter().zip(&t.points) {
+                    let _ = write!(
+                        line,
+                        "  {} {}",
+                        shown_name(&r.spec.label, Some(20)),
+                        p.as_ref()
+                            .map_or("-".into(), |p| format!("{:.2} ({})", p.cos, p.rank))
+                    );
+                }
+                if let Some(i) = t.first_seen(eps) {
+                    let _ = write!(
+                        line,
+                        "  · from {}",
+                        shown_name(&self.runs[i].spec.label, Some(20))
+                    );
+                }
+                let _ = writeln!(s, "{line}");
+            }
+        }
         if self.runs.iter().any(|r| {
             r.results
                 .as_ref()
@@ -432,12 +634,35 @@ impl Comparison {
                 o
             })
             .collect();
+        let tracks: Vec<Value> = self
+            .tracks
+            .iter()
+            .map(|t| {
+                json!({
+                    "matrix": t.matrix,
+                    "j": t.j,
+                    "sigma": t.sigma,
+                    "first_seen": t.first_seen(self.rule.epsilon()).map(|i| self.runs[i].spec.label.clone()),
+                    "runs": self.runs.iter().zip(&t.points).map(|(r, p)| json!({
+                        "label": r.spec.label,
+                        "best_cos": p.as_ref().map(|p| p.cos),
+                        "rank": p.as_ref().map(|p| p.rank),
+                        "sigma": p.as_ref().map(|p| p.sigma),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
         json!({
             "schema": SCHEMA_VERSION,
             "lorascope_version": env!("CARGO_PKG_VERSION"),
             "k": self.rule.k(),
             "epsilon": self.rule.epsilon(),
             "runs": runs,
+            "reference": self.runs.get(self.reference).map(|r| r.spec.label.clone()),
+            "tracks": tracks,
+            "correlations": self.correlations().into_iter()
+                .map(|(m, rho, n)| json!({"metric": m, "rho": rho, "runs": n}))
+                .collect::<Vec<_>>(),
         })
     }
 }
@@ -445,6 +670,19 @@ impl Comparison {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spearman_ranks_with_ties_as_their_mean() {
+        assert_eq!(
+            spearman(&[1.0, 2.0, 3.0, 4.0], &[10.0, 20.0, 30.0, 45.0]),
+            Some(1.0)
+        );
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[0.9, 0.5, 0.1]), Some(-1.0));
+        let r = spearman(&[1.0, 1.0, 2.0], &[1.0, 2.0, 3.0]).unwrap();
+        assert!((r - 1.5 / 3f64.sqrt()).abs() < 1e-12, "{r}");
+        assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), None);
+        assert_eq!(spearman(&[1.0, 2.0], &[1.0, 2.0]), None);
+    }
 
     #[test]
     fn metrics_are_told_from_training_figures() {

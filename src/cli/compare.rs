@@ -27,21 +27,43 @@ pub fn run(a: CompareArgs) -> Result<ExitCode, Error> {
     let pb = progress_bar(total);
     let mut offset = 0;
     let mut runs = Vec::new();
-    for (spec, engine) in specs.into_iter().zip(engines) {
-        let results = engine.map(|engine| {
+    for (spec, engine) in specs.into_iter().zip(&engines) {
+        let results = engine.as_ref().map_err(Clone::clone).map(|engine| {
             pb.set_message(spec.label.clone());
-            let scan = engine.scan(a.opts.jobs_for(&engine, default_jobs()), &|done, _, _| {
+            let scan = engine.scan(a.opts.jobs_for(engine, default_jobs()), &|done, _, _| {
                 pb.set_position((offset + done) as u64)
             });
             offset += engine.matrices().len();
             print_warnings(&engine.cache.take_warnings());
             let n = engine.matrices().len();
-            Results::new(&engine, &scan, &UserState::default(), &rule, n)
+            Results::new(engine, &scan, &UserState::default(), &rule, n)
         });
         runs.push(RunResult { spec, results });
     }
     pb.finish_and_clear();
-    let c = Comparison { rule, runs };
+    let reference = match &a.reference {
+        Some(l) => runs
+            .iter()
+            .position(|r| &r.spec.label == l)
+            .ok_or_else(|| Error::Usage(format!("--reference {l}: no run has that label")))?,
+        None => runs.len() - 1,
+    };
+    // The reference's intruders through every run (decompositions from the cache).
+    let tracks = compare::track(
+        &engines.iter().map(|e| e.as_ref().ok()).collect::<Vec<_>>(),
+        &runs
+            .iter()
+            .map(|r| r.results.as_ref().ok())
+            .collect::<Vec<_>>(),
+        reference,
+        a.opts.keep.max(rule.k()),
+    )?;
+    let c = Comparison {
+        rule,
+        runs,
+        reference,
+        tracks,
+    };
     let text = match a.format {
         ScanFormat::Table => c.table(),
         ScanFormat::Csv => c.csv(),

@@ -66,6 +66,9 @@ pub struct CompareArgs {
     /// A name per run argument, in order (repeat it) [default: the run's folder or file name].
     #[arg(long = "label", value_name = "NAME")]
     pub labels: Vec<String>,
+    /// The run whose intruders are followed through the others, by label [default: the last].
+    #[arg(long, value_name = "LABEL")]
+    pub reference: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: ScanFormat,
     #[command(flatten)]

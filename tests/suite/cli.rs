@@ -1239,3 +1239,74 @@ fn compare_counts_each_run_as_its_own_scan_does_and_expands_trainer_folders() {
         r.stderr
     );
 }
+
+#[test]
+fn compare_follows_a_planted_intruder_back_to_the_checkpoint_it_appeared_in() {
+    let d = tempfile::tempdir().unwrap();
+    let mut rng = Rng(17);
+    let (m, n) = (64, 48);
+    let name = "model.layers.0.self_attn.q_proj.weight";
+    let w0 = rng.vec(m * n, 0.3);
+    write_st(
+        &d.path().join("base.safetensors"),
+        &[f32_tensor(name, &[m, n], &w0)],
+    );
+    let unit = |rng: &mut Rng, k: usize| {
+        let v = rng.vec(k, 1.0);
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / norm).collect::<Vec<f32>>()
+    };
+    let (x, y) = (unit(&mut rng, m), unit(&mut rng, n));
+    // Steps 1…4: the direction x·yᵀ absent at step 1, then growing from step 2.
+    for (step, s) in [(1, 0.0f32), (2, 6.0), (3, 10.0), (4, 15.0)] {
+        let noise = rng.vec(m * n, 0.01);
+        let w: Vec<f32> = (0..m * n)
+            .map(|i| w0[i] + noise[i] + s * x[i / n] * y[i % n])
+            .collect();
+        let ck = d.path().join(format!("run/checkpoint-{step}"));
+        std::fs::create_dir_all(&ck).unwrap();
+        write_st(
+            &ck.join("model.safetensors"),
+            &[f32_tensor(name, &[m, n], &w)],
+        );
+    }
+    let r = lorascope(
+        &[
+            "compare",
+            d.path().join("base.safetensors").to_str().unwrap(),
+            d.path().join("run").to_str().unwrap(),
+            "--format",
+            "json",
+            "--no-cache",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["reference"], "run/checkpoint-4");
+    let tracks = v["tracks"].as_array().unwrap();
+    let t = tracks
+        .iter()
+        .find(|t| t["j"] == 0)
+        .unwrap_or_else(|| panic!("{tracks:?}"));
+    assert_eq!(t["matrix"], name);
+    assert_eq!(t["first_seen"], "run/checkpoint-2");
+    let cos: Vec<f64> = t["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["best_cos"].as_f64().unwrap())
+        .collect();
+    assert!(cos[0] < 0.5 && cos[1] > 0.9 && cos[3] > 0.999, "{cos:?}");
+    // It is the top vector from step 2 on, its σ growing.
+    let sig: Vec<f64> = t["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["sigma"].as_f64().unwrap())
+        .collect();
+    assert!(
+        t["runs"][1]["rank"] == 0 && sig[1] < sig[2] && sig[2] < sig[3],
+        "{t}"
+    );
+}
