@@ -491,6 +491,34 @@ impl Comparison {
                 let _ = writeln!(s, "{line}");
             }
         }
+        let fractions: Vec<(&str, Vec<(f64, usize)>)> = self
+            .runs
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.spec.label.as_str(),
+                    r.results.as_ref().ok()?.by_fraction()?,
+                ))
+            })
+            .collect();
+        if !fractions.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nintruders (ε={eps}) among the top fraction of each matrix's vectors (whole spectra):"
+            );
+            let mut head = format!("  {:<w$}", "run");
+            for t in 1..=10 {
+                head += &format!("  {:>5}", format!("{}%", t * 10));
+            }
+            let _ = writeln!(s, "{head}");
+            for (label, f) in &fractions {
+                let mut line = format!("  {:<w$}", shown_name(label, Some(40)));
+                for (_, n) in f {
+                    line += &format!("  {n:>5}");
+                }
+                let _ = writeln!(s, "{line}");
+            }
+        }
         let corr = self.correlations();
         if !corr.is_empty() {
             let _ = writeln!(
@@ -626,6 +654,14 @@ impl Comparison {
                                 .collect(),
                         );
                         m.insert("inputs".into(), json!(res.inputs));
+                        if let Some(f) = res.by_fraction() {
+                            m.insert(
+                                "by_fraction".into(),
+                                f.iter()
+                                    .map(|(f, n)| json!({"fraction": f, "intruders": n}))
+                                    .collect(),
+                            );
+                        }
                     }
                     Err(e) => {
                         m.insert("error".into(), e.clone().into());

@@ -10,7 +10,11 @@ use super::{print_warnings, CompareArgs, ScanFormat};
 
 /// Each run scanned against the base in turn (one progress bar for all), counted by the rule:
 /// runs are compared by the same rule, without the explorer's per-run flags.
-pub fn run(a: CompareArgs) -> Result<ExitCode, Error> {
+pub fn run(mut a: CompareArgs) -> Result<ExitCode, Error> {
+    // Whole spectra are asked for to count over fractions of them: every vector is matched.
+    if a.opts.full_svd {
+        a.opts.keep = a.opts.keep.max(lorascope::engine::MAX_KEEP);
+    }
     a.opts.check()?;
     let rule = a.opts.rule()?;
     let base = lorascope::checkpoint::locate::resolve(

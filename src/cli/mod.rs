@@ -67,6 +67,8 @@ pub struct CompareArgs {
     #[arg(long = "label", value_name = "NAME")]
     pub labels: Vec<String>,
     /// The run whose intruders are followed through the others, by label [default: the last].
+    /// (With --full-svd, counts over fractions of each matrix's vectors are added, for matrices
+    /// of rank up to 1024: every vector is matched.)
     #[arg(long, value_name = "LABEL")]
     pub reference: Option<String>,
     #[arg(long, value_enum, default_value = "table")]

@@ -89,6 +89,10 @@ pub struct MatrixRow {
     pub delta_effective_rank: Option<f64>,
     /// Rule-only counts at each ε of [`Rule::sweep`].
     pub sweep: Vec<usize>,
+    /// c_j of every tuned vector computed (all of them with whole spectra), for counts over
+    /// more than k.
+    #[serde(skip)]
+    pub max_cos_all: Vec<f64>,
     /// Filled in a report's sections only.
     #[serde(skip)]
     pub heat: Option<Heat>,
@@ -177,6 +181,32 @@ impl Results {
     pub fn k(&self) -> usize {
         self.rule.k()
     }
+
+    /// Intruders (rule, at ε) among the top fraction f of each matrix's tuned vectors, for f in
+    /// 0.1 … 1.0 — the paper's Fig. 15. Only where every matrix has all its tuned vectors
+    /// matched (`--full-svd` with `--keep` at least the rank), else None.
+    pub fn by_fraction(&self) -> Option<Vec<(f64, usize)>> {
+        let rows: Vec<&MatrixRow> = self.analysed().collect();
+        if rows.is_empty() || rows.iter().any(|m| m.max_cos_all.is_empty()) {
+            return None;
+        }
+        let eps = self.epsilon();
+        Some(
+            (1..=10)
+                .map(|t| {
+                    let f = t as f64 / 10.0;
+                    let n = rows
+                        .iter()
+                        .map(|m| {
+                            let top = ((m.max_cos_all.len() as f64 * f).round() as usize).max(1);
+                            m.max_cos_all[..top].iter().filter(|c| **c < eps).count()
+                        })
+                        .sum();
+                    (f, n)
+                })
+                .collect(),
+        )
+    }
     pub fn epsilon(&self) -> f64 {
         self.rule.epsilon()
     }
@@ -256,6 +286,12 @@ fn matrix_row(m: &MatrixReport, user: &UserState, rule: &Rule) -> MatrixRow {
         delta_rel_norm: m.delta_rel_norm,
         delta_effective_rank: m.delta_effective_rank,
         sweep: rule.sweep().map(|r| r.intruders(&max_cos).len()).collect(),
+        // Only where every tuned vector was matched (whole spectrum, and kept).
+        max_cos_all: if m.has_whole_spectrum() && max_cos.len() >= m.sigma_tuned.len() {
+            max_cos.clone()
+        } else {
+            vec![]
+        },
         heat: None,
     }
 }

@@ -1310,3 +1310,44 @@ fn compare_follows_a_planted_intruder_back_to_the_checkpoint_it_appeared_in() {
         "{t}"
     );
 }
+
+#[test]
+fn compare_with_whole_spectra_counts_over_fractions_of_the_vectors_as_scan_at_that_k() {
+    let (base, lora) = (fx("base.safetensors"), fx("lora-r8"));
+    let json = |args: &[&str]| -> serde_json::Value {
+        let r = lorascope(args, &[]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        serde_json::from_str(&r.stdout).unwrap()
+    };
+    let c = json(&[
+        "compare",
+        &base,
+        &lora,
+        "--full-svd",
+        "--format",
+        "json",
+        "--no-cache",
+    ]);
+    let f = c["runs"][0]["by_fraction"].as_array().unwrap();
+    assert_eq!(f.len(), 10);
+    // Every matrix here has 384 singular values: 10 % is the top 38, 100 % all 384.
+    for (i, k) in [(0, "38"), (9, "384")] {
+        let s = json(&[
+            "scan",
+            &base,
+            &lora,
+            "--full-svd",
+            "--k",
+            k,
+            "--format",
+            "json",
+            "--no-cache",
+        ]);
+        assert_eq!(f[i]["intruders"], s["total_rule_intruders"], "k = {k}");
+    }
+    let c = json(&["compare", &base, &lora, "--format", "json", "--no-cache"]);
+    assert!(
+        c["runs"][0].get("by_fraction").is_none(),
+        "only with whole spectra"
+    );
+}
