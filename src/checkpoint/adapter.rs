@@ -253,6 +253,21 @@ impl Adapter {
                 continue;
             };
             let p = parts.entry(module.to_string()).or_default();
+            // Stored twice (with and without the `base_model.model.` prefix): which one PEFT
+            // would load is not for lorascope to guess.
+            let slot = match kind {
+                "A" | "EA" => &p.a,
+                "B" | "EB" => &p.b,
+                "bias" => &p.bias,
+                _ => &p.magnitude,
+            };
+            if let Some(first) = slot {
+                return Err(Error::tensor(
+                    &weights,
+                    name,
+                    format!("stores module `{module}`'s tensor again (also `{first}`)"),
+                ));
+            }
             match kind {
                 "A" => {
                     p.a = Some(name.clone());

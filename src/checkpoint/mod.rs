@@ -526,6 +526,21 @@ impl Inputs {
     fn factors(&self, a: &Adapter, m: &LoraModule) -> Result<(Dense<f64>, Dense<f64>)> {
         let ad = matrix_of(&a.file, &m.a)?;
         let bd = matrix_of(&a.file, &m.b)?;
+        // |s·B·A| is at most s·r·max|B|·max|A|: past what weights hold, the config is not a
+        // trained adapter's (lora_alpha 1e308), and the solvers would fail far from the cause.
+        let max = |d: &Dense<f64>| d.data.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let bound = m.scaling.abs() * m.r as f64 * max(&ad) * max(&bd);
+        if bound.is_nan() || bound > f32::MAX as f64 {
+            return Err(Error::tensor(
+                &a.file.path,
+                &m.a,
+                format!(
+                    "s·B·A can reach {bound:e} (s = {:e} from lora_alpha {:e} and r = {}): \
+                     not a trained adapter's update",
+                    m.scaling, m.alpha, m.r
+                ),
+            ));
+        }
         // Embedding LoRA: ΔW = (B·A)ᵀ = Aᵀ·Bᵀ in the stored (num_embeddings, dim) layout.
         // fan_in_fan_out is analysed transposed, where ΔW = B·A again.
         Ok(if m.embedding {

@@ -795,6 +795,51 @@ fn bad_shards_and_adapters_get_one_clear_line() {
         "lora_magnitude_vector",
         "is not a vector",
     );
+    // One module stored with and without the prefix; lora_A beside lora_embedding_B.
+    let mut twice = lora_tensors(&t);
+    let a_again = &twice[0];
+    let unprefixed = a_again
+        .name
+        .strip_prefix("base_model.model.")
+        .unwrap()
+        .to_string();
+    twice.push(T {
+        name: unprefixed,
+        dtype: a_again.dtype,
+        shape: a_again.shape.clone(),
+        bytes: a_again.bytes.clone(),
+    });
+    ad("twice", Some(&good_cfg), &twice);
+    expect_error(
+        &["inspect", &base, &p("twice")],
+        "lora_A.weight",
+        "stores module `model.layers.0.attn.q`'s tensor again",
+    );
+    let mut mixed = lora_tensors(&t);
+    let b = mixed.remove(1);
+    mixed.push(T {
+        name: format!("{pq}.lora_embedding_B"),
+        ..b
+    });
+    ad("mixed", Some(&good_cfg), &mixed);
+    expect_error(
+        &["inspect", &base, &p("mixed")],
+        "adapter_model.safetensors",
+        "mixes lora_A/lora_B with lora_embedding_A/B",
+    );
+    // lora_alpha 1e308: the matrix fails with the cause named, not as an SVD that diverged.
+    ad(
+        "huge",
+        Some(&cfg(serde_json::json!({"lora_alpha": 1e308})).to_string()),
+        &lora_tensors(&t),
+    );
+    let r = lorascope(&["scan", &base, &p("huge"), "--no-cache"], &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("lora_A.weight") && r.stdout.contains("lora_alpha 1e308"),
+        "{}",
+        r.stdout
+    );
     // A module the base does not have.
     let mut extra = lora_tensors(&t);
     extra.push(f32_tensor(
