@@ -110,7 +110,9 @@ fn replace_dir(new: &Path, path: &Path) -> std::io::Result<()> {
         }
     }
     // No exchange: the old one goes aside (under a temporary name), the new one in.
-    let aside = new.with_extension("old");
+    let mut aside = new.as_os_str().to_owned();
+    aside.push(".old");
+    let aside = PathBuf::from(aside);
     std::fs::rename(path, &aside)?;
     if let Err(e) = std::fs::rename(new, path) {
         let _ = std::fs::rename(&aside, path);

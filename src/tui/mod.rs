@@ -577,11 +577,16 @@ pub fn repair_job(
                 say(format!("writing {pct}%"));
             }
         })?;
-        // The output against the base, by the rule (the cache makes the base free).
+        // The output against the base, by the rule (the cache makes the base free), over the
+        // matrices the explorer shows (an --include may have added some).
+        let names: Vec<String> = before
+            .keys()
+            .map(|n| format!("^{}$", regex::escape(n)))
+            .collect();
         let inputs = crate::checkpoint::Inputs::open(
             &engine.inputs.base.path,
             &req.output,
-            &crate::checkpoint::Selection::default(),
+            &crate::checkpoint::Selection::new(&names, &[])?,
         )?;
         let cache = engine
             .cache
