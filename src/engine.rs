@@ -294,7 +294,7 @@ impl Engine {
             }
             Ok(k)
         };
-        let base = side(base_id, &|| Ok(self.inputs.base_key(pair)))?;
+        let base = side(base_id, &|| self.inputs.base_key(pair))?;
         let k = (base, side(tuned_id, &|| self.inputs.tuned_key(pair, base))?);
         self.keys.lock().unwrap().insert(pair.name.clone(), k);
         Ok(k)

@@ -338,6 +338,19 @@ impl Inputs {
         })
     }
 
+    /// Every file of both sides still as long as when opened (see [`st::StFile::check_intact`]).
+    pub fn check_intact(&self) -> Result<()> {
+        let tuned: Vec<&std::sync::Arc<st::StFile>> = match &self.tuned {
+            Tuned::Model(m) => m.files.iter().collect(),
+            Tuned::Adapter(a) => vec![&a.file],
+        };
+        self.base
+            .files
+            .iter()
+            .chain(tuned)
+            .try_for_each(|f| f.check_intact())
+    }
+
     pub fn selected(&self) -> impl Iterator<Item = &TensorPair> {
         self.pairs.iter().filter(|p| p.selected)
     }
@@ -346,16 +359,22 @@ impl Inputs {
     /// its layout. Renaming or copying a checkpoint keeps it; changing one byte changes it.
     /// (The engine remembers these keys under `content-key-1`: a change to what goes in, here
     /// or in [`tuned_key`](Self::tuned_key), must change that name.)
-    pub fn base_key(&self, p: &TensorPair) -> u128 {
-        self.base_key_with(p, &content).expect("bytes always hash")
+    pub fn base_key(&self, p: &TensorPair) -> Result<u128> {
+        self.base_key_with(p, &content).ok_or_else(|| self.shrunk())
+    }
+
+    /// Why bytes could not be hashed: a file shrank (the one check that fails [`content`]).
+    fn shrunk(&self) -> Error {
+        self.check_intact()
+            .err()
+            .unwrap_or_else(|| Error::Internal("a tensor could not be hashed".into()))
     }
 
     /// Content hash of a pair's tuned side, given the base side's: the tuned tensor's, or the
     /// adapter's A/B (and DoRA magnitude) with its scaling and layout.
     pub fn tuned_key(&self, p: &TensorPair, base: u128) -> Result<u128> {
-        Ok(self
-            .tuned_key_with(p, base, &content)?
-            .expect("bytes always hash"))
+        self.tuned_key_with(p, base, &content)?
+            .ok_or_else(|| self.shrunk())
     }
 
     /// Both keys with each tensor's bytes replaced by its file's identity and place in it: equal
@@ -588,6 +607,7 @@ fn matrix_of(file: &st::StFile, name: &str) -> Result<Dense<f64>> {
 type TensorData = dyn Fn(KeyBuilder, &st::StFile, &st::TensorInfo) -> Option<KeyBuilder>;
 
 fn content(kb: KeyBuilder, file: &st::StFile, info: &st::TensorInfo) -> Option<KeyBuilder> {
+    file.check_intact().ok()?;
     Some(kb.bytes(file.bytes(info)))
 }
 

@@ -24,6 +24,8 @@ pub struct TensorInfo {
 pub struct StFile {
     pub path: PathBuf,
     mmap: Mmap,
+    /// Kept open to see the file shrink under the map ([`StFile::check_intact`]).
+    file: File,
     pub tensors: BTreeMap<String, TensorInfo>,
     /// xxh3-128 of the header bytes: identifies the file cheaply in reports.
     pub header_hash: u128,
@@ -97,7 +99,8 @@ impl StFile {
         // SAFETY: the map is read-only and never outlives the file. It is not safe against the
         // file changing while mapped: new bytes give wrong numbers, and a file truncated below a
         // mapped page raises SIGBUS on the next read of it, which kills the process (as in every
-        // mmap-based loader). Reads are not yet guarded against that (the hardening issue).
+        // mmap-based loader). Reads check the file's size first (`check_intact`), which leaves
+        // only a truncation between that check and the read.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let n = u64::from_le_bytes(mmap[..N_LEN].try_into().unwrap());
         if n > size - N_LEN as u64 {
@@ -143,11 +146,34 @@ impl StFile {
         Ok(Arc::new(StFile {
             path: path.to_path_buf(),
             mmap,
+            file,
             tensors,
             header_hash,
             size,
             identity: identity(&stat),
         }))
+    }
+
+    /// An error if the file is now shorter than when it was opened (being rewritten, or
+    /// truncated): reading its mapped pages past the new end would kill the process (SIGBUS).
+    /// One fstat, far below the cost of reading a tensor.
+    pub fn check_intact(&self) -> Result<()> {
+        let now = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, e))?
+            .len();
+        if now < self.size {
+            return Err(Error::file(
+                &self.path,
+                format!(
+                    "shrank from {} to {now} bytes while lorascope was reading it (was it being \
+                     rewritten?)",
+                    self.size
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn bytes(&self, info: &TensorInfo) -> &[u8] {
@@ -166,6 +192,7 @@ impl StFile {
             .tensors
             .get(name)
             .ok_or_else(|| Error::tensor(&self.path, name, "not in this file"))?;
+        self.check_intact()?;
         if !dtype::is_supported(info.dtype) {
             return Err(Error::tensor(
                 &self.path,

@@ -898,7 +898,7 @@ fn content_keys_of_a_known_tensor_and_adapter_are_pinned() {
     let key = |tuned: &str| {
         let inputs = Inputs::open(&fx.join("base.safetensors"), &fx.join(tuned), &sel()).unwrap();
         let p = inputs.selected().find(|p| p.name == dense).unwrap();
-        let base = inputs.base_key(p);
+        let base = inputs.base_key(p).unwrap();
         (
             format!("{base:032x}"),
             format!("{:032x}", inputs.tuned_key(p, base).unwrap()),
@@ -926,5 +926,38 @@ fn content_keys_of_a_known_tensor_and_adapter_are_pinned() {
     assert_eq!(
         lorascope::flags::weights_key(weights),
         "724b91e46c98e8f1f548b2b79c92620a"
+    );
+}
+
+#[test]
+fn a_file_that_shrinks_while_open_is_an_error_not_a_sigbus() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base.safetensors");
+    std::fs::copy(fixtures().join("minilm/base.safetensors"), &base).unwrap();
+    let lora = fixtures().join("minilm/lora-r8");
+    let inp = Inputs::open(&base, &lora, &sel()).unwrap();
+    let p = inp.selected().next().unwrap().clone();
+    assert!(inp.base_matrix::<f64>(&p).is_ok());
+    // Rewritten in place by something else: shorter than when it was opened.
+    let f = std::fs::OpenOptions::new().write(true).open(&base).unwrap();
+    f.set_len(4096).unwrap();
+    let e = inp.base_matrix::<f64>(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("base.safetensors") && e.contains("shrank"),
+        "{e}"
+    );
+    assert!(inp.check_intact().is_err());
+    // A scan fails those matrices and goes on.
+    let engine = lorascope::engine::Engine::new(
+        inp,
+        lorascope::cache::Cache::disabled(),
+        Default::default(),
+    );
+    let s = engine.scan(1, &|_, _, _| {});
+    assert!(
+        s.failed() > 0
+            && s.results
+                .iter()
+                .all(|(_, r)| r.as_ref().is_err_and(|e| e.contains("shrank")))
     );
 }
