@@ -10,19 +10,22 @@ use tempfile::{NamedTempFile, TempDir};
 /// The prefix of lorascope's temporary files and folders (a killed write may leave one behind).
 pub const TEMP_PREFIX: &str = ".lorascope-";
 
-/// This machine's name, as temporaries carry it.
-fn host() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most that many bytes.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let n = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    let name = if ok {
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    } else {
-        String::new()
-    };
-    // A name part must not hold the separator or a path's.
-    name.replace(['-', '/'], "_")
+/// This machine's name, as temporaries carry it (read once).
+fn host() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is valid for its length; gethostname writes at most that many bytes.
+        let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+        let n = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        let name = if ok {
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        } else {
+            String::new()
+        };
+        // A name part must not hold the separator or a path's.
+        name.replace(['-', '/'], "_")
+    })
 }
 
 /// `.lorascope-<host>-<pid>-`: a later run can tell a killed run's leftovers (its process gone
@@ -31,31 +34,29 @@ fn temp_prefix() -> String {
     format!("{TEMP_PREFIX}{}-{}-", host(), std::process::id())
 }
 
-/// A temporary file in `dir` that ends up with the permissions of any new file (0666 less the
-/// umask), not tempfile's private 0600: reports and models are meant to be shared.
-pub fn temp_in(dir: &Path) -> std::io::Result<NamedTempFile> {
-    let prefix = temp_prefix();
+/// A builder for lorascope's temporaries, with the permissions of anything new (`mode` less
+/// the umask), not tempfile's private ones: reports and models are meant to be shared.
+fn temp_builder(prefix: &str, mode: u32) -> tempfile::Builder<'_, 'static> {
     let mut b = tempfile::Builder::new();
-    b.prefix(&prefix);
+    b.prefix(prefix);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        b.permissions(std::fs::Permissions::from_mode(0o666));
+        b.permissions(std::fs::Permissions::from_mode(mode));
     }
-    b.tempfile_in(dir)
+    #[cfg(not(unix))]
+    let _ = mode;
+    b
+}
+
+/// A temporary file in `dir`, to fill and then [`commit`].
+pub fn temp_in(dir: &Path) -> std::io::Result<NamedTempFile> {
+    temp_builder(&temp_prefix(), 0o666).tempfile_in(dir)
 }
 
 /// A temporary folder in `dir`, to fill and then [`commit_dir`]; removed if dropped.
 pub fn temp_dir_in(dir: &Path) -> std::io::Result<TempDir> {
-    let prefix = temp_prefix();
-    let mut b = tempfile::Builder::new();
-    b.prefix(&prefix);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        b.permissions(std::fs::Permissions::from_mode(0o777));
-    }
-    b.tempdir_in(dir)
+    temp_builder(&temp_prefix(), 0o777).tempdir_in(dir)
 }
 
 /// Writes a whole file inside a temporary folder, synced (the folder's rename publishes it).

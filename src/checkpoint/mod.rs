@@ -607,8 +607,7 @@ fn matrix_of(file: &st::StFile, name: &str) -> Result<Dense<f64>> {
 type TensorData = dyn Fn(KeyBuilder, &st::StFile, &st::TensorInfo) -> Option<KeyBuilder>;
 
 fn content(kb: KeyBuilder, file: &st::StFile, info: &st::TensorInfo) -> Option<KeyBuilder> {
-    file.check_intact().ok()?;
-    Some(kb.bytes(file.bytes(info)))
+    Some(kb.bytes(file.read(info).ok()?))
 }
 
 /// A tensor's part of a content key: dtype, shape and `data`.

@@ -176,6 +176,14 @@ impl StFile {
         Ok(())
     }
 
+    /// A tensor's stored bytes, read through the map only while the file is whole (see
+    /// [`check_intact`](Self::check_intact)): what every read of bytes that are copied or hashed
+    /// goes through.
+    pub fn read(&self, info: &TensorInfo) -> Result<&[u8]> {
+        self.check_intact()?;
+        Ok(self.bytes(info))
+    }
+
     pub fn bytes(&self, info: &TensorInfo) -> &[u8] {
         &self.mmap[info.start..info.end]
     }

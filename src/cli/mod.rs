@@ -51,7 +51,8 @@ pub enum Command {
     Report(ReportArgs),
     /// Write a copy of the tuned model with its intruders scaled down by λ (the paper's §5).
     Repair(RepairArgs),
-    /// Compare runs of one base side by side: fine-tunes, or a run's training checkpoints.
+    /// Compare runs of one base side by side: fine-tunes, or a run's training checkpoints
+    /// (with --full-svd, also counts over fractions of each matrix's vectors, up to rank 1024).
     Compare(CompareArgs),
 }
 
@@ -67,8 +68,6 @@ pub struct CompareArgs {
     #[arg(long = "label", value_name = "NAME")]
     pub labels: Vec<String>,
     /// The run whose intruders are followed through the others, by label [default: the last].
-    /// (With --full-svd, counts over fractions of each matrix's vectors are added, for matrices
-    /// of rank up to 1024: every vector is matched.)
     #[arg(long, value_name = "LABEL")]
     pub reference: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
@@ -683,6 +682,8 @@ mod tests {
     #[test]
     fn sizes_parse_with_binary_units() {
         assert_eq!(parse_size("8G"), Ok(8 << 30));
+        // repair's --max-shard-size default is the explorer's.
+        assert_eq!(parse_size("5G"), Ok(lorascope::repair::DEFAULT_MAX_SHARD));
         assert_eq!(parse_size("512m"), Ok(512 << 20));
         assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
         assert_eq!(parse_size("100000"), Ok(100_000));

@@ -26,11 +26,9 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
         a.analysis.jobs_for(&engine, default_jobs()),
         &|r, tuned| {
             let user = stored.user_for([(r.name.as_str(), r.weights)]);
-            let intruders = user.intruders(&r.name, &r.max_cos(), &rule);
-            let pick = scope.choose(&intruders);
+            let pick = lorascope::repair::pick(r, &user, &rule, scope);
             if !pick.is_empty() {
-                let flagged = |j| user.flag(&r.name, j).is_some();
-                let c = Chosen::new(r, &pick, tuned, a.lambda, &flagged);
+                let c = Chosen::new(r, &pick, tuned, a.lambda, &user);
                 chosen.lock().unwrap().insert(r.name.clone(), c);
             }
         },
@@ -107,15 +105,7 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
         return Ok(ExitCode::SUCCESS);
     }
     // Before: the counts the repair acted on (flags applied), per matrix.
-    let before: BTreeMap<String, usize> = scan
-        .reports()
-        .map(|r| {
-            (
-                r.name.clone(),
-                user.intruders(&r.name, &r.max_cos(), &rule).len(),
-            )
-        })
-        .collect();
+    let before = lorascope::repair::Verification::counts_before(&scan, &user, &rule);
     verify(&a, &engine.inputs.base.path, &before, rule)
 }
 

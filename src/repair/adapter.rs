@@ -253,10 +253,9 @@ pub(super) fn write(
             .map_err(|e| io(&path, e))?;
         let mut done = 0u64;
         for (name, info) in &a.file.tensors {
-            a.file.check_intact()?;
             let bytes = match changes.tensors.get(name) {
                 Some((_, b)) => b.as_slice(),
-                None => a.file.bytes(info),
+                None => a.file.read(info)?,
             };
             w.write_all(bytes).map_err(|e| io(&path, e))?;
             done += bytes.len() as u64;

@@ -11,6 +11,7 @@ use safetensors::Dtype;
 use super::{
     check_finite, provenance_path, scale_directions, Choice, Provenance, Settings, Target,
 };
+use crate::checkpoint::st::{StFile, TensorInfo};
 use crate::checkpoint::{dtype, Inputs, Model, TensorPair, Tuned, TunedSource};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -18,10 +19,10 @@ use crate::fsio::folder_of;
 
 /// Where one output tensor's bytes come from.
 enum Source<'a> {
-    /// Stored bytes, copied as they are.
-    Raw(&'a [u8]),
-    /// Stored bytes of another dtype, converted (an adapter's head into the model's dtype).
-    Cast(&'a [u8], Dtype),
+    /// A stored tensor, copied as it is.
+    Raw(&'a StFile, &'a TensorInfo),
+    /// A stored tensor of another dtype, converted (an adapter's head into the model's dtype).
+    Cast(&'a StFile, &'a TensorInfo),
     /// A matrix to reconstruct (an adapter's merge) and possibly scale, then encode.
     Matrix(&'a TensorPair),
     /// A bias changed by `lora_B.bias`.
@@ -41,12 +42,13 @@ impl Entry<'_> {
     }
 }
 
-/// Stored bytes as `to`: copied where the dtype is the same, converted where not.
-fn stored<'a>(bytes: &'a [u8], from: Dtype, to: Dtype) -> Source<'a> {
+/// A stored tensor as `to`: copied where the dtype is the same, converted where not.
+fn stored<'a>(file: &'a StFile, info: &'a TensorInfo, to: Dtype) -> Source<'a> {
+    let from = info.dtype;
     if from == to || !dtype::is_supported(from) || !dtype::is_supported(to) {
-        Source::Raw(bytes)
+        Source::Raw(file, info)
     } else {
-        Source::Cast(bytes, from)
+        Source::Cast(file, info)
     }
 }
 
@@ -88,7 +90,7 @@ fn plan<'a>(inputs: &'a Inputs, chosen: &Choice) -> Result<Vec<Entry<'a>>> {
                 let info = &loc.info;
                 let source = match by_tuned.get(name.as_str()) {
                     Some(p) if chosen.contains_key(&p.name) => Source::Matrix(p),
-                    _ => Source::Raw(m.files[loc.file].bytes(info)),
+                    _ => Source::Raw(&m.files[loc.file], info),
                 };
                 plan.push(Entry {
                     name: name.clone(),
@@ -110,10 +112,9 @@ fn plan<'a>(inputs: &'a Inputs, chosen: &Choice) -> Result<Vec<Entry<'a>>> {
                     (Some(p), Some(TunedSource::LoraBias { .. })) => Source::Bias(p),
                     // A saved module (modules_to_save, a trained bias) in the model's dtype.
                     (_, Some(TunedSource::Replaced { name: stored_name })) => {
-                        let i = &a.file.tensors[stored_name];
-                        stored(a.file.bytes(i), i.dtype, dtype)
+                        stored(&a.file, &a.file.tensors[stored_name], dtype)
                     }
-                    _ => Source::Raw(inputs.base.files[loc.file].bytes(&loc.info)),
+                    _ => Source::Raw(&inputs.base.files[loc.file], &loc.info),
                 };
                 plan.push(Entry {
                     name: name.clone(),
@@ -147,7 +148,7 @@ fn plan<'a>(inputs: &'a Inputs, chosen: &Choice) -> Result<Vec<Entry<'a>>> {
                         i.dtype
                     },
                     shape: i.shape.clone(),
-                    source: stored(a.file.bytes(i), i.dtype, to),
+                    source: stored(&a.file, i, to),
                 });
             }
             plan.sort_by(|x, y| x.name.cmp(&y.name));
@@ -169,72 +170,100 @@ fn plan<'a>(inputs: &'a Inputs, chosen: &Choice) -> Result<Vec<Entry<'a>>> {
     Ok(plan)
 }
 
-/// Writes `entries` as one safetensors file: header, then each tensor's bytes in order.
-fn write_tensors(
-    w: &mut dyn Write,
-    entries: &[&Entry],
-    engine: &Engine,
-    chosen: &Choice,
+/// What every file of a merged repair is written with: the choice, λ, the metadata, and the
+/// progress over all files.
+struct Writer<'a> {
+    engine: &'a Engine,
+    chosen: &'a Choice,
     lambda: f64,
     metadata: serde_json::Map<String, serde_json::Value>,
-    progress: &mut dyn FnMut(u64),
-) -> Result<()> {
-    let inputs = &engine.inputs;
-    let header: Vec<(String, String, Vec<usize>, usize)> = entries
-        .iter()
-        .map(|e| {
-            (
-                e.name.clone(),
-                dtype::name(e.dtype),
-                e.shape.clone(),
-                e.bytes(),
-            )
-        })
-        .collect();
-    let io = |e: std::io::Error| Error::Internal(format!("cannot write: {e}"));
-    w.write_all(&crate::checkpoint::st::header(&header, metadata))
-        .map_err(io)?;
-    let mut bytes = Vec::new();
-    let encode = |name: &str, to: Dtype, values: &[f64], bytes: &mut Vec<u8>| -> Result<()> {
-        check_finite(name, values, to)?;
-        bytes.clear();
-        dtype::encode(to, values, bytes).map_err(|e| Error::Mismatch(format!("`{name}`: {e}")))
-    };
-    for (i, e) in entries.iter().enumerate() {
-        if i == 1 {
-            // Part of the output is on disk: where a test kills a repair.
-            w.flush().map_err(io)?;
-            crate::error::stop_if_asked("write");
+    done: u64,
+    total: u64,
+    progress: &'a dyn Fn(u64, u64),
+}
+
+impl<'a> Writer<'a> {
+    fn new(
+        engine: &'a Engine,
+        chosen: &'a Choice,
+        settings: &Settings,
+        prov: &Provenance,
+        entries: &[Entry],
+        progress: &'a dyn Fn(u64, u64),
+    ) -> Writer<'a> {
+        Writer {
+            engine,
+            chosen,
+            lambda: settings.lambda,
+            metadata: prov.metadata(),
+            done: 0,
+            total: entries.iter().map(|e| e.bytes() as u64).sum(),
+            progress,
         }
-        // Stored bytes are read through the maps: not past a file that shrank.
-        inputs.check_intact()?;
-        match &e.source {
-            Source::Raw(b) => w.write_all(b).map_err(io)?,
-            Source::Cast(b, from) => {
-                let v = dtype::decode_f64(*from, b)
-                    .map_err(|m| Error::Mismatch(format!("`{}`: {m}", e.name)))?;
-                encode(&e.name, e.dtype, &v, &mut bytes)?;
-                w.write_all(&bytes).map_err(io)?;
-            }
-            Source::Matrix(p) => {
-                let mut m = inputs.tuned_matrix::<f64>(p)?;
-                if let Some(c) = chosen.get(&p.name).filter(|c| !c.vectors.is_empty()) {
-                    scale_directions(&mut m, &c.tuned, engine.opts.side, &c.idx(), lambda);
-                }
-                // Back to the stored layout (GPT-2 Conv1D adapters are analysed transposed).
-                let m = if p.transposed { m.transpose() } else { m };
-                encode(&e.name, e.dtype, &m.data, &mut bytes)?;
-                w.write_all(&bytes).map_err(io)?;
-            }
-            Source::Bias(p) => {
-                let v = inputs.tuned_bias(p)?;
-                encode(&e.name, e.dtype, &v, &mut bytes)?;
-                w.write_all(&bytes).map_err(io)?;
-            }
-        }
-        progress(e.bytes() as u64);
     }
-    w.flush().map_err(io)
+
+    /// `entries` as one safetensors file: header, then each tensor's bytes in order.
+    fn write(&mut self, w: &mut dyn Write, entries: &[&Entry]) -> Result<()> {
+        let inputs = &self.engine.inputs;
+        let header: Vec<(String, String, Vec<usize>, usize)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    dtype::name(e.dtype),
+                    e.shape.clone(),
+                    e.bytes(),
+                )
+            })
+            .collect();
+        let io = |e: std::io::Error| Error::Internal(format!("cannot write: {e}"));
+        w.write_all(&crate::checkpoint::st::header(
+            &header,
+            self.metadata.clone(),
+        ))
+        .map_err(io)?;
+        let mut bytes = Vec::new();
+        let encode = |name: &str, to: Dtype, values: &[f64], bytes: &mut Vec<u8>| -> Result<()> {
+            check_finite(name, values, to)?;
+            bytes.clear();
+            dtype::encode(to, values, bytes).map_err(|e| Error::Mismatch(format!("`{name}`: {e}")))
+        };
+        for (i, e) in entries.iter().enumerate() {
+            if i == 1 {
+                // Part of the output is on disk: where a test kills a repair.
+                w.flush().map_err(io)?;
+                crate::error::stop_if_asked("write");
+            }
+            match &e.source {
+                Source::Raw(file, info) => w.write_all(file.read(info)?).map_err(io)?,
+                Source::Cast(file, info) => {
+                    let v = dtype::decode_f64(info.dtype, file.read(info)?)
+                        .map_err(|m| Error::Mismatch(format!("`{}`: {m}", e.name)))?;
+                    encode(&e.name, e.dtype, &v, &mut bytes)?;
+                    w.write_all(&bytes).map_err(io)?;
+                }
+                Source::Matrix(p) => {
+                    let mut m = inputs.tuned_matrix::<f64>(p)?;
+                    if let Some(c) = self.chosen.get(&p.name).filter(|c| !c.vectors.is_empty()) {
+                        let side = self.engine.opts.side;
+                        scale_directions(&mut m, &c.tuned, side, &c.idx(), self.lambda);
+                    }
+                    // Back to the stored layout (GPT-2 Conv1D adapters are analysed transposed).
+                    let m = if p.transposed { m.transpose() } else { m };
+                    encode(&e.name, e.dtype, &m.data, &mut bytes)?;
+                    w.write_all(&bytes).map_err(io)?;
+                }
+                Source::Bias(p) => {
+                    let v = inputs.tuned_bias(p)?;
+                    encode(&e.name, e.dtype, &v, &mut bytes)?;
+                    w.write_all(&bytes).map_err(io)?;
+                }
+            }
+            self.done += e.bytes() as u64;
+            (self.progress)(self.done, self.total);
+        }
+        w.flush().map_err(io)
+    }
 }
 
 /// The merged weights alone, as one `.safetensors` file (and `<name>.repair.json` beside it).
@@ -247,7 +276,7 @@ pub(super) fn write_file(
     progress: &dyn Fn(u64, u64),
 ) -> Result<Vec<String>> {
     let entries = plan(&engine.inputs, chosen)?;
-    let total: u64 = entries.iter().map(|e| e.bytes() as u64).sum();
+    let mut writer = Writer::new(engine, chosen, settings, prov, &entries, progress);
     let out = &target.path;
     let io = |e: std::io::Error| Error::file(out, format!("cannot write: {e}"));
     // A symlink's target is replaced (checked by `check_output`), never the link.
@@ -258,21 +287,10 @@ pub(super) fn write_file(
     let mut tmp = crate::fsio::temp_in(folder_of(&landing)).map_err(io)?;
     {
         let mut w = std::io::BufWriter::with_capacity(8 << 20, tmp.as_file_mut());
-        let mut done = 0;
         let refs: Vec<&Entry> = entries.iter().collect();
-        write_tensors(
-            &mut w,
-            &refs,
-            engine,
-            chosen,
-            settings.lambda,
-            prov.metadata(),
-            &mut |n| {
-                done += n;
-                progress(done, total)
-            },
-        )
-        .map_err(|e| Error::file(out, e.to_string()))?;
+        writer
+            .write(&mut w, &refs)
+            .map_err(|e| Error::file(out, e.to_string()))?;
     }
     crate::fsio::commit(tmp, &landing).map_err(io)?;
     let record = provenance_path(target);
@@ -351,14 +369,13 @@ pub(super) fn write_folder(
 ) -> Result<Vec<String>> {
     let inputs = &engine.inputs;
     let entries = plan(inputs, chosen)?;
-    let total: u64 = entries.iter().map(|e| e.bytes() as u64).sum();
+    let mut writer = Writer::new(engine, chosen, settings, prov, &entries, progress);
     let out = &target.path;
     let io = |p: &Path, e: std::io::Error| Error::file(p, format!("cannot write: {e}"));
     let tmp = crate::fsio::temp_dir_in(folder_of(out)).map_err(|e| io(out, e))?;
     let groups = shards(&entries, settings.max_shard.max(1));
     let n = groups.len();
     let mut weight_map = serde_json::Map::new();
-    let mut done = 0u64;
     for (i, group) in groups.iter().enumerate() {
         let file = if n == 1 {
             "model.safetensors".to_string()
@@ -368,19 +385,9 @@ pub(super) fn write_folder(
         let path = tmp.path().join(&file);
         let f = std::fs::File::create(&path).map_err(|e| io(&path, e))?;
         let mut w = std::io::BufWriter::with_capacity(8 << 20, &f);
-        write_tensors(
-            &mut w,
-            group,
-            engine,
-            chosen,
-            settings.lambda,
-            prov.metadata(),
-            &mut |b| {
-                done += b;
-                progress(done, total)
-            },
-        )
-        .map_err(|e| Error::file(out, e.to_string()))?;
+        writer
+            .write(&mut w, group)
+            .map_err(|e| Error::file(out, e.to_string()))?;
         drop(w);
         f.sync_all().map_err(|e| io(&path, e))?;
         for e in group {
@@ -389,7 +396,7 @@ pub(super) fn write_folder(
     }
     if n > 1 {
         let index = serde_json::json!({
-            "metadata": {"total_size": total},
+            "metadata": {"total_size": writer.total},
             "weight_map": weight_map,
         });
         let path = tmp.path().join("model.safetensors.index.json");
@@ -436,11 +443,21 @@ mod tests {
 
     #[test]
     fn shards_hold_at_most_their_size_and_a_large_tensor_alone() {
+        // Shards look at sizes only; the source is never read.
+        let pair = TensorPair {
+            name: "x".into(),
+            shape: vec![],
+            dtype: "F32".into(),
+            file: String::new(),
+            tuned: None,
+            selected: false,
+            transposed: false,
+        };
         let e = |name: &str, n: usize| Entry {
             name: name.into(),
             dtype: Dtype::F32,
             shape: vec![n],
-            source: Source::Raw(&[]),
+            source: Source::Matrix(&pair),
         };
         let entries = vec![e("a", 10), e("b", 10), e("c", 100), e("d", 5), e("e", 20)];
         let names = |g: Vec<Vec<&Entry>>| -> Vec<Vec<String>> {

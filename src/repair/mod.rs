@@ -99,14 +99,14 @@ pub struct Chosen {
 }
 
 impl Chosen {
-    /// Vectors `idx` of a matrix's report and tuned decomposition, to be scaled by λ;
-    /// `flagged(j)`: chosen by the user's flag.
+    /// Vectors `idx` of a matrix's report and tuned decomposition, to be scaled by λ; `user`
+    /// says which were chosen by a flag.
     pub fn new(
         report: &crate::engine::MatrixReport,
         idx: &[usize],
         tuned: Decomposition,
         lambda: f64,
-        flagged: &dyn Fn(usize) -> bool,
+        user: &crate::flags::UserState,
     ) -> Chosen {
         let vectors = idx
             .iter()
@@ -115,7 +115,7 @@ impl Chosen {
                 sigma_before: tuned.sigma[j],
                 sigma_after: tuned.sigma[j] * lambda,
                 max_cos: report.vectors[j].max_cos,
-                user_flag: flagged(j),
+                user_flag: user.flag(&report.name, j).is_some(),
             })
             .collect();
         Chosen { vectors, tuned }
@@ -128,6 +128,21 @@ impl Chosen {
 
 /// What to scale, by matrix.
 pub type Choice = BTreeMap<String, Chosen>;
+
+/// The vectors of an analysed matrix a repair scales: `scope` of its intruders under the user's
+/// verdicts (their flags where set, else the rule). The one place that decides it, for the
+/// command line and the explorer alike.
+pub fn pick(
+    report: &crate::engine::MatrixReport,
+    user: &crate::flags::UserState,
+    rule: &Rule,
+    scope: Scope,
+) -> Vec<usize> {
+    scope.choose(&user.intruders(&report.name, &report.max_cos(), rule))
+}
+
+/// Largest shard of a merged folder by default: 5 GiB (the command line's `5G`).
+pub const DEFAULT_MAX_SHARD: u64 = 5 << 30;
 
 /// What a repair writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

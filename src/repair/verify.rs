@@ -23,6 +23,22 @@ pub struct Verification {
 }
 
 impl Verification {
+    /// Intruders per analysed matrix before a repair, as it counted them (flags applied).
+    pub fn counts_before(
+        scan: &Scan,
+        user: &crate::flags::UserState,
+        rule: &Rule,
+    ) -> BTreeMap<String, usize> {
+        scan.reports()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    user.intruders(&r.name, &r.max_cos(), rule).len(),
+                )
+            })
+            .collect()
+    }
+
     pub fn new(before: &BTreeMap<String, usize>, after: &Scan, rule: &Rule) -> Verification {
         let found: BTreeMap<&str, Result<usize, String>> = after
             .results

@@ -537,15 +537,14 @@ pub fn repair_job(
         let say = |what: String| {
             let _ = tx.send(Event::RepairProgress(what));
         };
+        // `repair::write` checks the output too, but before the vectors are fetched is cheaper.
         let target = Target::new(&engine.inputs, &req.output, Some(req.format))?;
         repair::check_output(&engine.inputs, &target, false)?;
         let mut chosen = repair::Choice::new();
-        let mut before = std::collections::BTreeMap::new();
+        let before = repair::Verification::counts_before(&scan, &user, &rule);
         let pairs = engine.matrices();
         for r in scan.reports() {
-            let intruders = user.intruders(&r.name, &r.max_cos(), &rule);
-            before.insert(r.name.clone(), intruders.len());
-            let pick = req.scope.choose(&intruders);
+            let pick = repair::pick(r, &user, &rule, req.scope);
             let Some(pair) = pairs
                 .iter()
                 .find(|p| p.name == r.name)
@@ -558,17 +557,16 @@ pub fn repair_job(
                 crate::report::shown_name(&r.name, Some(40))
             ));
             let (_, tuned) = engine.decompositions_keeping(pair, keep)?;
-            let flagged = |j| user.flag(&r.name, j).is_some();
             chosen.insert(
                 r.name.clone(),
-                Chosen::new(r, &pick, tuned, req.lambda, &flagged),
+                Chosen::new(r, &pick, tuned, req.lambda, &user),
             );
         }
         let settings = repair::Settings {
             lambda: req.lambda,
             scope: req.scope,
             rule,
-            max_shard: 5_000_000_000,
+            max_shard: repair::DEFAULT_MAX_SHARD,
         };
         let last = std::sync::atomic::AtomicU64::new(u64::MAX);
         let (prov, notes) = repair::write(&engine, &chosen, &settings, &target, false, &|d, t| {

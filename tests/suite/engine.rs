@@ -444,10 +444,10 @@ fn repair_decomposes_nothing_again_after_its_scan_even_without_a_cache() {
     let scan = e.scan_with(2, &|_, _, _| {}, &|r, tuned| {
         let i = r.intruders(&Rule::default());
         if !i.is_empty() {
-            chosen
-                .lock()
-                .unwrap()
-                .insert(r.name.clone(), Chosen::new(r, &i, tuned, 0.0, &|_| false));
+            chosen.lock().unwrap().insert(
+                r.name.clone(),
+                Chosen::new(r, &i, tuned, 0.0, &lorascope::flags::UserState::default()),
+            );
         }
     });
     let chosen = chosen.into_inner().unwrap();

@@ -39,7 +39,13 @@ fn adapter_equals_merged(base: &Path, adapter: &Path, side: Side, include: &[&st
     let scan = e.scan_with(1, &|_, _, _| {}, &|r, tuned| {
         let i = r.intruders(&rule);
         if !i.is_empty() {
-            let c = Chosen::new(r, &i, tuned, lambda, &|_| false);
+            let c = Chosen::new(
+                r,
+                &i,
+                tuned,
+                lambda,
+                &lorascope::flags::UserState::default(),
+            );
             chosen.lock().unwrap().insert(r.name.clone(), c);
         }
     });
