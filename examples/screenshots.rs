@@ -81,6 +81,31 @@ fn main() {
     );
     let html = lorascope::report::ReportFormat::Html.render(&r);
     std::fs::write(out.join("report.html"), html).unwrap();
+
+    // The comparison report of the demo's two fine-tunes.
+    let specs = lorascope::compare::expand(
+        &[demo.full.clone(), demo.lora.clone()],
+        &["full fine-tune".into(), "LoRA r=4".into()],
+    )
+    .unwrap();
+    let runs = specs
+        .into_iter()
+        .map(|s| {
+            let inputs = Inputs::open(&demo.base, &s.path, &Selection::default()).unwrap();
+            (
+                s,
+                Ok(Engine::new(inputs, Cache::disabled(), Options::default())),
+            )
+        })
+        .collect();
+    let settings = lorascope::compare::Settings {
+        rule: Rule::default(),
+        reference: 1,
+        keep: lorascope::engine::DEFAULT_KEEP,
+        show: lorascope::compare::Show::Default,
+    };
+    let c = lorascope::compare::compare(runs, settings, &|_| 2, &|_, _| {}, &|_| {}).unwrap();
+    std::fs::write(out.join("compare.html"), c.html("2026-01-01T00:00:00Z")).unwrap();
     eprintln!("wrote {}", out.display());
 }
 

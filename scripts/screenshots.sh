@@ -15,7 +15,11 @@ if command -v chromium >/dev/null 2>&1; then
     --disable-component-update --disable-sync --no-first-run --hide-scrollbars \
     --user-data-dir="$tmp/chrome" --window-size=1100,1400 \
     --screenshot="$out/report.png" "file://$tmp/report.html" 2>/dev/null
+  chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+    --disable-component-update --disable-sync --no-first-run --hide-scrollbars \
+    --user-data-dir="$tmp/chrome" --window-size=1100,1500 \
+    --screenshot="$out/compare.png" "file://$tmp/compare.html" 2>/dev/null
 else
-  echo "chromium not installed: assets/report.png left as it was" >&2
+  echo "chromium not installed: assets/report.png and compare.png left as they were" >&2
 fi
 ls -l "$out"

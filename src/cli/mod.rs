@@ -307,7 +307,23 @@ impl AnalysisOpts {
 pub struct ReportArgs {
     #[command(flatten)]
     pub analysis: AnalysisArgs,
-    /// Matrices that get a detailed section [default: those with intruders or user flags].
+    /// More runs of the same base: with them (or --compare) the report compares TUNED and
+    /// these side by side, as `compare` does.
+    #[arg(value_name = "RUN")]
+    pub more_runs: Vec<PathBuf>,
+    /// Compare runs: TUNED and every RUN after it (Trainer folders stand for their
+    /// checkpoints), count-vs-ε curves overlaid, per-layer bars, tracked intruders, and the
+    /// selected matrices' heatmaps in every run.
+    #[arg(long)]
+    pub compare: bool,
+    /// With --compare: a name per run argument, in order (repeat it).
+    #[arg(long = "label", value_name = "NAME")]
+    pub labels: Vec<String>,
+    /// With --compare: the run whose intruders are followed [default: the last].
+    #[arg(long, value_name = "LABEL")]
+    pub reference: Option<String>,
+    /// Matrices that get a detailed section [default: those with intruders or user flags;
+    /// compared runs: the reference run's matrix with the most intruders].
     #[arg(long = "select", value_name = "REGEX")]
     pub sections: Option<String>,
     #[arg(long, value_enum, default_value = "md")]

@@ -14,7 +14,7 @@ pub fn escape(s: &str) -> String {
 }
 
 /// viridis, as in the explorer.
-fn viridis(v: f32) -> String {
+pub(crate) fn viridis(v: f32) -> String {
     const R: [(u8, u8, u8); 9] = [
         (68, 1, 84),
         (71, 44, 122),
@@ -39,33 +39,33 @@ fn viridis(v: f32) -> String {
     )
 }
 
-const INTRUDER: &str = "#e0443e";
+pub(crate) const INTRUDER: &str = "#e0443e";
 const BASE: &str = "#4c78a8";
 const TUNED: &str = "#2ca02c";
 
 /// A plot frame: data coordinates to SVG pixels, with labelled axes.
-struct Frame {
-    w: f64,
-    h: f64,
-    left: f64,
-    right: f64,
-    top: f64,
-    bottom: f64,
-    x: (f64, f64),
-    y: (f64, f64),
+pub(crate) struct Frame {
+    pub w: f64,
+    pub h: f64,
+    pub left: f64,
+    pub right: f64,
+    pub top: f64,
+    pub bottom: f64,
+    pub x: (f64, f64),
+    pub y: (f64, f64),
 }
 
 impl Frame {
-    fn px(&self, x: f64) -> f64 {
+    pub fn px(&self, x: f64) -> f64 {
         self.left
             + (x - self.x.0) / (self.x.1 - self.x.0).max(1e-300) * (self.w - self.left - self.right)
     }
-    fn py(&self, y: f64) -> f64 {
+    pub fn py(&self, y: f64) -> f64 {
         self.h
             - self.bottom
             - (y - self.y.0) / (self.y.1 - self.y.0).max(1e-300) * (self.h - self.top - self.bottom)
     }
-    fn open(&self, s: &mut String, title: &str) {
+    pub fn open(&self, s: &mut String, title: &str) {
         let _ = write!(
             s,
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11" fill="currentColor" role="img"><title>{t}</title>"#,
@@ -75,7 +75,14 @@ impl Frame {
         );
     }
     /// Axes with ticks: `xt`/`yt` are (value, label).
-    fn axes(&self, s: &mut String, xt: &[(f64, String)], yt: &[(f64, String)], xl: &str, yl: &str) {
+    pub fn axes(
+        &self,
+        s: &mut String,
+        xt: &[(f64, String)],
+        yt: &[(f64, String)],
+        xl: &str,
+        yl: &str,
+    ) {
         let (x0, x1, y0, y1) = (
             self.left,
             self.w - self.right,
@@ -124,7 +131,7 @@ impl Frame {
 }
 
 /// A 1-2-5 tick step giving about four intervals up to `v`, and the axis maximum.
-fn nice_axis(v: f64) -> (f64, f64) {
+pub(crate) fn nice_axis(v: f64) -> (f64, f64) {
     let raw = (v / 4.0).max(1.0);
     let p = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 5.0, 10.0]
@@ -135,7 +142,7 @@ fn nice_axis(v: f64) -> (f64, f64) {
     (step, (v / step).ceil().max(1.0) * step)
 }
 
-fn int_ticks(step: f64, max: f64) -> Vec<(f64, String)> {
+pub(crate) fn int_ticks(step: f64, max: f64) -> Vec<(f64, String)> {
     let n = (max / step).round() as usize;
     (0..=n)
         .map(|i| i as f64 * step)
@@ -357,6 +364,12 @@ pub fn spectrum_svg(m: &MatrixRow) -> String {
 }
 
 pub fn heatmap_svg(m: &MatrixRow) -> Option<String> {
+    let cols = m.heat.as_ref()?.cols;
+    heatmap_svg_titled(m, &format!("|cos(base i, tuned j)|, top {cols}"))
+}
+
+/// The heatmap under a heading of the caller's.
+pub fn heatmap_svg_titled(m: &MatrixRow, heading: &str) -> Option<String> {
     let heat = m.heat.as_ref()?;
     let (rows, cols, data) = (&heat.rows, &heat.cols, &heat.values);
     let cell = (240.0 / *cols as f64).clamp(4.0, 16.0);
@@ -371,7 +384,8 @@ pub fn heatmap_svg(m: &MatrixRow) -> Option<String> {
     );
     let _ = write!(
         s,
-        r#"<text x="{left}" y="12" font-weight="bold">|cos(base i, tuned j)|, top {cols}</text>"#
+        r#"<text x="{left}" y="12" font-weight="bold">{}</text>"#,
+        escape(heading)
     );
     for i in 0..*rows {
         for j in 0..*cols {
@@ -452,14 +466,23 @@ pub fn heatmap_svg(m: &MatrixRow) -> Option<String> {
     Some(s)
 }
 
+/// The document's head (inline style, nothing fetched) and the body's start.
+pub(crate) fn head(title: &str, css: &str) -> String {
+    format!(
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>{}</title><style>
+:root{{color-scheme:light dark}}body{{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;padding:0 1rem;line-height:1.4}}
+table{{border-collapse:collapse;margin:.5rem 0}}td,th{{border:1px solid #8886;padding:.15rem .5rem;text-align:right}}th{{background:#8882}}
+td:first-child,th:first-child{{text-align:left}}code{{font-size:.9em}}.intr{{color:#e0443e;font-weight:bold}}.flag{{color:#c04fc0;font-weight:bold}}
+.plots{{display:flex;flex-wrap:wrap;gap:1.5rem;align-items:flex-start}}.muted{{opacity:.7}}section{{border-top:1px solid #8886;margin-top:1.5rem}}{}
+</style></head><body>"#,
+        escape(title),
+        css
+    )
+}
+
 pub fn html(r: &Report) -> String {
     let mut s = String::new();
-    s.push_str(r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>lorascope report</title><style>
-:root{color-scheme:light dark}body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;padding:0 1rem;line-height:1.4}
-table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #8886;padding:.15rem .5rem;text-align:right}th{background:#8882}
-td:first-child,th:first-child{text-align:left}code{font-size:.9em}.intr{color:#e0443e;font-weight:bold}.flag{color:#c04fc0;font-weight:bold}
-.plots{display:flex;flex-wrap:wrap;gap:1.5rem;align-items:flex-start}.muted{opacity:.7}section{border-top:1px solid #8886;margin-top:1.5rem}
-</style></head><body>"#);
+    s.push_str(&head("lorascope report", ""));
     let _ = write!(
         s,
         "<h1>lorascope report</h1><p class=muted>lorascope {} · {} · k = {} · ε = {}</p>",

@@ -375,30 +375,34 @@ pub fn build(
     let sections = results
         .analysed()
         .filter(|m| select(&m.name, m.intruders.len()))
-        .map(|m| {
-            let mut m = m.clone();
-            let pair = engine.matrices().into_iter().find(|p| p.name == m.name);
-            if m.delta_effective_rank.is_none() {
-                m.delta_effective_rank = pair.and_then(|p| engine.delta_effective_rank(p).ok());
-            }
-            m.heat = pair
-                .and_then(|p| engine.decompositions_keeping(p, keep).ok())
-                .map(|(b, t)| {
-                    let n = HEAT_K.min(b.keep).min(t.keep);
-                    Heat {
-                        rows: n,
-                        cols: n,
-                        values: spectral::similarity(&b, &t, n, n),
-                    }
-                });
-            m
-        })
+        .map(|m| section(engine, m, keep))
         .collect();
     Report {
         results,
         time: time.to_string(),
         sections,
     }
+}
+
+/// A matrix's row made a detailed section: ΔW's effective rank and the heatmap of the top
+/// singular vectors' |cos| (from `keep` cached tuned vectors).
+pub fn section(engine: &Engine, m: &MatrixRow, keep: usize) -> MatrixRow {
+    let mut m = m.clone();
+    let pair = engine.matrices().into_iter().find(|p| p.name == m.name);
+    if m.delta_effective_rank.is_none() {
+        m.delta_effective_rank = pair.and_then(|p| engine.delta_effective_rank(p).ok());
+    }
+    m.heat = pair
+        .and_then(|p| engine.decompositions_keeping(p, keep).ok())
+        .map(|(b, t)| {
+            let n = HEAT_K.min(b.keep).min(t.keep);
+            Heat {
+                rows: n,
+                cols: n,
+                values: spectral::similarity(&b, &t, n, n),
+            }
+        });
+    m
 }
 
 /// "none", "1 intruder (j = 3)" or "2 intruders (j = 0, 3)".

@@ -1240,15 +1240,15 @@ fn compare_counts_each_run_as_its_own_scan_does_and_expands_trainer_folders() {
     );
 }
 
-#[test]
-fn compare_follows_a_planted_intruder_back_to_the_checkpoint_it_appeared_in() {
-    let d = tempfile::tempdir().unwrap();
+/// A base and a Trainer folder `run/` of four checkpoints of one matrix, in which a planted
+/// direction x·yᵀ is absent at step 1 and grows from step 2 on.
+fn planted_checkpoints(d: &std::path::Path) -> &'static str {
     let mut rng = Rng(17);
     let (m, n) = (64, 48);
     let name = "model.layers.0.self_attn.q_proj.weight";
     let w0 = rng.vec(m * n, 0.3);
     write_st(
-        &d.path().join("base.safetensors"),
+        &d.join("base.safetensors"),
         &[f32_tensor(name, &[m, n], &w0)],
     );
     let unit = |rng: &mut Rng, k: usize| {
@@ -1257,19 +1257,25 @@ fn compare_follows_a_planted_intruder_back_to_the_checkpoint_it_appeared_in() {
         v.iter().map(|x| x / norm).collect::<Vec<f32>>()
     };
     let (x, y) = (unit(&mut rng, m), unit(&mut rng, n));
-    // Steps 1…4: the direction x·yᵀ absent at step 1, then growing from step 2.
     for (step, s) in [(1, 0.0f32), (2, 6.0), (3, 10.0), (4, 15.0)] {
         let noise = rng.vec(m * n, 0.01);
         let w: Vec<f32> = (0..m * n)
             .map(|i| w0[i] + noise[i] + s * x[i / n] * y[i % n])
             .collect();
-        let ck = d.path().join(format!("run/checkpoint-{step}"));
+        let ck = d.join(format!("run/checkpoint-{step}"));
         std::fs::create_dir_all(&ck).unwrap();
         write_st(
             &ck.join("model.safetensors"),
             &[f32_tensor(name, &[m, n], &w)],
         );
     }
+    name
+}
+
+#[test]
+fn compare_follows_a_planted_intruder_back_to_the_checkpoint_it_appeared_in() {
+    let d = tempfile::tempdir().unwrap();
+    let name = planted_checkpoints(d.path());
     let r = lorascope(
         &[
             "compare",
@@ -1309,6 +1315,116 @@ fn compare_follows_a_planted_intruder_back_to_the_checkpoint_it_appeared_in() {
         t["runs"][1]["rank"] == 0 && sig[1] < sig[2] && sig[2] < sig[3],
         "{t}"
     );
+}
+
+#[test]
+fn report_compare_is_the_comparison_compare_makes_in_every_format() {
+    let base = fx("base.safetensors");
+    let runs = [
+        fx("full-ft.safetensors"),
+        fx("lora-r8"),
+        fx("lora-r8-merged.safetensors"),
+    ];
+    let run = |args: &[&str]| {
+        let r = lorascope(args, &[]);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        r.stdout
+    };
+    let with = |cmd: &[&str], tail: &[&str]| {
+        let mut a: Vec<&str> = cmd.to_vec();
+        a.push(&base);
+        a.extend(runs.iter().map(|s| s.as_str()));
+        a.extend(tail);
+        run(&a)
+    };
+    let opts = ["--no-cache", "--label", "full", "--label", "lora"];
+    let compared: serde_json::Value = serde_json::from_str(&with(
+        &["compare"],
+        &[&opts[..], &["--format", "json"]].concat(),
+    ))
+    .unwrap();
+    // More than one run makes a report a comparison; --compare says it for one.
+    let reported: serde_json::Value = serde_json::from_str(&with(
+        &["report"],
+        &[&opts[..], &["--format", "json"]].concat(),
+    ))
+    .unwrap();
+    assert_eq!(reported, compared);
+    let csv = with(
+        &["report", "--compare"],
+        &[&opts[..], &["--format", "csv"]].concat(),
+    );
+    assert_eq!(
+        csv.trim_end(),
+        with(&["compare"], &[&opts[..], &["--format", "csv"]].concat()).trim_end()
+    );
+    // Markdown: each run's counts at every ε, as compare counted them.
+    let md = with(&["report"], &[&opts[..], &["--format", "md"]].concat());
+    for r in compared["runs"].as_array().unwrap() {
+        let counts: Vec<String> = r["sweep"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["intruders"].to_string())
+            .collect();
+        let row = format!(
+            "| {} | {} |",
+            r["label"].as_str().unwrap(),
+            counts.join(" | ")
+        );
+        assert!(md.contains(&row), "{row}\n{md}");
+    }
+    // --label names compared runs only.
+    let r = lorascope(
+        &["report", &base, &runs[1], "--label", "x", "--no-cache"],
+        &[],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--compare"), "{}", r.stderr);
+}
+
+#[test]
+fn report_compare_html_shows_training_steps_tracks_and_a_matrix_in_every_run() {
+    let d = tempfile::tempdir().unwrap();
+    let name = planted_checkpoints(d.path());
+    let out = d.path().join("cmp.html");
+    let r = lorascope(
+        &[
+            "report",
+            "--compare",
+            d.path().join("base.safetensors").to_str().unwrap(),
+            d.path().join("run").to_str().unwrap(),
+            "--format",
+            "html",
+            "-o",
+            out.to_str().unwrap(),
+            "--no-cache",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let html = std::fs::read_to_string(&out).unwrap();
+    // Self-contained: no scripts, nothing fetched.
+    assert!(!html.contains("<script"));
+    assert_eq!(
+        html.matches("http").count(),
+        html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count()
+    );
+    assert!(html.contains("Intruders vs ε") && html.contains("Intruders over training"));
+    // The intruder's matrix in each of the four checkpoints; the planted direction, held
+    // from step 2 on, with each run's verdict on the heatmap.
+    assert!(html.contains(&format!("<code>{name}</code> in every run")));
+    assert_eq!(
+        html.matches("<title>|cos| between base and tuned").count(),
+        4
+    );
+    assert!(html.contains("run/checkpoint-1: none"), "{html}");
+    assert!(html.contains("run/checkpoint-4: 1 intruder (j = 0)"));
+    let tracks = &html[html.find("through the runs").unwrap()..];
+    let row = &tracks[tracks.find(&format!("<code>{name}</code>")).unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert_eq!(row.matches("class=held").count(), 3, "{row}");
+    assert!(row.ends_with("<td>run/checkpoint-2</td>"), "{row}");
 }
 
 #[test]

@@ -3,15 +3,17 @@
 //! the base is decomposed once. The model ([`Comparison`], each run's [`Results`]) and its
 //! writers (table, CSV, JSON).
 
+mod html;
+mod write;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::checkpoint::natural_cmp;
 use crate::error::{Error, Result};
-use crate::report::{csv_field, shown_name, Results};
+use crate::report::Results;
 use crate::spectral::Rule;
 
 /// One run to compare: where it is, what to call it, and what its trainer logged.
@@ -21,6 +23,8 @@ pub struct RunSpec {
     pub path: PathBuf,
     pub step: Option<u64>,
     pub epoch: Option<f64>,
+    /// The Trainer folder's label, for checkpoints expanded from one (a training run).
+    pub group: Option<String>,
     /// Evaluation figures found beside the run (accuracy, loss, …), by name.
     pub metrics: BTreeMap<String, f64>,
 }
@@ -151,6 +155,7 @@ pub fn expand(args: &[PathBuf], labels: &[String]) -> Result<Vec<RunSpec>> {
                     label: format!("{label}/{name}"),
                     step: step.or(checkpoint_step(&name)),
                     epoch,
+                    group: Some(label.clone()),
                     metrics,
                     path,
                 });
@@ -177,11 +182,102 @@ pub fn expand(args: &[PathBuf], labels: &[String]) -> Result<Vec<RunSpec>> {
                 path: arg.clone(),
                 step,
                 epoch,
+                group: None,
                 metrics,
             });
         }
     }
     Ok(runs)
+}
+
+/// Which matrices a comparison shows in every run side by side (reports).
+pub enum Show<'a> {
+    None,
+    /// The reference run's matrix with the most intruders.
+    Default,
+    Matching(&'a regex::Regex),
+}
+
+/// How runs are compared: one rule for all, whose intruders are followed, with how many tuned
+/// vectors, and which matrices are shown side by side.
+pub struct Settings<'a> {
+    pub rule: Rule,
+    pub reference: usize,
+    pub keep: usize,
+    pub show: Show<'a>,
+}
+
+/// Scans each opened run against the base in turn (counted by the rule alone: the explorer's
+/// flags belong to one run's weights), then follows the reference run's intruders through the
+/// others. `progress` gets the matrices done over all runs and the run's label; `jobs` the
+/// matrices analysed at once for a run; `after` each engine once its scan is done (warnings).
+pub fn compare(
+    runs: Vec<(RunSpec, std::result::Result<crate::engine::Engine, String>)>,
+    settings: Settings,
+    jobs: &dyn Fn(&crate::engine::Engine) -> usize,
+    progress: &(dyn Fn(usize, &str) + Sync),
+    after: &dyn Fn(&crate::engine::Engine),
+) -> Result<Comparison> {
+    let Settings {
+        rule,
+        reference,
+        keep,
+        show,
+    } = settings;
+    let mut offset = 0;
+    let mut results = Vec::new();
+    let mut engines = Vec::new();
+    for (spec, engine) in runs {
+        let res = engine.as_ref().map_err(Clone::clone).map(|engine| {
+            let label = spec.label.as_str();
+            let scan = engine.scan(jobs(engine), &|done, _, _| progress(offset + done, label));
+            offset += engine.matrices().len();
+            after(engine);
+            let n = engine.matrices().len();
+            Results::new(engine, &scan, &crate::flags::UserState::default(), &rule, n)
+        });
+        results.push(RunResult { spec, results: res });
+        engines.push(engine.ok());
+    }
+    let engine_refs: Vec<_> = engines.iter().map(Option::as_ref).collect();
+    let result_refs: Vec<_> = results.iter().map(|r| r.results.as_ref().ok()).collect();
+    let tracks = track(&engine_refs, &result_refs, reference, keep)?;
+    let names: Vec<String> = match show {
+        Show::None => vec![],
+        Show::Default => default_section(result_refs.get(reference).copied().flatten())
+            .into_iter()
+            .collect(),
+        Show::Matching(re) => {
+            let mut names: Vec<String> = result_refs
+                .iter()
+                .flatten()
+                .flat_map(|r| r.analysed().map(|m| m.name.clone()))
+                .filter(|n| re.is_match(n))
+                .collect();
+            names.sort_by(|a, b| natural_cmp(a, b));
+            names.dedup();
+            names
+        }
+    };
+    let sections = sections(&engine_refs, &result_refs, &names, keep);
+    Ok(Comparison {
+        rule,
+        runs: results,
+        reference,
+        tracks,
+        sections,
+    })
+}
+
+/// The index of the run labelled `label` (`--reference`), or the last run.
+pub fn reference_of(specs: &[RunSpec], label: Option<&str>) -> Result<usize> {
+    match label {
+        Some(l) => specs
+            .iter()
+            .position(|r| r.label == l)
+            .ok_or_else(|| Error::Usage(format!("--reference {l}: no run has that label"))),
+        None => Ok(specs.len().saturating_sub(1)),
+    }
 }
 
 /// One run's outcome: its results, or why it could not be scanned (the others go on).
@@ -334,6 +430,54 @@ pub struct Comparison {
     /// The run whose intruders are tracked, and the tracks.
     pub reference: usize,
     pub tracks: Vec<Track>,
+    /// Matrices shown in every run side by side (reports), with their heatmaps.
+    pub sections: Vec<Section>,
+}
+
+/// One matrix in every run: its row with the heatmap (None: the run failed, or lacks it).
+#[derive(Debug, Clone)]
+pub struct Section {
+    pub matrix: String,
+    pub runs: Vec<Option<crate::report::model::MatrixRow>>,
+}
+
+/// The sections of these matrices: each run's row with its heatmap, from the cache.
+pub fn sections(
+    engines: &[Option<&crate::engine::Engine>],
+    results: &[Option<&Results>],
+    names: &[String],
+    keep: usize,
+) -> Vec<Section> {
+    names
+        .iter()
+        .map(|name| Section {
+            matrix: name.clone(),
+            runs: engines
+                .iter()
+                .zip(results)
+                .map(|(e, r)| {
+                    let row = (*r)?.analysed().find(|m| &m.name == name)?;
+                    Some(crate::report::model::section((*e)?, row, keep))
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The matrix a comparison shows by default: the one where the reference run has the most
+/// intruders (by the rule), the first such in order.
+pub fn default_section(results: Option<&Results>) -> Option<String> {
+    results?
+        .analysed()
+        .filter(|m| !m.rule_intruders.is_empty())
+        .fold(
+            None::<&crate::report::model::MatrixRow>,
+            |best, m| match best {
+                Some(b) if b.rule_intruders.len() >= m.rule_intruders.len() => Some(b),
+                _ => Some(m),
+            },
+        )
+        .map(|m| m.name.clone())
 }
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -372,7 +516,7 @@ impl Comparison {
     }
 
     /// Metric names any run has, in order.
-    fn metric_names(&self) -> Vec<String> {
+    pub fn metric_names(&self) -> Vec<String> {
         let names: BTreeSet<&String> = self
             .runs
             .iter()
@@ -382,7 +526,7 @@ impl Comparison {
     }
 
     /// Blocks any run has, in natural order.
-    fn layers(&self) -> Vec<String> {
+    pub fn layers(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .runs
             .iter()
@@ -393,313 +537,6 @@ impl Comparison {
             .collect();
         names.sort_by(|a, b| natural_cmp(a, b));
         names
-    }
-
-    /// The table `compare` prints: runs × ε (and metrics), then layers × runs at this ε.
-    pub fn table(&self) -> String {
-        let (k, eps) = (self.rule.k(), self.rule.epsilon());
-        let metrics = self.metric_names();
-        let w = self
-            .runs
-            .iter()
-            .map(|r| shown_name(&r.spec.label, Some(40)).chars().count())
-            .max()
-            .unwrap_or(3)
-            .max(3);
-        let mut s = String::new();
-        // Step and epoch only where some run has them (checkpoints of a training run).
-        let steps = self
-            .runs
-            .iter()
-            .any(|r| r.spec.step.is_some() || r.spec.epoch.is_some());
-        let mut head = format!("{:<w$}", "run");
-        if steps {
-            head += &format!("  {:>6}  {:>5}", "step", "epoch");
-        }
-        for e in crate::spectral::rule::SWEEP {
-            head += &format!("  {:>5}", format!("ε={e:.1}"));
-        }
-        head += &format!("  {:>9}", format!("at ε={eps}"));
-        for m in &metrics {
-            head += &format!("  {m:>w2$}", w2 = m.chars().count().max(6));
-        }
-        let _ = writeln!(s, "{head}");
-        for r in &self.runs {
-            let mut line = format!("{:<w$}", shown_name(&r.spec.label, Some(40)));
-            if steps {
-                line += &format!(
-                    "  {:>6}  {:>5}",
-                    r.spec.step.map_or("-".into(), |x| x.to_string()),
-                    r.spec.epoch.map_or("-".into(), |x| format!("{x:.2}"))
-                );
-            }
-            match &r.results {
-                Ok(res) => {
-                    for (_, n) in &res.sweep {
-                        line += &format!("  {n:>5}");
-                    }
-                    let failed = res.failed().count();
-                    line += &format!(
-                        "  {:>9}",
-                        if failed > 0 {
-                            format!("{}!", res.total_rule)
-                        } else {
-                            res.total_rule.to_string()
-                        }
-                    );
-                    for m in &metrics {
-                        line += &format!(
-                            "  {:>w2$}",
-                            r.spec
-                                .metrics
-                                .get(m)
-                                .map_or("-".into(), |x| format!("{x:.4}")),
-                            w2 = m.chars().count().max(6)
-                        );
-                    }
-                }
-                Err(e) => line += &format!("  FAILED: {}", shown_name(e, None)),
-            }
-            let _ = writeln!(s, "{}", line.trim_end());
-        }
-        let layers = self.layers();
-        if !layers.is_empty() {
-            let _ = writeln!(s, "\nintruders per layer (k={k}, ε={eps}):");
-            let lw = layers
-                .iter()
-                .map(|l| shown_name(l, Some(40)).chars().count())
-                .max()
-                .unwrap_or(5);
-            let cols: Vec<usize> = self
-                .runs
-                .iter()
-                .map(|r| shown_name(&r.spec.label, Some(20)).chars().count().max(3))
-                .collect();
-            let mut head = format!("  {:<lw$}", "layer");
-            for (r, cw) in self.runs.iter().zip(&cols) {
-                head += &format!("  {:>cw$}", shown_name(&r.spec.label, Some(20)));
-            }
-            let _ = writeln!(s, "{head}");
-            for l in &layers {
-                let mut line = format!("  {:<lw$}", shown_name(l, Some(40)));
-                for (r, cw) in self.runs.iter().zip(&cols) {
-                    let n = r.results.as_ref().ok().and_then(|res| {
-                        res.per_layer.iter().find(|(b, _)| b == l).map(|(_, n)| *n)
-                    });
-                    line += &format!("  {:>cw$}", n.map_or("-".into(), |n| n.to_string()));
-                }
-                let _ = writeln!(s, "{line}");
-            }
-        }
-        let fractions: Vec<(&str, Vec<(f64, usize)>)> = self
-            .runs
-            .iter()
-            .filter_map(|r| {
-                Some((
-                    r.spec.label.as_str(),
-                    r.results.as_ref().ok()?.by_fraction()?,
-                ))
-            })
-            .collect();
-        if !fractions.is_empty() {
-            let _ = writeln!(
-                s,
-                "\nintruders (ε={eps}) among the top fraction of each matrix's vectors (whole spectra):"
-            );
-            let mut head = format!("  {:<w$}", "run");
-            for t in 1..=10 {
-                head += &format!("  {:>5}", format!("{}%", t * 10));
-            }
-            let _ = writeln!(s, "{head}");
-            for (label, f) in &fractions {
-                let mut line = format!("  {:<w$}", shown_name(label, Some(40)));
-                for (_, n) in f {
-                    line += &format!("  {n:>5}");
-                }
-                let _ = writeln!(s, "{line}");
-            }
-        }
-        let corr = self.correlations();
-        if !corr.is_empty() {
-            let _ = writeln!(
-                s,
-                "\nSpearman ρ, intruders (at ε={eps}) vs each metric across runs:"
-            );
-            for (m, rho, n) in &corr {
-                let _ = writeln!(s, "  {m}  ρ = {rho:+.2} over {n} runs");
-            }
-        }
-        if !self.tracks.is_empty() {
-            let reference = &self.runs[self.reference].spec.label;
-            let _ = writeln!(
-                s,
-                "\nintruders of {} through the runs: best |cos| (rank) among each run's top vectors",
-                shown_name(reference, Some(40))
-            );
-            for t in &self.tracks {
-                let mut line = format!(
-                    "  {} u{} σ {:.3}:",
-                    shown_name(&t.matrix, Some(60)),
-                    t.j,
-                    t.sigma
-                );
-                for (r, p) in self.runs.iter().zip(&t.points) {
-                    let _ = write!(
-                        line,
-                        "  {} {}",
-                        shown_name(&r.spec.label, Some(20)),
-                        p.as_ref()
-                            .map_or("-".into(), |p| format!("{:.2} ({})", p.cos, p.rank))
-                    );
-                }
-                if let Some(i) = t.first_seen(eps) {
-                    let _ = write!(
-                        line,
-                        "  · from {}",
-                        shown_name(&self.runs[i].spec.label, Some(20))
-                    );
-                }
-                let _ = writeln!(s, "{line}");
-            }
-        }
-        if self.runs.iter().any(|r| {
-            r.results
-                .as_ref()
-                .is_ok_and(|x| x.failed().next().is_some())
-        }) {
-            let _ = writeln!(
-                s,
-                "\n(!: some matrices of the run could not be analysed; scan it for which)"
-            );
-        }
-        s
-    }
-
-    /// One row per run: its counts at each ε of the sweep and at the rule's, its metrics.
-    pub fn csv(&self) -> String {
-        let metrics = self.metric_names();
-        let mut s = String::from("label,path,step,epoch,total_intruders");
-        for e in crate::spectral::rule::SWEEP {
-            let _ = write!(s, ",intruders_eps_{e:.1}");
-        }
-        for m in &metrics {
-            let _ = write!(s, ",{}", csv_field(m));
-        }
-        s.push_str(",error\n");
-        for r in &self.runs {
-            let _ = write!(
-                s,
-                "{},{},{},{}",
-                csv_field(&r.spec.label),
-                csv_field(&r.spec.path.display().to_string()),
-                r.spec.step.map_or(String::new(), |x| x.to_string()),
-                r.spec.epoch.map_or(String::new(), |x| x.to_string())
-            );
-            match &r.results {
-                Ok(res) => {
-                    let _ = write!(s, ",{}", res.total_rule);
-                    for (_, n) in &res.sweep {
-                        let _ = write!(s, ",{n}");
-                    }
-                }
-                Err(_) => s.push_str(&",".repeat(1 + crate::spectral::rule::SWEEP.len())),
-            }
-            for m in &metrics {
-                let _ = write!(
-                    s,
-                    ",{}",
-                    r.spec
-                        .metrics
-                        .get(m)
-                        .map_or(String::new(), |x| x.to_string())
-                );
-            }
-            let err = r.results.as_ref().err().cloned().unwrap_or_default();
-            let _ = writeln!(s, ",{}", csv_field(&err));
-        }
-        s
-    }
-
-    /// For scripts: per run its counts, sweep, layers and metrics, or its error.
-    pub fn json(&self) -> Value {
-        let runs: Vec<Value> = self
-            .runs
-            .iter()
-            .map(|r| {
-                let mut o = json!({
-                    "label": r.spec.label,
-                    "path": r.spec.path.display().to_string(),
-                    "step": r.spec.step,
-                    "epoch": r.spec.epoch,
-                    "metrics": r.spec.metrics,
-                });
-                let m = o.as_object_mut().expect("an object");
-                match &r.results {
-                    Ok(res) => {
-                        m.insert("total_intruders".into(), res.total_rule.into());
-                        m.insert("matrices_analysed".into(), res.matrices_analysed().into());
-                        m.insert("failed".into(), res.failed().count().into());
-                        m.insert(
-                            "sweep".into(),
-                            res.sweep
-                                .iter()
-                                .map(|(e, n)| json!({"epsilon": e, "intruders": n}))
-                                .collect(),
-                        );
-                        m.insert(
-                            "layers".into(),
-                            res.per_layer
-                                .iter()
-                                .map(|(b, n)| json!({"layer": b, "intruders": n}))
-                                .collect(),
-                        );
-                        m.insert("inputs".into(), json!(res.inputs));
-                        if let Some(f) = res.by_fraction() {
-                            m.insert(
-                                "by_fraction".into(),
-                                f.iter()
-                                    .map(|(f, n)| json!({"fraction": f, "intruders": n}))
-                                    .collect(),
-                            );
-                        }
-                    }
-                    Err(e) => {
-                        m.insert("error".into(), e.clone().into());
-                    }
-                }
-                o
-            })
-            .collect();
-        let tracks: Vec<Value> = self
-            .tracks
-            .iter()
-            .map(|t| {
-                json!({
-                    "matrix": t.matrix,
-                    "j": t.j,
-                    "sigma": t.sigma,
-                    "first_seen": t.first_seen(self.rule.epsilon()).map(|i| self.runs[i].spec.label.clone()),
-                    "runs": self.runs.iter().zip(&t.points).map(|(r, p)| json!({
-                        "label": r.spec.label,
-                        "best_cos": p.as_ref().map(|p| p.cos),
-                        "rank": p.as_ref().map(|p| p.rank),
-                        "sigma": p.as_ref().map(|p| p.sigma),
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        json!({
-            "schema": SCHEMA_VERSION,
-            "lorascope_version": env!("CARGO_PKG_VERSION"),
-            "k": self.rule.k(),
-            "epsilon": self.rule.epsilon(),
-            "runs": runs,
-            "reference": self.runs.get(self.reference).map(|r| r.spec.label.clone()),
-            "tracks": tracks,
-            "correlations": self.correlations().into_iter()
-                .map(|(m, rho, n)| json!({"metric": m, "rho": rho, "runs": n}))
-                .collect::<Vec<_>>(),
-        })
     }
 }
 
