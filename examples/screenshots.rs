@@ -59,6 +59,35 @@ fn main() {
     key(&mut app, KeyCode::Char('z'));
     key(&mut app, KeyCode::Char('o'));
     save(out, "overview", &app, &theme, 120, 36);
+    key(&mut app, KeyCode::Char('o'));
+
+    // Several runs: the run bar and the compare view (`c`) on the selected matrix, with the
+    // demo's adapter, its full fine-tune and the adapter again.
+    let full = Engine::new(
+        Inputs::open(&demo.base, &demo.full, &Selection::default()).unwrap(),
+        Cache::disabled(),
+        Options::default(),
+    );
+    let labels = ["lora-r4", "full-ft", "lora-r4 (again)"];
+    app.runs = Some(lorascope::tui::app::RunBar {
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        active: 0,
+        totals: vec![
+            Some((app.total_intruders(), 24, 24)),
+            Some((0, 24, 24)),
+            None,
+        ],
+    });
+    key(&mut app, KeyCode::Char('c'));
+    let name = app.rows[app.selected_row().unwrap()].name.clone();
+    let across = lorascope::compare::across(&[&engine, &full, &engine], 0, &name, engine.keep());
+    app.on_compared(
+        &name,
+        labels.iter().map(|l| l.to_string()).zip(across).collect(),
+    );
+    save(out, "runs", &app, &theme, 120, 36);
+    key(&mut app, KeyCode::Esc);
+    app.runs = None;
 
     // The demo's HTML report, for the script to photograph in a browser.
     let scan = app.as_scan();

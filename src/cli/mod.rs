@@ -373,6 +373,13 @@ pub struct RepairArgs {
 pub struct TuiArgs {
     #[command(flatten)]
     pub analysis: AnalysisArgs,
+    /// More runs of the same base, to switch between (1–9, r) and compare (c); a folder of
+    /// Trainer checkpoints stands for its checkpoints in step order.
+    #[arg(value_name = "RUN")]
+    pub more_runs: Vec<PathBuf>,
+    /// A name per run argument, in order (repeat it) [default: the run's folder or file name].
+    #[arg(long = "label", value_name = "NAME")]
+    pub labels: Vec<String>,
     #[command(flatten)]
     pub look: LookArgs,
 }
@@ -621,6 +628,8 @@ fn demo(a: DemoArgs) -> Result<ExitCode, Error> {
         let analysis = AnalysisArgs::on(paths.base, paths.lora, a.cache);
         return tui(TuiArgs {
             analysis,
+            more_runs: vec![],
+            labels: vec![],
             look: a.look,
         });
     }
@@ -666,8 +675,8 @@ pub fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::
 
 fn tui(a: TuiArgs) -> Result<ExitCode, Error> {
     use lorascope::tui::{self, theme::Depth, Settings};
-    // Bad input fails here, before the terminal is touched.
-    let engine = a.analysis.engine()?;
+    // Bad input fails here, before the terminal is touched: every run is opened (headers only).
+    let runs = tui_runs(&a)?;
     use std::io::IsTerminal;
     if !std::io::stdout().is_terminal() {
         return Err(Error::Usage(
@@ -679,7 +688,7 @@ fn tui(a: TuiArgs) -> Result<ExitCode, Error> {
     // One core stays free for the interface.
     let workers = a
         .analysis
-        .jobs_for(&engine, scan::default_jobs().saturating_sub(1).max(1));
+        .jobs_for(&runs[0].1, scan::default_jobs().saturating_sub(1).max(1));
     let settings = Settings {
         rule: a.analysis.rule()?,
         depth,
@@ -688,7 +697,44 @@ fn tui(a: TuiArgs) -> Result<ExitCode, Error> {
         state_dir,
         workers,
     };
-    Ok(ExitCode::from(tui::run(engine, settings)?))
+    Ok(ExitCode::from(tui::run_many(runs, settings)?))
+}
+
+/// The explorer's runs, opened: BASE TUNED, or BASE and several runs (a Trainer folder stands
+/// for its checkpoints), each with its label.
+fn tui_runs(a: &TuiArgs) -> Result<Vec<(String, lorascope::engine::Engine)>, Error> {
+    use lorascope::compare;
+    let several = !a.more_runs.is_empty()
+        || a.analysis
+            .tuned
+            .as_deref()
+            .is_some_and(compare::is_trainer_folder);
+    if !several {
+        if !a.labels.is_empty() {
+            return Err(Error::Usage(
+                "--label names runs: give several (lorascope BASE RUN1 RUN2 …)".into(),
+            ));
+        }
+        return Ok(vec![(String::new(), a.analysis.engine()?)]);
+    }
+    a.analysis.opts.check()?;
+    let (base, first) = a.analysis.paths()?;
+    let args: Vec<PathBuf> = std::iter::once(first)
+        .chain(a.more_runs.iter().cloned())
+        .collect();
+    let specs = compare::expand(&args, &a.labels)?;
+    if specs.is_empty() {
+        return Err(Error::Usage(
+            "no runs to explore (a Trainer folder without checkpoints?)".into(),
+        ));
+    }
+    specs
+        .into_iter()
+        .map(|s| {
+            let engine = a.analysis.opts.engine_for(&base, &s.path)?;
+            Ok((s.label, engine))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -361,24 +361,7 @@ pub fn track(
         }
         for &j in &m.rule_intruders {
             let u = &reft.vectors[j * reft.dim..(j + 1) * reft.dim];
-            let points = theirs
-                .iter()
-                .map(|t| {
-                    let t = t.as_ref()?;
-                    (0..t.keep)
-                        .map(|l| {
-                            let v = &t.vectors[l * t.dim..(l + 1) * t.dim];
-                            let c: f64 = u.iter().zip(v).map(|(a, b)| *a as f64 * *b as f64).sum();
-                            (c.abs(), l)
-                        })
-                        .max_by(|a, b| a.0.total_cmp(&b.0))
-                        .map(|(cos, rank)| TrackPoint {
-                            cos,
-                            rank,
-                            sigma: t.sigma[rank],
-                        })
-                })
-                .collect();
+            let points = theirs.iter().map(|t| best_match(u, t.as_ref()?)).collect();
             tracks.push(Track {
                 matrix: m.name.clone(),
                 j,
@@ -388,6 +371,80 @@ pub fn track(
         }
     }
     Ok(tracks)
+}
+
+/// The best |cos| of vector `u` among a decomposition's kept vectors: which one (its rank) and
+/// its σ; None when it keeps none or lives in another space.
+pub fn best_match(u: &[f32], t: &crate::spectral::Decomposition) -> Option<TrackPoint> {
+    if u.len() != t.dim {
+        return None;
+    }
+    (0..t.keep)
+        .map(|l| {
+            let v = &t.vectors[l * t.dim..(l + 1) * t.dim];
+            let c: f64 = u.iter().zip(v).map(|(a, b)| *a as f64 * *b as f64).sum();
+            (c.abs(), l)
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(cos, rank)| TrackPoint {
+            cos,
+            rank,
+            sigma: t.sigma[rank],
+        })
+}
+
+/// One matrix of one run, seen from another run (the explorer's compare view): its top tuned
+/// vectors' c_j and σ, and for each top vector of the run looked from, its best match here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Across {
+    pub max_cos: Vec<f64>,
+    pub sigma: Vec<f64>,
+    pub matches: Vec<Option<TrackPoint>>,
+}
+
+/// The matrix `name` in every run, with `keep` tuned vectors, matched against run `from`'s.
+/// A run without the matrix, or whose decomposition fails, gets the reason.
+pub fn across(
+    engines: &[&crate::engine::Engine],
+    from: usize,
+    name: &str,
+    keep: usize,
+) -> Vec<std::result::Result<Across, String>> {
+    let decomposed: Vec<std::result::Result<_, String>> = engines
+        .iter()
+        .map(|e| {
+            let pair = e
+                .matrices()
+                .into_iter()
+                .find(|p| p.name == name)
+                .ok_or_else(|| "not in this run".to_string())?;
+            e.decompositions_keeping(pair, keep)
+                .map_err(|e| e.to_string())
+        })
+        .collect();
+    let own = decomposed
+        .get(from)
+        .and_then(|d| d.as_ref().ok())
+        .map(|d| &d.1);
+    decomposed
+        .iter()
+        .map(|d| {
+            let (b, t) = d.as_ref().map_err(Clone::clone)?;
+            let matches = own.map_or_else(Vec::new, |o| {
+                (0..o.keep)
+                    .map(|j| best_match(&o.vectors[j * o.dim..(j + 1) * o.dim], t))
+                    .collect()
+            });
+            Ok(Across {
+                max_cos: crate::spectral::best_matches(b, t)
+                    .into_iter()
+                    .map(|(c, _)| c)
+                    .collect(),
+                sigma: t.sigma[..t.keep.min(t.sigma.len())].to_vec(),
+                matches,
+            })
+        })
+        .collect()
 }
 
 /// Spearman's rank correlation of paired values (ties get their mean rank); None below three

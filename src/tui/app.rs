@@ -177,6 +177,8 @@ pub enum Popup {
     Repaired(RepairOutcome),
     /// Choose the export format.
     Export,
+    /// The selected matrix in every run ([`CompareState`]).
+    Compare,
     Input {
         prompt: Prompt,
         text: String,
@@ -220,7 +222,31 @@ pub enum Cmd {
     Suspend,
     /// Capture the mouse, or give it back to the terminal.
     SetMouse(bool),
+    /// Show another run (its index), keeping the matrix, vector and rule.
+    SwitchRun(usize),
+    /// Compute this matrix in every run, for the compare view.
+    Compare(String),
     Quit,
+}
+
+/// The runs being explored (`lorascope BASE RUN1 RUN2 …`): their labels, which is shown, and
+/// what each loaded run has found so far under the shown run's rule.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunBar {
+    pub labels: Vec<String>,
+    pub active: usize,
+    /// (intruders, matrices done, matrices) of each run loaded so far.
+    pub totals: Vec<Option<(usize, usize, usize)>>,
+}
+
+/// The compare view: one matrix in every run, matched against the shown run's vectors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareState {
+    pub matrix: String,
+    /// The run whose vectors are followed (the one shown when the view opened).
+    pub from: usize,
+    /// Per run, once computed: its label and the matrix there, or why it is missing.
+    pub rows: Option<Vec<(String, Result<crate::compare::Across, String>)>>,
 }
 
 pub use crate::flags::UserState;
@@ -395,7 +421,13 @@ pub struct App {
     pub stored: crate::flags::Stored,
     /// Stale flags were mentioned once already.
     pub stale_noted: bool,
+    /// Several runs: the run bar (None with one run).
+    pub runs: Option<RunBar>,
+    pub compare: Option<CompareState>,
 }
+
+/// What run keys say when there is one run.
+const ONE_RUN: &str = "one run: to compare, give several (lorascope BASE RUN1 RUN2 …)";
 
 pub const HEAT_MIN: usize = 10;
 pub const HEAT_MAX: usize = 200;
@@ -447,6 +479,8 @@ impl App {
             mouse: false,
             stored: Default::default(),
             stale_noted: false,
+            runs: None,
+            compare: None,
         };
         app.refresh_visible();
         app
@@ -487,9 +521,21 @@ impl App {
     }
 
     pub fn total_intruders(&self) -> usize {
+        self.total_under(&self.rule)
+    }
+
+    /// Intruders found so far under another rule (the run bar counts every run by the shown
+    /// run's k and ε), with this run's flags.
+    pub fn total_under(&self, rule: &Rule) -> usize {
         (0..self.rows.len())
-            .filter_map(|r| self.intruders(r))
-            .map(|v| v.len())
+            .filter_map(|r| {
+                let rep = self.report(r)?;
+                Some(
+                    self.user
+                        .intruders(&self.rows[r].name, &rep.max_cos(), rule)
+                        .len(),
+                )
+            })
             .sum()
     }
 
@@ -743,6 +789,26 @@ impl App {
             }
             return cmds;
         }
+        if self.popup == Some(Popup::Compare) {
+            // ← → follow another vector; any other key closes (Ctrl-C still quits).
+            match action_for(&key) {
+                Some(Action::Left) => self.cursor_j = self.cursor_j.saturating_sub(1),
+                Some(Action::Right) => self.cursor_j = (self.cursor_j + 1).min(self.max_j()),
+                Some(Action::Quit)
+                    if key
+                        .modifiers
+                        .contains(ratatui::crossterm::event::KeyModifiers::CONTROL) =>
+                {
+                    self.quit = true;
+                    cmds.push(Cmd::Quit);
+                }
+                _ => {
+                    self.popup = None;
+                    self.compare = None;
+                }
+            }
+            return cmds;
+        }
         if self.popup == Some(Popup::Export) {
             self.popup = None;
             let chosen = super::keys::EXPORT_KEYS
@@ -828,6 +894,37 @@ impl App {
                 }];
             }
             Action::Zoom => self.zoom = !self.zoom,
+            Action::SwitchRun | Action::NextRun => {
+                let n = self.runs.as_ref().map_or(1, |b| b.labels.len());
+                let active = self.runs.as_ref().map_or(0, |b| b.active);
+                let to = match key.code {
+                    KeyCode::Char(d) if action == Action::SwitchRun => {
+                        d.to_digit(10).map_or(0, |d| d as usize).saturating_sub(1)
+                    }
+                    _ => (active + 1) % n,
+                };
+                if n < 2 {
+                    self.message = Some(ONE_RUN.into());
+                } else if to >= n {
+                    self.message = Some(format!("no run {} (runs 1–{n})", to + 1));
+                } else if to != active {
+                    cmds.push(Cmd::SwitchRun(to));
+                }
+            }
+            Action::Compare => match (&self.runs, self.selected_row()) {
+                (None, _) => self.message = Some(ONE_RUN.into()),
+                (Some(_), None) => self.message = Some("no matrix selected".into()),
+                (Some(bar), Some(row)) => {
+                    let matrix = self.rows[row].name.clone();
+                    self.compare = Some(CompareState {
+                        matrix: matrix.clone(),
+                        from: bar.active,
+                        rows: None,
+                    });
+                    self.popup = Some(Popup::Compare);
+                    cmds.push(Cmd::Compare(matrix));
+                }
+            },
             Action::Overview => {
                 self.tab = if self.tab == Tab::Main {
                     Tab::Overview
@@ -1017,13 +1114,7 @@ impl App {
                         .map(|k| self.rule.with_k(k)),
                 };
                 match parsed.unwrap_or_else(|| Err(format!("not a number: `{text}`"))) {
-                    Ok(rule) => {
-                        self.rule = rule;
-                        if rule.k() > self.keep {
-                            self.recompute(rule.k(), cmds);
-                        }
-                        self.refresh_visible();
-                    }
+                    Ok(rule) => self.set_rule(rule, cmds),
                     Err(m) => self.message = Some(m),
                 }
             }
@@ -1093,6 +1184,16 @@ impl App {
 
     /// Every matrix again with `keep` tuned vectors: the reports so far hold too few for the k
     /// asked. Whole spectra and flags do not depend on it and stay.
+    /// Count by this rule from now on (another run's, when the user switches runs); a k above
+    /// the vectors computed recomputes every matrix.
+    pub fn set_rule(&mut self, rule: Rule, cmds: &mut Vec<Cmd>) {
+        self.rule = rule;
+        if rule.k() > self.keep {
+            self.recompute(rule.k(), cmds);
+        }
+        self.refresh_visible();
+    }
+
     fn recompute(&mut self, keep: usize, cmds: &mut Vec<Cmd>) {
         self.message = Some(format!(
             "k = {keep} is above the {} tuned vectors computed: computing {keep} for every matrix",
@@ -1184,6 +1285,17 @@ impl App {
     /// Progress of the running repair.
     pub fn on_repair_progress(&mut self, what: String) {
         self.repair.running = Some(what);
+    }
+
+    /// The compare view's matrix computed in every run (a late answer for another is dropped).
+    pub fn on_compared(
+        &mut self,
+        matrix: &str,
+        rows: Vec<(String, Result<crate::compare::Across, String>)>,
+    ) {
+        if let Some(c) = self.compare.as_mut().filter(|c| c.matrix == matrix) {
+            c.rows = Some(rows);
+        }
     }
 
     pub fn on_repaired(&mut self, result: Result<RepairOutcome, String>) {

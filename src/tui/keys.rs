@@ -38,6 +38,10 @@ pub enum Action {
     Repair,
     Suspend,
     Mouse,
+    /// Show run 1–9 (the digit pressed).
+    SwitchRun,
+    NextRun,
+    Compare,
 }
 
 const NONE: KeyModifiers = KeyModifiers::NONE;
@@ -54,6 +58,18 @@ pub struct Binding {
 impl Binding {
     /// How help writes the keys: the first two distinct names ("↑ k", "G End").
     pub fn label(&self) -> String {
+        // A run of digits reads as a range: "1–9".
+        let digits: Vec<char> = self
+            .keys
+            .iter()
+            .filter_map(|(c, _)| match c {
+                Char(d) if d.is_ascii_digit() => Some(*d),
+                _ => None,
+            })
+            .collect();
+        if digits.len() > 2 && digits.len() == self.keys.len() {
+            return format!("{}–{}", digits[0], digits[digits.len() - 1]);
+        }
         let mut names: Vec<String> = Vec::new();
         for (c, m) in self.keys {
             let n = key_name(*c, *m);
@@ -364,6 +380,31 @@ pub const BINDINGS: &[Binding] = &[
         keys: &[(Char('R'), SHIFT), (Char('R'), NONE)],
         action: Action::Repair,
         help: "repair intruders, then verify",
+    },
+    Binding {
+        keys: &[
+            (Char('1'), NONE),
+            (Char('2'), NONE),
+            (Char('3'), NONE),
+            (Char('4'), NONE),
+            (Char('5'), NONE),
+            (Char('6'), NONE),
+            (Char('7'), NONE),
+            (Char('8'), NONE),
+            (Char('9'), NONE),
+        ],
+        action: Action::SwitchRun,
+        help: "show run 1–9 (several runs)",
+    },
+    Binding {
+        keys: &[(Char('r'), NONE)],
+        action: Action::NextRun,
+        help: "next run",
+    },
+    Binding {
+        keys: &[(Char('c'), NONE)],
+        action: Action::Compare,
+        help: "this matrix in every run",
     },
     Binding {
         keys: &[(Char('m'), NONE)],

@@ -13,6 +13,8 @@ pub const MIN_HEIGHT: u16 = 16;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Areas {
     pub title: Rect,
+    /// The run bar, with several runs.
+    pub runbar: Option<Rect>,
     pub body: Rect,
     pub status: Rect,
     pub layers: Option<Rect>,
@@ -44,14 +46,17 @@ impl Areas {
 /// The panes on a screen of this size. Small screens drop panes by priority (the profile first,
 /// then whichever of heatmap and top vectors is not focused) instead of clipping them.
 pub fn areas(app: &App, area: Rect) -> Areas {
-    let [title, body, status] = Layout::vertical([
+    let bar = u16::from(app.runs.is_some());
+    let [title, runbar, body, status] = Layout::vertical([
         Constraint::Length(1),
+        Constraint::Length(bar),
         Constraint::Fill(1),
         Constraint::Length(1),
     ])
     .areas(area);
     let mut a = Areas {
         title,
+        runbar: (bar > 0).then_some(runbar),
         body,
         status,
         ..Areas::default()

@@ -39,6 +39,13 @@ pub enum Event {
     Repaired(std::result::Result<app::RepairOutcome, String>),
     /// SIGTERM, SIGHUP, SIGINT or SIGQUIT: leave as on `q`, restoring the terminal.
     Signal(i32),
+    /// An event of run N's background work (several runs).
+    Run(usize, Box<Event>),
+    /// The compare view's matrix in every run.
+    Compared(
+        String,
+        Vec<(String, std::result::Result<crate::compare::Across, String>)>,
+    ),
 }
 
 pub struct Settings {
@@ -157,6 +164,11 @@ pub fn handle(app: &mut App, ev: Event, cmds: &mut Vec<Cmd>) -> bool {
             app.quit = true;
             false
         }
+        Event::Run(_, ev) => handle(app, *ev, cmds),
+        Event::Compared(matrix, rows) => {
+            app.on_compared(&matrix, rows);
+            true
+        }
         Event::RepairProgress(what) => {
             app.on_repair_progress(what);
             true
@@ -178,50 +190,183 @@ pub fn handle(app: &mut App, ev: Event, cmds: &mut Vec<Cmd>) -> bool {
 /// Runs the explorer until the user quits (exit code 0) or a termination signal arrives
 /// (128 + its number, after the terminal is restored).
 pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
+    run_many(vec![(String::new(), engine)], settings)
+}
+
+/// One run in the explorer: its engine and, once shown, its state and workers.
+struct Slot {
+    label: String,
+    engine: Arc<Engine>,
+    /// Where this run's background work reports: forwarded to the loop tagged with the run.
+    tx: mpsc::Sender<Event>,
+    loaded: Option<Loaded>,
+}
+
+struct Loaded {
+    app: App,
+    sched: Arc<worker::Scheduler>,
+    state: Option<crate::flags::StateFile>,
+}
+
+impl Slot {
+    fn new(i: usize, label: String, engine: Engine, main: mpsc::Sender<Event>) -> Slot {
+        let (tx, rx) = mpsc::channel::<Event>();
+        std::thread::spawn(move || {
+            for ev in rx {
+                if main.send(Event::Run(i, Box::new(ev))).is_err() {
+                    return;
+                }
+            }
+        });
+        Slot {
+            label,
+            engine: Arc::new(engine),
+            tx,
+            loaded: None,
+        }
+    }
+
+    /// The run's state (its flags file, where the user was) and workers, the first time it
+    /// is shown: runs load lazily, as matrices do.
+    fn load(&mut self, settings: &Settings, theme: &Theme) -> &mut Loaded {
+        if self.loaded.is_none() {
+            let engine = &self.engine;
+            let state = settings.state_dir.as_ref().map(|d| {
+                crate::flags::StateFile::open(crate::flags::state_path(d, &engine.inputs))
+            });
+            let mut app = build_app(engine, settings.rule, UserState::default());
+            app.message = engine
+                .cache
+                .dir()
+                .and_then(|d| d.parent())
+                .and_then(crate::flags::legacy_warning);
+            if let Some(st) = &state {
+                app.stored = st.stored.clone();
+                app.message = st.warning.clone().or(app.message.take());
+                if let Some(v) = &st.stored.view {
+                    app.restore_view(v);
+                }
+            }
+            app.heatmap.rows_per_line = ui::heatmap::HeatmapView::rows_per_line(theme);
+            app.mouse = settings.mouse;
+            let sched = worker::Scheduler::new(app.rows.len(), app.keep);
+            if let Some(r) = app.selected_row() {
+                sched.focus(r);
+            }
+            worker::spawn(
+                engine.clone(),
+                sched.clone(),
+                self.tx.clone(),
+                settings.workers,
+            );
+            self.loaded = Some(Loaded { app, sched, state });
+        }
+        self.loaded.as_mut().expect("loaded above")
+    }
+}
+
+/// The shown run's app (always loaded).
+fn shown(slots: &mut [Slot], active: usize) -> &mut App {
+    &mut slots[active]
+        .loaded
+        .as_mut()
+        .expect("the shown run is loaded")
+        .app
+}
+
+/// The run bar of the shown run: every run's intruders so far under its k and ε.
+fn update_run_bar(slots: &mut [Slot], active: usize) {
+    if slots.len() < 2 {
+        return;
+    }
+    let rule = shown(slots, active).rule;
+    let bar = app::RunBar {
+        labels: slots.iter().map(|s| s.label.clone()).collect(),
+        active,
+        totals: slots
+            .iter()
+            .map(|s| {
+                s.loaded
+                    .as_ref()
+                    .map(|l| (l.app.total_under(&rule), l.app.done(), l.app.rows.len()))
+            })
+            .collect(),
+    };
+    shown(slots, active).runs = Some(bar);
+}
+
+/// Show run `to` in place of `from`, on the same matrix and vector, with the same k and ε and
+/// tab; `from`'s background work pauses (it resumes when shown again).
+fn switch_run(slots: &mut [Slot], from: usize, to: usize, settings: &Settings, theme: &Theme) {
+    let (view, rule, tab, size, mouse) = {
+        let a = shown(slots, from);
+        (a.view(), a.rule, a.tab, a.size, a.mouse)
+    };
+    if let Some(l) = &slots[from].loaded {
+        l.sched.set_paused(true);
+    }
+    let l = slots[to].load(settings, theme);
+    let app = &mut l.app;
+    app.size = size;
+    app.mouse = mouse;
+    app.tab = tab;
+    if let Some(v) = &view {
+        app.restore_view(v);
+    }
+    let mut cmds = Vec::new();
+    app.set_rule(rule, &mut cmds);
+    for c in cmds {
+        if let Cmd::Recompute { keep, epoch } = c {
+            l.sched.restart(epoch, keep);
+        }
+    }
+    l.sched.set_paused(l.app.paused);
+    if let Some(r) = l.app.selected_row() {
+        l.sched.focus(r);
+    }
+    update_run_bar(slots, to);
+}
+
+/// The explorer over several runs of one base (`lorascope BASE RUN1 RUN2 …`), each with its
+/// label: a run bar, `1`–`9` and `r` switch runs, `c` shows the selected matrix in every run.
+/// One run is [`run`].
+pub fn run_many(runs: Vec<(String, Engine)>, settings: Settings) -> Result<u8> {
     // Before any worker starts: their panics must not be printed over the screen.
     let _panics = PanicRouting::install();
     let (tx, rx) = mpsc::channel::<Event>();
     quit_on_signals(tx.clone());
-    let engine = Arc::new(engine);
-    let mut state = settings
-        .state_dir
-        .as_ref()
-        .map(|d| crate::flags::StateFile::open(crate::flags::state_path(d, &engine.inputs)));
-    let mut app = build_app(&engine, settings.rule, UserState::default());
-    let legacy = engine
-        .cache
-        .dir()
-        .and_then(|d| d.parent())
-        .and_then(crate::flags::legacy_warning);
-    app.message = legacy;
-    if let Some(st) = &state {
-        app.stored = st.stored.clone();
-        app.message = st.warning.clone().or(app.message.take());
-        if let Some(v) = &st.stored.view {
-            app.restore_view(v);
-        }
-    }
     let theme = Theme::new(settings.depth).on(settings.background);
-    let mut signal = None;
-    let sched = worker::Scheduler::new(app.rows.len(), app.keep);
-    if let Some(r) = app.selected_row() {
-        sched.focus(r);
+    let mut slots: Vec<Slot> = runs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (label, engine))| Slot::new(i, label, engine, tx.clone()))
+        .collect();
+    if slots.is_empty() {
+        return Err(Error::Usage("no run to explore".into()));
     }
-    worker::spawn(engine.clone(), sched.clone(), tx.clone(), settings.workers);
+    let mut active = 0;
+    slots[0].load(&settings, &theme);
+    update_run_bar(&mut slots, active);
+    let mut signal = None;
 
+    let stop_all = |slots: &[Slot]| {
+        for s in slots {
+            if let Some(l) = &s.loaded {
+                l.sched.stop();
+            }
+        }
+    };
     let mut terminal = match init_terminal() {
         Ok(t) => t,
         Err(e) => {
-            sched.stop();
+            stop_all(&slots);
             return Err(Error::Usage(format!("cannot start the terminal UI: {e}")));
         }
     };
-    app.heatmap.rows_per_line = ui::heatmap::HeatmapView::rows_per_line(&theme);
     if let Ok(s) = terminal.size() {
-        app.size = ratatui::layout::Rect::new(0, 0, s.width, s.height);
+        shown(&mut slots, active).size = ratatui::layout::Rect::new(0, 0, s.width, s.height);
     }
-    app.mouse = settings.mouse;
-    if app.mouse {
+    if settings.mouse {
         let _ = set_mouse(true);
     }
     // Input on its own thread, so a key is handled as soon as it arrives.
@@ -254,10 +399,10 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
     });
 
     let result = (|| -> std::io::Result<()> {
-        terminal.draw(|f| ui::render(&app, &theme, f))?;
+        terminal.draw(|f| ui::render(shown(&mut slots, active), &theme, f))?;
         crate::error::panic_if_asked("ui");
         while let Ok(first) = rx.recv() {
-            let mut cmds = Vec::new();
+            let mut cmds: Vec<(usize, Cmd)> = Vec::new();
             let mut dirty = false;
             // Coalesce a burst (key repeat, many results) into one frame; a signal may be
             // anywhere in it.
@@ -265,76 +410,132 @@ pub fn run(engine: Engine, settings: Settings) -> Result<u8> {
                 if let Event::Signal(s) = ev {
                     signal = Some(s);
                 }
-                dirty |= handle(&mut app, ev, &mut cmds);
+                let mut c = Vec::new();
+                match ev {
+                    // A run's background work: its own app (the run bar shows its count).
+                    Event::Run(i, inner) => {
+                        if let Some(l) = slots.get_mut(i).and_then(|s| s.loaded.as_mut()) {
+                            dirty |= handle(&mut l.app, *inner, &mut c)
+                                && (i == active || slots.len() > 1);
+                            cmds.extend(c.into_iter().map(|c| (i, c)));
+                        }
+                    }
+                    Event::Compared(matrix, rows) => {
+                        shown(&mut slots, active).on_compared(&matrix, rows);
+                        dirty = true;
+                    }
+                    Event::Resize(w, h) => {
+                        for l in slots.iter_mut().filter_map(|s| s.loaded.as_mut()) {
+                            handle(&mut l.app, Event::Resize(w, h), &mut c);
+                        }
+                        dirty = true;
+                    }
+                    ev => {
+                        dirty |= handle(shown(&mut slots, active), ev, &mut c);
+                        cmds.extend(c.into_iter().map(|c| (active, c)));
+                    }
+                }
             }
-            for c in cmds {
+            for (i, c) in cmds {
+                let slot = &mut slots[i];
+                let Some(l) = slot.loaded.as_mut() else {
+                    continue;
+                };
                 match c {
-                    Cmd::Focus(r) => sched.focus(r),
-                    Cmd::SetPaused(p) => sched.set_paused(p),
-                    Cmd::SaveState => match &mut state {
+                    Cmd::Focus(r) => l.sched.focus(r),
+                    Cmd::SetPaused(p) => l.sched.set_paused(p),
+                    Cmd::SaveState => match &mut l.state {
                         Some(st) => {
-                            st.stored = app.stored.clone();
+                            st.stored = l.app.stored.clone();
                             if let Err(e) = st.save() {
-                                app.message = Some(format!("could not save flags: {e}"));
+                                l.app.message = Some(format!("could not save flags: {e}"));
                             }
                         }
                         None => {
-                            app.message =
+                            l.app.message =
                                 Some("no state folder ($HOME unset): flags are not saved".into())
                         }
                     },
                     Cmd::Suspend => {
                         suspend();
-                        resume(&mut terminal, app.mouse)?;
+                        resume(&mut terminal, l.app.mouse)?;
                         dirty = true;
                     }
                     Cmd::Export(format, names) => {
-                        app.message = Some("exporting…".into());
+                        l.app.message = Some("exporting…".into());
                         let dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-                        let job = export_job(&engine, &app, format, names, dir);
-                        let tx = tx.clone();
+                        let job = export_job(&slot.engine, &l.app, format, names, dir);
+                        let tx = slot.tx.clone();
                         std::thread::spawn(move || {
                             let _ = tx.send(Event::Exported(job()));
                         });
                     }
                     Cmd::Repair(req) => {
-                        let job = repair_job(&engine, &app, req, tx.clone(), settings.workers);
-                        let tx = tx.clone();
+                        let job = repair_job(
+                            &slot.engine,
+                            &l.app,
+                            req,
+                            slot.tx.clone(),
+                            settings.workers,
+                        );
+                        let tx = slot.tx.clone();
                         std::thread::spawn(move || {
                             let _ = tx.send(Event::Repaired(job()));
                         });
                     }
                     Cmd::FullSpectrum(row) => {
-                        let (engine, tx) = (engine.clone(), tx.clone());
+                        let (engine, tx) = (slot.engine.clone(), slot.tx.clone());
                         std::thread::spawn(move || {
                             let pair = engine.matrices()[row];
                             let res = engine.full_spectrum(pair).map_err(|e| e.to_string());
                             let _ = tx.send(Event::Spectrum(row, res));
                         });
                     }
-                    Cmd::Recompute { keep, epoch } => sched.restart(epoch, keep),
+                    Cmd::Recompute { keep, epoch } => l.sched.restart(epoch, keep),
                     Cmd::SetMouse(on) => set_mouse(on)?,
+                    Cmd::SwitchRun(to) if i == active && to < slots.len() && to != active => {
+                        switch_run(&mut slots, active, to, &settings, &theme);
+                        active = to;
+                        dirty = true;
+                    }
+                    Cmd::SwitchRun(_) => {}
+                    Cmd::Compare(matrix) => {
+                        let engines: Vec<Arc<Engine>> =
+                            slots.iter().map(|s| s.engine.clone()).collect();
+                        let labels: Vec<String> = slots.iter().map(|s| s.label.clone()).collect();
+                        let keep = shown(&mut slots, active).keep;
+                        let (tx, from) = (tx.clone(), active);
+                        std::thread::spawn(move || {
+                            let refs: Vec<&Engine> = engines.iter().map(|e| &**e).collect();
+                            let rows = crate::compare::across(&refs, from, &matrix, keep);
+                            let rows = labels.into_iter().zip(rows).collect();
+                            let _ = tx.send(Event::Compared(matrix, rows));
+                        });
+                    }
                     Cmd::Quit => {}
                 }
             }
-            if app.quit {
+            if shown(&mut slots, active).quit {
                 break;
             }
             if dirty {
-                terminal.draw(|f| ui::render(&app, &theme, f))?;
+                update_run_bar(&mut slots, active);
+                terminal.draw(|f| ui::render(shown(&mut slots, active), &theme, f))?;
             }
         }
         Ok(())
     })();
     // Stop at once: an SVD in progress is abandoned; cache writes are atomic.
-    sched.stop();
-    // Where the user was, for next time (flags were saved as they were set).
-    if let Some(st) = &mut state {
-        let view = app.view();
-        if st.writable && view != st.stored.view {
-            st.stored = app.stored.clone();
-            st.stored.view = view;
-            let _ = st.save();
+    stop_all(&slots);
+    // Where the user was in each run shown, for next time (flags were saved as they were set).
+    for l in slots.iter_mut().filter_map(|s| s.loaded.as_mut()) {
+        if let Some(st) = &mut l.state {
+            let view = l.app.view();
+            if st.writable && view != st.stored.view {
+                st.stored = l.app.stored.clone();
+                st.stored.view = view;
+                let _ = st.save();
+            }
         }
     }
     restore_terminal();
@@ -617,3 +818,81 @@ fn suspend() {
 
 #[cfg(not(unix))]
 fn suspend() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Cache;
+    use crate::checkpoint::{Inputs, Selection};
+    use crate::spectral::Rule;
+
+    #[test]
+    fn switching_runs_keeps_the_matrix_vector_and_rule_and_pauses_the_run_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let demo = crate::demo::ensure(dir.path()).unwrap();
+        let open = |t: &std::path::Path| {
+            let inputs = Inputs::open(&demo.base, t, &Selection::default()).unwrap();
+            Engine::new(inputs, Cache::disabled(), crate::engine::Options::default())
+        };
+        let (tx, _rx) = mpsc::channel();
+        let mut slots = vec![
+            Slot::new(0, "lora".into(), open(&demo.lora), tx.clone()),
+            Slot::new(1, "full".into(), open(&demo.full), tx),
+        ];
+        let settings = Settings {
+            rule: Rule::default(),
+            depth: Depth::C256,
+            background: theme::Background::Dark,
+            state_dir: None,
+            workers: 1,
+            mouse: false,
+        };
+        let theme = Theme::new(Depth::C256);
+        slots[0].load(&settings, &theme);
+        update_run_bar(&mut slots, 0);
+        assert!(slots[1].loaded.is_none(), "a run loads when first shown");
+        let keep = {
+            let a = shown(&mut slots, 0);
+            a.list.sel = 7;
+            a.cursor_j = 3;
+            a.tab = app::Tab::Overview;
+            let mut cmds = Vec::new();
+            a.set_rule(Rule::new(12, 0.4).unwrap(), &mut cmds);
+            assert!(cmds.is_empty(), "k within the vectors computed");
+            a.keep
+        };
+        let name = {
+            let a = shown(&mut slots, 0);
+            a.rows[a.selected_row().unwrap()].name.clone()
+        };
+        switch_run(&mut slots, 0, 1, &settings, &theme);
+        let sched0 = slots[0].loaded.as_ref().unwrap().sched.clone();
+        assert!(sched0.paused(), "the run left stops computing");
+        let l = slots[1].loaded.as_ref().expect("loaded when shown");
+        let b = &l.app;
+        let row = b.selected_row().unwrap();
+        assert_eq!(b.rows[row].name, name);
+        assert_eq!(l.sched.focused(), Some(row), "its matrix first");
+        assert!(!l.sched.paused());
+        assert_eq!((b.cursor_j, b.tab), (3, app::Tab::Overview));
+        assert_eq!((b.rule.k(), b.rule.epsilon()), (12, 0.4));
+        let bar = b.runs.as_ref().unwrap();
+        assert_eq!(
+            (bar.active, bar.labels.clone()),
+            (1, vec!["lora".into(), "full".into()])
+        );
+        assert!(bar.totals.iter().all(Option::is_some));
+        // Back, with a k above the vectors computed: the run shown recomputes.
+        {
+            let mut cmds = Vec::new();
+            shown(&mut slots, 1).set_rule(Rule::new(keep + 1, 0.4).unwrap(), &mut cmds);
+        }
+        switch_run(&mut slots, 1, 0, &settings, &theme);
+        let a = &slots[0].loaded.as_ref().unwrap().app;
+        assert_eq!((a.rule.k(), a.keep, a.epoch), (keep + 1, keep + 1, 1));
+        assert!(!sched0.paused(), "resumed as the user left it");
+        for s in &slots {
+            s.loaded.as_ref().unwrap().sched.stop();
+        }
+    }
+}

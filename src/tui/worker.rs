@@ -63,6 +63,15 @@ impl Scheduler {
         self.cv.notify_all();
     }
 
+    pub fn paused(&self) -> bool {
+        self.q.lock().unwrap().paused
+    }
+
+    /// The matrix computed first.
+    pub fn focused(&self) -> Option<usize> {
+        self.q.lock().unwrap().focus
+    }
+
     /// Every matrix again with `keep` tuned vectors, as `epoch`. Jobs under way finish, and
     /// their results are dropped as stale.
     pub fn restart(&self, epoch: u64, keep: usize) {

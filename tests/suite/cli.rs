@@ -1467,3 +1467,26 @@ fn compare_with_whole_spectra_counts_over_fractions_of_the_vectors_as_scan_at_th
         "only with whole spectra"
     );
 }
+
+#[test]
+fn the_explorer_with_several_runs_checks_every_run_before_the_terminal() {
+    let d = tempfile::tempdir().unwrap();
+    let (base, lora) = (fx("base.safetensors"), fx("lora-r8"));
+    let broken = d.path().join("broken.safetensors");
+    let bytes = std::fs::read(fx("full-ft.safetensors")).unwrap();
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    let r = lorascope(&[&base, &lora, broken.to_str().unwrap(), "--no-cache"], &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("broken.safetensors"), "{}", r.stderr);
+    // Good runs get as far as the terminal (a pipe here).
+    let r = lorascope(
+        &[&base, &lora, &fx("full-ft.safetensors"), "--no-cache"],
+        &[],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("needs a terminal"), "{}", r.stderr);
+    let r = lorascope(&[&base, &lora, "--label", "x", "--no-cache"], &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("give several"), "{}", r.stderr);
+}

@@ -25,6 +25,11 @@ struct Session {
 
 /// `lorascope demo` (the explorer, stdout being a terminal) on an 80×24 pty of its own.
 fn explore(panic_at: &str, cache: &std::path::Path) -> Session {
+    explore_with(&["demo"], panic_at, cache)
+}
+
+/// `lorascope ARGS… --cache-dir CACHE` on an 80×24 pty of its own.
+fn explore_with(args: &[&str], panic_at: &str, cache: &std::path::Path) -> Session {
     let (mut m, mut s) = (0, 0);
     let size = libc::winsize {
         ws_row: 24,
@@ -46,7 +51,8 @@ fn explore(panic_at: &str, cache: &std::path::Path) -> Session {
     let (master, slave) = unsafe { (File::from_raw_fd(m), File::from_raw_fd(s)) };
     let stdio = || Stdio::from(slave.try_clone().unwrap());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lorascope"));
-    cmd.args(["demo", "--cache-dir"])
+    cmd.args(args)
+        .arg("--cache-dir")
         .arg(cache)
         .env("TERM", "xterm-256color")
         .env("LORASCOPE_TEST_PANIC", panic_at)
@@ -200,5 +206,39 @@ fn ctrl_z_gives_the_shell_its_cursor_back_and_the_screen_returns() {
         out[before..].find(off) < out[before..].find(on),
         "C-z kept the mouse"
     );
+    assert!(s.cooked(), "raw mode left on");
+}
+
+#[test]
+fn several_runs_switch_and_compare_in_a_real_terminal() {
+    let cache = tempfile::tempdir().unwrap();
+    let demo = lorascope::demo::ensure(cache.path()).unwrap();
+    let (base, lora, full) = (
+        demo.base.to_str().unwrap(),
+        demo.lora.to_str().unwrap(),
+        demo.full.to_str().unwrap(),
+    );
+    let mut s = explore_with(
+        &[base, lora, full, "--label", "adapter", "--label", "fullft"],
+        "",
+        cache.path(),
+    );
+    s.wait_for_output("adapter");
+    s.wait_for_output("matrices");
+    let before = s.text().len();
+    // The second run shown (reversed in the run bar), then its matrix in every run.
+    s.master.write_all(b"2").unwrap();
+    s.wait_for_output_after(before, " 2 fullft ");
+    let before = s.text().len();
+    s.master.write_all(b"c").unwrap();
+    s.wait_for_output_after(before, "every");
+    s.wait_for_output_after(before, "closes");
+    // The first q closes the view, the second quits.
+    s.master.write_all(b"q").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    s.master.write_all(b"q").unwrap();
+    assert_eq!(s.wait_exit(), 0, "{}", s.text());
+    let out = s.text();
+    assert!(out.rfind(LEAVE_ALT).unwrap() > out.find(ENTER_ALT).unwrap());
     assert!(s.cooked(), "raw mode left on");
 }

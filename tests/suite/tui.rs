@@ -815,3 +815,92 @@ fn the_repair_dialog_runs_a_repair_in_the_background_and_shows_before_and_after(
     let err = lorascope::tui::repair_job(&e, &app, req, tx, 2)().unwrap_err();
     assert!(err.contains("exists"), "{err}");
 }
+
+#[test]
+fn several_runs_switch_by_number_and_compare_one_matrix_in_every_run() {
+    use lorascope::tui::app::{Popup, RunBar};
+    let d = tempfile::tempdir().unwrap();
+    let p = lorascope::demo::ensure(d.path()).unwrap();
+    let open = |tuned: &Path| {
+        let inputs = Inputs::open(&p.base, tuned, &Selection::default()).unwrap();
+        Engine::new(inputs, Cache::disabled(), Options::default())
+    };
+    let (lora, full) = (open(&p.lora), open(&p.full));
+    let mut app = analysed(&lora);
+    // One run: the run keys say how to give several.
+    for k in ["2", "r", "c"] {
+        assert!(press(&mut app, k).is_empty());
+        assert!(
+            app.message.as_deref().unwrap().contains("give several"),
+            "{k}"
+        );
+    }
+    app.runs = Some(RunBar {
+        labels: vec!["lora".into(), "full".into(), "lora again".into()],
+        active: 0,
+        totals: vec![Some((app.total_intruders(), 24, 24)), None, None],
+    });
+    assert_eq!(press(&mut app, "2"), [Cmd::SwitchRun(1)]);
+    assert_eq!(press(&mut app, "r"), [Cmd::SwitchRun(1)]);
+    assert!(press(&mut app, "1").is_empty(), "the run shown");
+    assert!(press(&mut app, "9").is_empty());
+    assert_eq!(app.message.as_deref(), Some("no run 9 (runs 1–3)"));
+    // The run bar: the shown run's count, `·` for runs not loaded yet.
+    let s = screen(&app, Theme::new(Depth::C256), 80, 24);
+    let bar = s.lines().nth(1).unwrap();
+    assert!(
+        bar.contains(" 1 lora 30 ")
+            && bar.contains(" 2 full · ")
+            && bar.ends_with(" 3 lora again ·"),
+        "{bar}"
+    );
+    // The compare view: the selected matrix (one with intruders) in every run.
+    press(&mut app, "n");
+    press(&mut app, "l");
+    let row = app.selected_row().unwrap();
+    let name = app.rows[row].name.clone();
+    assert_eq!(press(&mut app, "c"), [Cmd::Compare(name.clone())]);
+    assert_eq!(app.popup, Some(Popup::Compare));
+    let across = lorascope::compare::across(&[&lora, &full, &lora], 0, &name, lora.keep());
+    let rows: Vec<_> = ["lora", "full", "lora again"]
+        .iter()
+        .map(|l| l.to_string())
+        .zip(across.clone())
+        .collect();
+    app.on_compared("another.matrix", rows.clone());
+    assert!(
+        app.compare.as_ref().unwrap().rows.is_none(),
+        "a late answer for another"
+    );
+    app.on_compared(&name, rows);
+    let (a_lora, a_full) = (across[0].as_ref().unwrap(), across[1].as_ref().unwrap());
+    // Independent checks: the run matched against itself finds each vector at its own rank;
+    // the counts are the rule's on the scan's c_j.
+    let own = &a_lora.matches[1].as_ref().unwrap();
+    assert!((own.cos - 1.0).abs() < 1e-5 && own.rank == 1, "{own:?}");
+    let scanned: Vec<f64> = app.report(row).unwrap().max_cos();
+    assert_eq!(&a_lora.max_cos[..10], &scanned[..10]);
+    let n_lora = app.rule.intruders(&a_lora.max_cos).len();
+    let n_full = app.rule.intruders(&a_full.max_cos).len();
+    assert!(n_lora > 0 && n_full == 0, "{n_lora} {n_full}");
+    for (w, h) in [(80, 24), (60, 16)] {
+        let s = screen(&app, Theme::new(Depth::C256), w, h);
+        let line = |label: &str| {
+            s.lines()
+                .find(|l| l.contains(&format!("│{label} ")))
+                .unwrap_or_else(|| panic!("{w}×{h}: no row for {label}:\n{s}"))
+                .to_string()
+        };
+        let (l1, l2) = (line("lora"), line("full"));
+        assert!(l1.contains(&format!(" {n_lora}  ")), "{l1}");
+        assert!(l1.contains("1.00 at 1"), "{l1}");
+        let m = a_full.matches[1].as_ref().unwrap();
+        assert!(l2.contains(&format!("{:.2} at {}", m.cos, m.rank)), "{l2}");
+        assert!(s.contains("←→ vector"), "{w}×{h}: clipped:\n{s}");
+    }
+    // ← → follow another vector; another key closes.
+    press(&mut app, "l");
+    assert_eq!(app.cursor_j, 2);
+    press(&mut app, "x");
+    assert!(app.popup.is_none() && app.compare.is_none());
+}

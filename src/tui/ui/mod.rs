@@ -9,6 +9,7 @@ mod layers;
 mod overview;
 mod popups;
 mod profile;
+mod runs;
 mod spectrum;
 
 use bars::{render_status, render_title};
@@ -53,6 +54,9 @@ pub fn render(app: &App, theme: &Theme, f: &mut Frame) {
     }
     let a = layout::areas(app, area);
     render_title(app, theme, f, a.title);
+    if let (Some(bar), Some(r)) = (&app.runs, a.runbar) {
+        runs::render_run_bar(bar, theme, f, r);
+    }
     match app.tab {
         Tab::Main => render_main(app, theme, f, &a),
         Tab::Overview => render_overview(app, theme, f, a.body),
@@ -81,6 +85,11 @@ pub fn render(app: &App, theme: &Theme, f: &mut Frame) {
         Some(Popup::Input { prompt, text }) => render_input(prompt, text, theme, f, area),
         Some(Popup::Repair(form)) => render_repair_form(form, theme, f, area),
         Some(Popup::Repaired(o)) => render_repaired(o, theme, f, area),
+        Some(Popup::Compare) => {
+            if let Some(c) = &app.compare {
+                runs::render_compare(app, c, theme, f, area);
+            }
+        }
         None => {}
     }
 }
