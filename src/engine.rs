@@ -23,6 +23,9 @@ pub const MAX_KEEP: usize = rule::MAX_K;
 /// From this size (the smaller dimension) on, the tuned side uses the top-k solvers instead of
 /// a full SVD. Below it a full SVD takes well under 0.1 s and gives the whole spectrum.
 pub const FAST_MIN_DIM: usize = 512;
+/// Matrices smaller than this (64×64) are not cached: decomposing one takes well under the
+/// ~0.1 ms of writing and reading back its entries.
+pub const CACHE_MIN_ELEMENTS: usize = 64 * 64;
 
 /// Half of the memory available now (Linux), else 4 GiB.
 pub fn default_memory_budget() -> u64 {
@@ -280,6 +283,12 @@ impl Engine {
         // new adapter of a known base, does not hash the base weights again (140 GB for 70B).
         let memo = |id: u128| KeyBuilder::new().str("content-key-1").u128(id).finish();
         let (base_id, tuned_id) = self.inputs.source_identity(pair)?;
+        // A tiny tensor is hashed faster than its remembered key is read.
+        let (base_id, tuned_id) = if self.caches(pair) {
+            (base_id, tuned_id)
+        } else {
+            (None, None)
+        };
         let side = |id: Option<u128>, hash: &dyn Fn() -> Result<u128>| -> Result<u128> {
             let remembered = id
                 .and_then(|id| self.cache.get_record(memo(id)))
@@ -335,17 +344,29 @@ impl Engine {
         kb.finish()
     }
 
+    /// Whether `pair`'s results go to the cache: a matrix under [`CACHE_MIN_ELEMENTS`] is
+    /// decomposed faster than its entry is written and read back (a checkpoint of 100k tiny
+    /// tensors would otherwise make 500k files).
+    fn caches(&self, pair: &TensorPair) -> bool {
+        let (m, n) = pair.dims();
+        m.saturating_mul(n) >= CACHE_MIN_ELEMENTS
+    }
+
     fn cached(
         &self,
+        pair: &TensorPair,
         key: Key,
         compute: impl FnOnce() -> Result<Decomposition>,
     ) -> Result<Decomposition> {
-        if let Some(d) = self.cache.get(key) {
+        let caches = self.caches(pair);
+        if let Some(d) = caches.then(|| self.cache.get(key)).flatten() {
             return Ok(d);
         }
         let d = compute()?;
         self.decompositions.fetch_add(1, Ordering::Relaxed);
-        self.cache.put(key, &d);
+        if caches {
+            self.cache.put(key, &d);
+        }
         Ok(d)
     }
 
@@ -416,7 +437,7 @@ impl Engine {
         let factors = self.inputs.lora_factors(pair)?;
         let cheap = rows.min(cols) < self.opts.fast_min_dim.min(FAST_MIN_DIM) || factors.is_some();
         let spectrum = if cheap || want_rank {
-            Some(self.cached(key, || {
+            Some(self.cached(pair, key, || {
                 let sigma = match &factors {
                     Some(f) => spectral::low_rank_singular_values(f.scaling, &f.b, &f.a)?,
                     // Only sums over the spectrum are read from these, so the Gram route's
@@ -428,17 +449,19 @@ impl Engine {
                 Ok(Decomposition::values_only(sigma))
             })?)
         } else {
-            self.cache.get(key)
+            self.caches(pair).then(|| self.cache.get(key)).flatten()
         };
         if let Some(d) = spectrum {
             return Ok((fro(&d.sigma), Some(spectral::effective_rank(&d.sigma))));
         }
         let key = self.key("delta-norm", &[base_src, tuned_src]);
-        if let Some(d) = self.cache.get(key) {
+        if let Some(d) = self.caches(pair).then(|| self.cache.get(key)).flatten() {
             return Ok((d.sigma.first().copied().unwrap_or(0.0), None));
         }
         let norm = fro(&self.delta_matrix(pair)?.data);
-        self.cache.put(key, &Decomposition::values_only(vec![norm]));
+        if self.caches(pair) {
+            self.cache.put(key, &Decomposition::values_only(vec![norm]));
+        }
         Ok((norm, None))
     }
 
@@ -469,7 +492,7 @@ impl Engine {
     fn full_spectrum_inner(&self, pair: &TensorPair) -> Result<Vec<f64>> {
         let _held = self.budget.acquire(self.memory_estimate(pair));
         let (_, tuned_src) = self.content_keys(pair)?;
-        let d = self.cached(self.key("values", &[tuned_src]), || {
+        let d = self.cached(pair, self.key("values", &[tuned_src]), || {
             // Someone is waiting on this one matrix: all cores.
             let par = Par::rayon(0);
             let sigma = match self.opts.precision {
@@ -531,7 +554,7 @@ impl Engine {
             Side::Left => "left",
             Side::Right => "right",
         };
-        let base = self.cached(self.key(&format!("{side}/all"), &[base_src]), || {
+        let base = self.cached(pair, self.key(&format!("{side}/all"), &[base_src]), || {
             self.decompose(pair, Role::Base)
         })?;
         let tuned = if tuned_src == base_src {
@@ -545,6 +568,7 @@ impl Engine {
                 "svd"
             };
             self.cached(
+                pair,
                 self.key(&format!("{side}/{route}{keep}"), &[tuned_src]),
                 || self.decompose(pair, Role::Tuned(&base, keep)),
             )?

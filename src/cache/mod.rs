@@ -136,7 +136,8 @@ impl Cache {
             return;
         }
         let dir = path.parent().unwrap_or(Path::new("."));
-        let res = crate::fsio::write_atomic(path, bytes);
+        // Entries are checksummed: a crash loses one at worst, so no sync per entry.
+        let res = crate::fsio::write_atomic_unsynced(path, bytes);
         if let Err(e) = res {
             // Read-only or full disk: keep going without writing, say so once.
             if self.writable.swap(false, Ordering::Relaxed) {

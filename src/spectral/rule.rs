@@ -86,11 +86,16 @@ pub fn per_block<'a>(
     counts: impl IntoIterator<Item = (Option<&'a str>, usize)>,
 ) -> Vec<(String, usize)> {
     let mut out: Vec<(String, usize)> = Vec::new();
+    // Each block's place in `out`: a checkpoint may have as many blocks as tensors.
+    let mut at: std::collections::HashMap<&'a str, usize> = Default::default();
     for (block, n) in counts {
         let block = block.unwrap_or("(other)");
-        match out.iter_mut().find(|(b, _)| b == block) {
-            Some((_, c)) => *c += n,
-            None => out.push((block.to_string(), n)),
+        match at.get(block) {
+            Some(&i) => out[i].1 += n,
+            None => {
+                at.insert(block, out.len());
+                out.push((block.to_string(), n));
+            }
         }
     }
     out

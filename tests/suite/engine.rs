@@ -473,3 +473,55 @@ fn repair_decomposes_nothing_again_after_its_scan_even_without_a_cache() {
     }
     assert!(scan.total(&Rule::default()) > 0);
 }
+
+#[test]
+fn tiny_matrices_skip_the_cache_and_count_as_without_it() {
+    // Two tensors below the cache's threshold (63×64) and one at it (64×64).
+    let d = tempfile::tempdir().unwrap();
+    let mut rng = Rng(3);
+    let shapes = [("a", 63, 64), ("b", 64, 63), ("c", 64, 64)];
+    let (mut base, mut tuned) = (vec![], vec![]);
+    for (n, m, k) in shapes {
+        let name = format!("model.layers.0.{n}_proj.weight");
+        let w0 = rng.vec(m * k, 1.0);
+        let w: Vec<f32> = w0
+            .iter()
+            .zip(rng.vec(m * k, 0.3))
+            .map(|(a, b)| a + b)
+            .collect();
+        base.push(f32_tensor(&name, &[m, k], &w0));
+        tuned.push(f32_tensor(&name, &[m, k], &w));
+    }
+    let (b, t) = (
+        d.path().join("b.safetensors"),
+        d.path().join("t.safetensors"),
+    );
+    write_st(&b, &base);
+    write_st(&t, &tuned);
+    // Older than the two seconds a file may still be in writing, so keys are remembered.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let cache = d.path().join("cache");
+    let e = engine(&b, &t, Cache::open(&cache), Side::Left);
+    let with = reports(&e);
+    let entries = |ext: &str| {
+        std::fs::read_dir(e.cache.dir().unwrap())
+            .unwrap()
+            .flatten()
+            .filter(|f| f.path().extension().is_some_and(|x| x == ext))
+            .count()
+    };
+    // Only the 64×64 matrix: its base, tuned and ΔW spectra, and its two remembered keys.
+    assert_eq!((entries("lsd"), entries("lsr")), (3, 2));
+    let again = engine(&b, &t, Cache::open(&cache), Side::Left);
+    let warm = reports(&again);
+    assert_eq!(
+        again.decompositions(),
+        2 * 3,
+        "the tiny ones are computed again"
+    );
+    let without = reports(&engine(&b, &t, Cache::disabled(), Side::Left));
+    for ((x, y), z) in with.iter().zip(&warm).zip(&without) {
+        assert_eq!(x.max_cos(), z.max_cos(), "{}", x.name);
+        assert_eq!(y.max_cos(), z.max_cos(), "{}", y.name);
+    }
+}
