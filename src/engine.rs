@@ -455,11 +455,12 @@ impl Engine {
             return Ok((fro(&d.sigma), Some(spectral::effective_rank(&d.sigma))));
         }
         let key = self.key("delta-norm", &[base_src, tuned_src]);
-        if let Some(d) = self.caches(pair).then(|| self.cache.get(key)).flatten() {
+        let caches = self.caches(pair);
+        if let Some(d) = caches.then(|| self.cache.get(key)).flatten() {
             return Ok((d.sigma.first().copied().unwrap_or(0.0), None));
         }
         let norm = fro(&self.delta_matrix(pair)?.data);
-        if self.caches(pair) {
+        if caches {
             self.cache.put(key, &Decomposition::values_only(vec![norm]));
         }
         Ok((norm, None))

@@ -7,6 +7,36 @@ use lorascope::Error;
 use super::scan::{default_jobs, progress_bar};
 use super::{print_warnings, AnalysisOpts, CompareArgs, ScanFormat};
 
+/// A run and its engine, or why it could not be opened.
+pub type OpenedRun = (compare::RunSpec, Result<lorascope::engine::Engine, Error>);
+
+/// The RUN arguments as runs (Trainer folders expanded), each opened against the base — headers
+/// only — or with the error that stopped it; the comparison and the explorer start here.
+pub fn open_runs(
+    base: &Path,
+    run_args: &[PathBuf],
+    labels: &[String],
+    opts: &AnalysisOpts,
+) -> Result<Vec<OpenedRun>, Error> {
+    let base = lorascope::checkpoint::locate::resolve(
+        base,
+        &lorascope::checkpoint::locate::HubCache::from_env(),
+    )?;
+    let specs = compare::expand(run_args, labels)?;
+    if specs.is_empty() {
+        return Err(Error::Usage(
+            "no runs (a Trainer folder without checkpoints?)".into(),
+        ));
+    }
+    Ok(specs
+        .into_iter()
+        .map(|s| {
+            let e = opts.engine_for(&base, &s.path);
+            (s, e)
+        })
+        .collect())
+}
+
 /// The runs opened (a run that cannot be opened keeps its error) and compared, with one
 /// progress bar over every run's matrices.
 pub fn compare_runs(
@@ -24,25 +54,12 @@ pub fn compare_runs(
     }
     opts.check()?;
     let rule = opts.rule()?;
-    let base = lorascope::checkpoint::locate::resolve(
-        base,
-        &lorascope::checkpoint::locate::HubCache::from_env(),
-    )?;
-    let specs = compare::expand(run_args, labels)?;
-    if specs.is_empty() {
-        return Err(Error::Usage(
-            "no runs to compare (a Trainer folder without checkpoints?)".into(),
-        ));
-    }
-    let reference = compare::reference_of(&specs, reference)?;
-    // Opening reads headers only: every run is opened first, for one bar over all matrices.
-    let runs: Vec<_> = specs
+    let runs: Vec<_> = open_runs(base, run_args, labels, &opts)?
         .into_iter()
-        .map(|s| {
-            let e = opts.engine_for(&base, &s.path).map_err(|e| e.to_string());
-            (s, e)
-        })
+        .map(|(s, e)| (s, e.map_err(|e| e.to_string())))
         .collect();
+    let specs: Vec<_> = runs.iter().map(|(s, _)| s.clone()).collect();
+    let reference = compare::reference_of(&specs, reference)?;
     let total: usize = runs
         .iter()
         .filter_map(|(_, e)| e.as_ref().ok())

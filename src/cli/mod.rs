@@ -718,22 +718,17 @@ fn tui_runs(a: &TuiArgs) -> Result<Vec<(String, lorascope::engine::Engine)>, Err
         return Ok(vec![(String::new(), a.analysis.engine()?)]);
     }
     a.analysis.opts.check()?;
-    let (base, first) = a.analysis.paths()?;
-    let args: Vec<PathBuf> = std::iter::once(first)
-        .chain(a.more_runs.iter().cloned())
+    let args: Vec<PathBuf> = a
+        .analysis
+        .tuned
+        .iter()
+        .chain(&a.more_runs)
+        .cloned()
         .collect();
-    let specs = compare::expand(&args, &a.labels)?;
-    if specs.is_empty() {
-        return Err(Error::Usage(
-            "no runs to explore (a Trainer folder without checkpoints?)".into(),
-        ));
-    }
-    specs
+    // Every run must open: the first that cannot stops here, before the terminal.
+    self::compare::open_runs(&a.analysis.base, &args, &a.labels, &a.analysis.opts)?
         .into_iter()
-        .map(|s| {
-            let engine = a.analysis.opts.engine_for(&base, &s.path)?;
-            Ok((s.label, engine))
-        })
+        .map(|(s, e)| Ok((s.label, e?)))
         .collect()
 }
 

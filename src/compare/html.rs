@@ -5,7 +5,9 @@
 use std::fmt::Write;
 
 use super::Comparison;
-use crate::report::html::{escape, head, heatmap_svg_titled, int_ticks, nice_axis, Frame};
+use crate::report::html::{
+    escape, head, heatmap_svg_titled, int_ticks, layer_ticks, nice_axis, Frame,
+};
 use crate::report::model::intruder_summary;
 use crate::spectral::rule::SWEEP;
 
@@ -190,13 +192,7 @@ impl Comparison {
         if layers.is_empty() {
             return None;
         }
-        let count = |r: &super::RunResult, l: &str| {
-            r.results
-                .as_ref()
-                .ok()
-                .and_then(|res| res.per_layer.iter().find(|(b, _)| b == l))
-                .map_or(0, |(_, n)| *n)
-        };
+        let count = |r: &super::RunResult, l: &str| r.layer_count(l).unwrap_or(0);
         let ymax = layers
             .iter()
             .flat_map(|l| self.runs.iter().map(move |r| count(r, l)))
@@ -246,16 +242,7 @@ impl Comparison {
                 );
             }
         }
-        let xt: Vec<(f64, String)> = layers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                (
-                    i as f64 + 0.5,
-                    b.rsplit('.').next().unwrap_or(b).to_string(),
-                )
-            })
-            .collect();
+        let xt = layer_ticks(layers.iter().map(String::as_str));
         let labels: Vec<(usize, &str)> = self
             .runs
             .iter()

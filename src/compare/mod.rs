@@ -287,6 +287,17 @@ pub struct RunResult {
     pub results: std::result::Result<Results, String>,
 }
 
+impl RunResult {
+    /// The run's intruders in block `layer` (None: the run failed, or has no such block).
+    pub fn layer_count(&self, layer: &str) -> Option<usize> {
+        let res = self.results.as_ref().ok()?;
+        res.per_layer
+            .iter()
+            .find(|(b, _)| b == layer)
+            .map(|(_, n)| *n)
+    }
+}
+
 /// Where one intruder of the reference run is in one run: its best |cos| among that run's top
 /// tuned vectors of the same matrix, which vector (rank) that is, and its σ.
 #[derive(Debug, Clone, PartialEq)]

@@ -97,9 +97,7 @@ impl Comparison {
             for l in &layers {
                 let mut line = format!("  {:<lw$}", shown_name(l, Some(40)));
                 for (r, cw) in self.runs.iter().zip(&cols) {
-                    let n = r.results.as_ref().ok().and_then(|res| {
-                        res.per_layer.iter().find(|(b, _)| b == l).map(|(_, n)| *n)
-                    });
+                    let n = r.layer_count(l);
                     line += &format!("  {:>cw$}", n.map_or("-".into(), |n| n.to_string()));
                 }
                 let _ = writeln!(s, "{line}");
@@ -350,16 +348,16 @@ impl Comparison {
             );
             match &r.results {
                 Ok(res) => {
+                    let _ = write!(s, " {}", res.total_rule);
                     let failed = res.failed().count();
-                    let _ = write!(s, " {} |", res.total_rule);
                     if failed > 0 {
-                        s.pop();
                         let _ = write!(
                             s,
-                            "({} could not be analysed) |",
+                            " ({} could not be analysed)",
                             crate::report::count(failed, "matrix", "matrices")
                         );
                     }
+                    s.push_str(" |");
                     for m in &metrics {
                         let _ = write!(
                             s,
@@ -409,9 +407,7 @@ impl Comparison {
             for l in &layers {
                 let _ = write!(s, "| `{}` |", cell(l));
                 for r in &self.runs {
-                    let n = r.results.as_ref().ok().and_then(|res| {
-                        res.per_layer.iter().find(|(b, _)| b == l).map(|(_, n)| *n)
-                    });
+                    let n = r.layer_count(l);
                     let _ = write!(s, " {} |", n.map_or("—".into(), |n| n.to_string()));
                 }
                 s.push('\n');

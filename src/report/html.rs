@@ -150,6 +150,19 @@ pub(crate) fn int_ticks(step: f64, max: f64) -> Vec<(f64, String)> {
         .collect()
 }
 
+/// Ticks under per-layer bars: each block's index (`…layer.3` → `3`), centred on its slot.
+pub(crate) fn layer_ticks<'a>(blocks: impl Iterator<Item = &'a str>) -> Vec<(f64, String)> {
+    blocks
+        .enumerate()
+        .map(|(i, b)| {
+            (
+                i as f64 + 0.5,
+                b.rsplit('.').next().unwrap_or(b).to_string(),
+            )
+        })
+        .collect()
+}
+
 pub fn per_layer_svg(r: &Report) -> String {
     let n = r.results.per_layer.len().max(1);
     let (step, ymax) = nice_axis(
@@ -190,18 +203,7 @@ pub fn per_layer_svg(r: &Report) -> String {
             escape(b)
         );
     }
-    let xt: Vec<(f64, String)> = r
-        .results
-        .per_layer
-        .iter()
-        .enumerate()
-        .map(|(i, (b, _))| {
-            (
-                i as f64 + 0.5,
-                b.rsplit('.').next().unwrap_or(b).to_string(),
-            )
-        })
-        .collect();
+    let xt = layer_ticks(r.results.per_layer.iter().map(|(b, _)| b.as_str()));
     f.axes(
         &mut s,
         &xt,
