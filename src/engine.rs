@@ -210,6 +210,9 @@ pub struct MatrixReport {
     pub sigma_tuned: Vec<f64>,
     /// The first min(keep, p) tuned vectors.
     pub vectors: Vec<VectorMatch>,
+    /// How many of the leading tuned vectors the rule can test ([`spectral::rule::testable`]);
+    /// those after have σ ≈ 0 and are never intruders.
+    pub testable: usize,
     /// ‖ΔW‖_F / ‖W0‖_F.
     pub delta_rel_norm: f64,
     /// exp(entropy) of ΔW's normalised singular values.
@@ -223,8 +226,22 @@ pub struct MatrixReport {
 }
 
 impl MatrixReport {
+    /// c_j of the testable vectors: what every count and verdict is made from.
     pub fn max_cos(&self) -> Vec<f64> {
-        self.vectors.iter().map(|v| v.max_cos).collect()
+        self.vectors
+            .iter()
+            .take(self.testable)
+            .map(|v| v.max_cos)
+            .collect()
+    }
+    /// Whether tuned vector j has a σ the rule can test.
+    pub fn is_testable(&self, j: usize) -> bool {
+        j < self.testable.min(self.vectors.len())
+    }
+    /// Vectors among the top k that were computed but cannot be tested.
+    pub fn untestable(&self, k: usize) -> usize {
+        let top = k.min(self.vectors.len());
+        top - self.testable.min(top)
     }
     pub fn intruders(&self, rule: &Rule) -> Vec<usize> {
         rule.intruders(&self.max_cos())
@@ -234,12 +251,13 @@ impl MatrixReport {
     pub fn has_whole_spectrum(&self) -> bool {
         self.sigma_tuned.len() >= self.shape[0].min(self.shape[1])
     }
-    pub fn min_cos(&self, k: usize) -> f64 {
+    /// The smallest c_j among the testable top k; None if none is testable.
+    pub fn min_cos(&self, k: usize) -> Option<f64> {
         self.vectors
             .iter()
-            .take(k)
+            .take(k.min(self.testable))
             .map(|v| v.max_cos)
-            .fold(f64::INFINITY, f64::min)
+            .reduce(f64::min)
     }
 }
 
@@ -635,6 +653,11 @@ impl Engine {
             delta_rel_norm: if w0 > 0.0 { delta_norm / w0 } else { 0.0 },
             delta_effective_rank: delta_rank,
             sigma_base: base.sigma.clone(),
+            testable: spectral::rule::testable(
+                &tuned.sigma,
+                base.sigma.first().copied().unwrap_or(0.0),
+                (rows, cols),
+            ),
             sigma_tuned: tuned.sigma.clone(),
             vectors,
             weights: KeyBuilder::new()

@@ -103,4 +103,10 @@ fn print_scan(
         ScanFormat::Table => report::table::table(&results, a.sweep),
     };
     outln!("{}", text.trim_end_matches('\n'));
+    // The table says it under the total; machine formats keep stdout for data.
+    if !matches!(a.format, ScanFormat::Table) {
+        if let Some(note) = report::table::untestable_note(&results) {
+            eprintln!("warning: {note}");
+        }
+    }
 }

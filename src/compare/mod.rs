@@ -408,6 +408,7 @@ pub fn best_match(u: &[f32], t: &crate::spectral::Decomposition) -> Option<Track
 /// vectors' c_j and σ, and for each top vector of the run looked from, its best match here.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Across {
+    /// c_j of the testable top vectors (σ ≈ 0 left out, as [`crate::engine::MatrixReport::max_cos`]).
     pub max_cos: Vec<f64>,
     pub sigma: Vec<f64>,
     pub matches: Vec<Option<TrackPoint>>,
@@ -429,8 +430,15 @@ pub fn across(
                 .into_iter()
                 .find(|p| p.name == name)
                 .ok_or_else(|| "not in this run".to_string())?;
-            e.decompositions_keeping(pair, keep)
-                .map_err(|e| e.to_string())
+            let (b, t) = e
+                .decompositions_keeping(pair, keep)
+                .map_err(|e| e.to_string())?;
+            let testable = crate::spectral::rule::testable(
+                &t.sigma,
+                b.sigma.first().copied().unwrap_or(0.0),
+                pair.dims(),
+            );
+            Ok((b, t, testable))
         })
         .collect();
     let own = decomposed
@@ -440,7 +448,7 @@ pub fn across(
     decomposed
         .iter()
         .map(|d| {
-            let (b, t) = d.as_ref().map_err(Clone::clone)?;
+            let (b, t, testable) = d.as_ref().map_err(Clone::clone)?;
             let matches = own.map_or_else(Vec::new, |o| {
                 (0..o.keep)
                     .map(|j| best_match(&o.vectors[j * o.dim..(j + 1) * o.dim], t))
@@ -449,6 +457,7 @@ pub fn across(
             Ok(Across {
                 max_cos: crate::spectral::best_matches(b, t)
                     .into_iter()
+                    .take(*testable)
                     .map(|(c, _)| c)
                     .collect(),
                 sigma: t.sigma[..t.keep.min(t.sigma.len())].to_vec(),

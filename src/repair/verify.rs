@@ -115,6 +115,7 @@ mod tests {
                     best_base_sigma: 1.0,
                 })
                 .collect(),
+            testable: max_cos.len(),
             delta_rel_norm: 0.1,
             delta_effective_rank: None,
             weights: 0,

@@ -561,6 +561,7 @@ pub fn html(r: &Report) -> String {
         s.push_str("<table><tr><th>j</th><th>σ tuned</th><th>σ/σ1</th><th>c_j</th><th>best base i</th><th>σ of base i</th><th>verdict</th></tr>");
         for v in &m.vectors {
             let verdict = match (v.intruder, v.flag.is_some()) {
+                _ if !v.testable => "<span class=muted>σ ≈ 0: not tested</span>",
                 (true, false) => "<span class=intr>intruder</span>",
                 (true, true) => "<span class=flag>intruder (user flag)</span>",
                 (false, true) => "<span class=flag>not an intruder (user flag)</span>",

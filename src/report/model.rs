@@ -52,7 +52,10 @@ pub struct VectorRow {
     pub max_cos: f64,
     pub best_base_index: usize,
     pub best_base_sigma: f64,
-    /// The rule's verdict (j < k and c_j < ε).
+    /// False where σ_j ≈ 0: the vector is arbitrary and never an intruder
+    /// ([`spectral::rule::testable`]).
+    pub testable: bool,
+    /// The rule's verdict (testable, j < k and c_j < ε).
     pub rule: bool,
     /// The user's flag, if any.
     pub flag: Option<bool>,
@@ -77,6 +80,8 @@ pub struct MatrixRow {
     pub intruders: Vec<usize>,
     /// Under the rule alone.
     pub rule_intruders: Vec<usize>,
+    /// Top-k vectors with σ ≈ 0, not tested.
+    pub untestable: usize,
     /// The user's verdicts that override the rule, by j.
     pub user_flags: BTreeMap<usize, bool>,
     /// The top k vectors, plus any flagged one beyond k.
@@ -92,7 +97,7 @@ pub struct MatrixRow {
     /// c_j of every tuned vector computed (all of them with whole spectra), for counts over
     /// more than k.
     #[serde(skip)]
-    pub max_cos_all: Vec<f64>,
+    pub max_cos_all: Option<Vec<f64>>,
     /// Filled in a report's sections only.
     #[serde(skip)]
     pub heat: Option<Heat>,
@@ -103,13 +108,18 @@ impl MatrixRow {
     pub fn top(&self, k: usize) -> impl Iterator<Item = &VectorRow> {
         self.vectors.iter().filter(move |v| v.j < k)
     }
-    /// The smallest c_j among the top k.
-    pub fn min_cos(&self, k: usize) -> f64 {
-        self.top(k).map(|v| v.max_cos).fold(f64::INFINITY, f64::min)
+    /// The smallest c_j among the testable top k; None if none is testable.
+    pub fn min_cos(&self, k: usize) -> Option<f64> {
+        self.top(k)
+            .filter(|v| v.testable)
+            .map(|v| v.max_cos)
+            .reduce(f64::min)
     }
-    /// σ1 of the tuned matrix over σ1 of the base.
-    pub fn sigma1_ratio(&self) -> f64 {
-        self.sigma_tuned[0] / self.sigma_base[0]
+    /// σ1 of the tuned matrix over σ1 of the base; None where the base has no usable σ1
+    /// (zero, subnormal): a ratio would be inf or NaN.
+    pub fn sigma1_ratio(&self) -> Option<f64> {
+        let (t, b) = (*self.sigma_tuned.first()?, *self.sigma_base.first()?);
+        (b.is_finite() && b >= f32::MIN_POSITIVE as f64).then(|| t / b)
     }
 }
 
@@ -182,12 +192,17 @@ impl Results {
         self.rule.k()
     }
 
+    /// Top-k vectors with σ ≈ 0 over all analysed matrices: not tested, not counted.
+    pub fn untestable(&self) -> usize {
+        self.analysed().map(|m| m.untestable).sum()
+    }
+
     /// Intruders (rule, at ε) among the top fraction f of each matrix's tuned vectors, for f in
     /// 0.1 … 1.0 — the paper's Fig. 15. Only where every matrix has all its tuned vectors
     /// matched (`--full-svd` with `--keep` at least the rank), else None.
     pub fn by_fraction(&self) -> Option<Vec<(f64, usize)>> {
         let rows: Vec<&MatrixRow> = self.analysed().collect();
-        if rows.is_empty() || rows.iter().any(|m| m.max_cos_all.is_empty()) {
+        if rows.is_empty() || rows.iter().any(|m| m.max_cos_all.is_none()) {
             return None;
         }
         let eps = self.epsilon();
@@ -198,8 +213,10 @@ impl Results {
                     let n = rows
                         .iter()
                         .map(|m| {
-                            let top = ((m.max_cos_all.len() as f64 * f).round() as usize).max(1);
-                            m.max_cos_all[..top].iter().filter(|c| **c < eps).count()
+                            let rank = m.sigma_tuned.len();
+                            let top = ((rank as f64 * f).round() as usize).max(1);
+                            let all = m.max_cos_all.as_deref().unwrap_or_default();
+                            all.iter().take(top).filter(|c| **c < eps).count()
                         })
                         .sum();
                     (f, n)
@@ -231,8 +248,15 @@ impl Results {
         } else {
             String::new()
         };
+        let untestable = match self.untestable() {
+            0 => String::new(),
+            n => format!(
+                "; {} with σ ≈ 0 not tested",
+                super::count(n, "top vector", "top vectors")
+            ),
+        };
         format!(
-            "in {} ({} analysed){overrides}.",
+            "in {} ({} analysed){overrides}{untestable}.",
             super::count(self.matrices_total, "matrix", "matrices"),
             self.matrices_analysed()
         )
@@ -269,7 +293,8 @@ fn matrix_row(m: &MatrixReport, user: &UserState, rule: &Rule) -> MatrixRow {
             max_cos: v.max_cos,
             best_base_index: v.best_base_index,
             best_base_sigma: v.best_base_sigma,
-            rule: rule.is_intruder_at(j, v.max_cos),
+            testable: m.is_testable(j),
+            rule: m.is_testable(j) && rule.is_intruder_at(j, v.max_cos),
             flag: user.flag(&m.name, j),
             intruder: intruders.contains(&j),
         })
@@ -279,6 +304,7 @@ fn matrix_row(m: &MatrixReport, user: &UserState, rule: &Rule) -> MatrixRow {
         shape: m.shape,
         intruders,
         rule_intruders: rule.intruders(&max_cos),
+        untestable: m.untestable(k),
         user_flags: user.flags.get(&m.name).cloned().unwrap_or_default(),
         vectors,
         sigma_base: m.sigma_base.clone(),
@@ -286,11 +312,12 @@ fn matrix_row(m: &MatrixReport, user: &UserState, rule: &Rule) -> MatrixRow {
         delta_rel_norm: m.delta_rel_norm,
         delta_effective_rank: m.delta_effective_rank,
         sweep: rule.sweep().map(|r| r.intruders(&max_cos).len()).collect(),
-        // Only where every tuned vector was matched (whole spectrum, and kept).
-        max_cos_all: if m.has_whole_spectrum() && max_cos.len() >= m.sigma_tuned.len() {
-            max_cos.clone()
+        // Only where every tuned vector was matched (whole spectrum, and kept); the testable
+        // prefix, counted against the whole rank in `by_fraction`.
+        max_cos_all: if m.has_whole_spectrum() && m.vectors.len() >= m.sigma_tuned.len() {
+            Some(max_cos.clone())
         } else {
-            vec![]
+            None
         },
         heat: None,
     }

@@ -26,6 +26,8 @@ pub fn csv(r: &Results, sweep: bool) -> String {
     cols.extend(grid.iter().map(|e| format!("intruders_eps_{e:.1}")));
     // The rule's own count and the flags that override it.
     cols.extend(["rule_intruders".to_string(), "user_flags".to_string()]);
+    // Top-k vectors with σ ≈ 0: their c_j are listed but not tested.
+    cols.push("untestable".to_string());
     let mut s = format!(
         "name,rows,cols,intruders,min_cos,delta_rel_norm,delta_effective_rank,error,{}\n",
         cols.join(",")
@@ -42,14 +44,15 @@ pub fn csv(r: &Results, sweep: bool) -> String {
                 }
                 values.push(m.rule_intruders.len().to_string());
                 values.push(flags_field(m));
+                values.push(m.untestable.to_string());
                 writeln!(
                     s,
-                    "{},{},{},{},{:.6},{:.6},{},,{}",
+                    "{},{},{},{},{},{:.6},{},,{}",
                     csv_field(&m.name),
                     m.shape[0],
                     m.shape[1],
                     m.intruders.len(),
-                    m.min_cos(k),
+                    m.min_cos(k).map_or(String::new(), |c| format!("{c:.6}")),
                     m.delta_rel_norm,
                     m.delta_effective_rank
                         .map_or(String::new(), |x| format!("{x:.3}")),
@@ -61,11 +64,16 @@ pub fn csv(r: &Results, sweep: bool) -> String {
                 "{},,,,,,,{}{}",
                 csv_field(&f.name),
                 csv_field(&f.error),
-                ",".repeat(k + grid.len() + 2)
+                ",".repeat(k + grid.len() + 3)
             ),
         };
     }
     s
+}
+
+/// A number to 3 places, or "—" where there is none (nothing testable, no base σ1).
+fn dash_or(x: Option<f64>) -> String {
+    x.map_or("—".to_string(), |x| format!("{x:.3}"))
 }
 
 /// Names as shown: escaped, and no wider than this (a width from data is not to be trusted: a
@@ -113,12 +121,12 @@ pub fn table(r: &Results, sweep: bool) -> String {
                     format!("{n}*")
                 };
                 let mut line = format!(
-                    "{:<w$}  {:>10}  {:>9}  {:>7.3}  {:>8.3}  {:>7.4}",
+                    "{:<w$}  {:>10}  {:>9}  {:>7}  {:>8}  {:>7.4}",
                     name(m),
                     format!("{}×{}", row.shape[0], row.shape[1]),
                     count,
-                    row.min_cos(k),
-                    row.sigma1_ratio(),
+                    dash_or(row.min_cos(k)),
+                    dash_or(row.sigma1_ratio()),
                     row.delta_rel_norm
                 );
                 if sweep {
@@ -153,6 +161,9 @@ pub fn table(r: &Results, sweep: bool) -> String {
             String::new()
         }
     );
+    if let Some(note) = untestable_note(r) {
+        let _ = writeln!(s, "({note})");
+    }
     if r.overrides > 0 {
         let _ = writeln!(
             s,
@@ -161,4 +172,15 @@ pub fn table(r: &Results, sweep: bool) -> String {
         );
     }
     s
+}
+
+/// What a reader is told when some top-k vectors were not tested (σ ≈ 0); None if all were.
+pub fn untestable_note(r: &Results) -> Option<String> {
+    let n = r.untestable();
+    (n > 0).then(|| {
+        format!(
+            "{} with σ ≈ 0 not tested: a null-space direction is arbitrary, never an intruder",
+            count(n, "top vector", "top vectors")
+        )
+    })
 }

@@ -44,6 +44,7 @@ pub fn spark_range(a: &[f64], b: &[f64]) -> (f64, f64) {
 
 fn verdict(v: &super::model::VectorRow) -> &'static str {
     match (v.intruder, v.flag.is_some()) {
+        _ if !v.testable => "σ ≈ 0: not tested",
         (true, false) => "intruder",
         (true, true) => "intruder (user flag)",
         (false, true) => "not an intruder (user flag)",

@@ -79,6 +79,22 @@ impl Rule {
     }
 }
 
+/// How many of the leading tuned vectors can be tested at all. A singular vector whose σ is at
+/// the rounding level of its matrix — σ_j ≤ σ₁·max(m, n)·ε_f32, NumPy's `matrix_rank` rule at
+/// the precision weights are stored in — spans part of a null space: any orthonormal basis of
+/// it is as valid, so its c_j is arbitrary and would read as an intruder. With a zero,
+/// subnormal or non-finite σ₁ on either side there is no spectrum to compare: nothing is
+/// testable. `tuned_sigma` is descending; the answer is a prefix length.
+pub fn testable(tuned_sigma: &[f64], base_sigma1: f64, (m, n): (usize, usize)) -> usize {
+    let usable = |s: f64| s.is_finite() && s >= f32::MIN_POSITIVE as f64;
+    let s1 = tuned_sigma.first().copied().unwrap_or(0.0);
+    if !usable(s1) || !usable(base_sigma1) {
+        return 0;
+    }
+    let tol = s1 * m.max(n) as f64 * f32::EPSILON as f64;
+    tuned_sigma.iter().take_while(|&&s| s > tol).count()
+}
+
 /// Counts summed per block (`…layer.N`, from `checkpoint::block_of`), in the order blocks first
 /// appear; matrices outside blocks (`None`) under "(other)". The one per-layer aggregation:
 /// scans, reports and the explorer.
@@ -131,6 +147,24 @@ mod tests {
         assert_eq!(Rule::new(10, 1.0).unwrap().epsilon(), 1.0);
         assert!(Rule::default().with_epsilon(0.0).is_err());
         assert_eq!(Rule::default().with_k(3).unwrap().k(), 3);
+    }
+
+    #[test]
+    fn vectors_at_rounding_level_or_without_a_spectrum_are_not_testable() {
+        let shape = (100, 50); // σ₁ = 2: tolerance 2·100·ε_f32 ≈ 2.38e-5
+        assert_eq!(
+            testable(&[2.0, 1.0, 3e-5, 2.4e-5, 2e-5, 0.0], 1.0, shape),
+            4
+        );
+        assert_eq!(testable(&[2.0, 1.0, 2.3e-5, 0.0], 1.0, shape), 2);
+        assert_eq!(testable(&[1.0; 10], 1.0, shape), 10);
+        assert_eq!(testable(&[0.0; 10], 1.0, shape), 0, "zero tuned matrix");
+        assert_eq!(testable(&[1.0; 10], 0.0, shape), 0, "zero base");
+        assert_eq!(testable(&[1.0; 10], 1e-40, shape), 0, "subnormal base");
+        assert_eq!(testable(&[1e-40; 10], 1.0, shape), 0, "subnormal tuned");
+        assert_eq!(testable(&[1.0; 10], f64::NAN, shape), 0);
+        assert_eq!(testable(&[f64::INFINITY, 1.0], 1.0, shape), 0);
+        assert_eq!(testable(&[], 1.0, shape), 0);
     }
 
     #[test]

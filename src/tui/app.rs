@@ -427,6 +427,7 @@ pub struct App {
 }
 
 /// What run keys say when there is one run.
+const UNTESTABLE: &str = "σ ≈ 0: this vector is arbitrary (a null-space direction), not tested";
 const ONE_RUN: &str = "one run: to compare, give several (lorascope BASE RUN1 RUN2 …)";
 
 pub const HEAT_MIN: usize = 10;
@@ -506,9 +507,10 @@ impl App {
         self.user.flag(name, j)
     }
 
-    /// The rule's verdict, overridden by the user's flag where there is one.
-    pub fn is_intruder(&self, name: &str, j: usize, c: f64) -> bool {
-        self.user.verdict(name, j, c, &self.rule)
+    /// The rule's verdict on tuned vector j of `r`, overridden by the user's flag where there
+    /// is one; a vector with σ ≈ 0 is never one.
+    pub fn is_intruder(&self, name: &str, r: &MatrixReport, j: usize) -> bool {
+        r.is_testable(j) && self.user.verdict(name, j, r.vectors[j].max_cos, &self.rule)
     }
 
     /// Intruders of a matrix under the current k and ε and the user's flags.
@@ -997,9 +999,11 @@ impl App {
                 if let (Some(row), Some(r)) = (self.selected_row(), self.selected_report().cloned())
                 {
                     let name = self.rows[row].name.clone();
-                    if let Some(v) = r.vectors.get(self.cursor_j) {
+                    if !r.is_testable(self.cursor_j) && self.cursor_j < r.vectors.len() {
+                        self.message = Some(UNTESTABLE.to_string());
+                    } else if let Some(v) = r.vectors.get(self.cursor_j) {
                         let rule_says = self.rule.is_intruder_at(self.cursor_j, v.max_cos);
-                        let now = !self.is_intruder(&name, self.cursor_j, v.max_cos);
+                        let now = !self.is_intruder(&name, &r, self.cursor_j);
                         let entry = self.user.flags.entry(name.clone()).or_default();
                         if now == rule_says {
                             entry.remove(&self.cursor_j); // back to the rule's verdict

@@ -85,7 +85,7 @@ fn table_csv_and_exit_codes() {
     );
     let lines: Vec<_> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 3);
-    assert!(lines[0].ends_with("c_0,c_1,c_2,rule_intruders,user_flags"));
+    assert!(lines[0].ends_with("c_0,c_1,c_2,rule_intruders,user_flags,untestable"));
     let r = lorascope(
         &["scan", &base, &lora, "--no-cache", "--fail-above", "0"],
         &[],
@@ -109,7 +109,7 @@ fn table_csv_and_exit_codes() {
     );
     let lines: Vec<Vec<&str>> = r.stdout.lines().map(|l| l.split(',').collect()).collect();
     let header = &lines[0];
-    assert_eq!(header.len(), 8 + 10 + 9 + 2, "{header:?}");
+    assert_eq!(header.len(), 8 + 10 + 9 + 3, "{header:?}");
     assert_eq!(header[18], "intruders_eps_0.1");
     assert_eq!(header[26], "intruders_eps_0.9");
     for row in &lines[1..] {
@@ -808,7 +808,7 @@ fn explorer_flags_follow_the_weights_not_the_headers_and_scan_says_so() {
     assert!(r.stdout.contains("the rule alone finds 1"), "{}", r.stdout);
     let r = lorascope(&["scan", &base, &a, "--no-cache", "--format", "csv"], &env);
     let row = r.stdout.lines().find(|l| l.starts_with(dense)).unwrap();
-    assert!(row.ends_with(",1,0:false"), "{row}");
+    assert!(row.ends_with(",1,0:false,0"), "{row}");
     // Repair follows the same flags: on A nothing is left to scale, on B its intruder is.
     let out = d.path().join("out.safetensors");
     let r = lorascope(
@@ -1489,4 +1489,158 @@ fn the_explorer_with_several_runs_checks_every_run_before_the_terminal() {
     let r = lorascope(&[&base, &lora, "--label", "x", "--no-cache"], &[]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("give several"), "{}", r.stderr);
+}
+
+#[test]
+fn vectors_with_zero_sigma_are_not_tested_and_degenerate_matrices_print_no_inf_or_nan() {
+    // 32×24: left vectors live in R³², the base spans 24 of those dimensions.
+    let (m, n) = (32, 24);
+    let mut rng = Rng(11);
+    let w0 = rng.vec(m * n, 1.0);
+    let zero = vec![0.0f32; m * n];
+    // Rank one: one direction, outside nothing in particular.
+    let (u, v) = (rng.vec(m, 1.0), rng.vec(n, 1.0));
+    let rank1: Vec<f32> = (0..m * n).map(|x| u[x / n] * v[x % n]).collect();
+    let subnormal: Vec<f32> = w0.iter().map(|x| x * 1e-40).collect();
+    let nudged: Vec<f32> = w0.iter().map(|x| x * 1.01).collect();
+    let d = tempfile::tempdir().unwrap();
+    let (b, t) = (
+        d.path().join("b.safetensors"),
+        d.path().join("t.safetensors"),
+    );
+    let names = [
+        "zero_tuned",
+        "rank_one",
+        "zero_base",
+        "subnormal_base",
+        "control",
+    ];
+    let pairs: [(&[f32], &[f32]); 5] = [
+        (&w0, &zero),
+        (&w0, &rank1),
+        (&zero, &w0),
+        (&subnormal, &w0),
+        (&w0, &nudged),
+    ];
+    let base: Vec<T> = names
+        .iter()
+        .zip(&pairs)
+        .map(|(nm, p)| f32_tensor(&format!("l.{nm}.weight"), &[m, n], p.0))
+        .collect();
+    let tuned: Vec<T> = names
+        .iter()
+        .zip(&pairs)
+        .map(|(nm, p)| f32_tensor(&format!("l.{nm}.weight"), &[m, n], p.1))
+        .collect();
+    write_st(&b, &base);
+    write_st(&t, &tuned);
+    let (bs, ts) = (b.to_str().unwrap(), t.to_str().unwrap());
+
+    let r = lorascope(
+        &[
+            "scan",
+            bs,
+            ts,
+            "--format",
+            "json",
+            "--no-cache",
+            "--include",
+            ".",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("docs/scan.schema.json").unwrap()).unwrap();
+    assert_eq!(schema_errors(&schema, &v), Vec::<String>::new());
+    let of = |nm: &str| {
+        v["matrices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == format!("l.{nm}.weight"))
+            .unwrap()
+            .clone()
+    };
+    let ints = |x: &serde_json::Value| x["rule_intruders"].as_array().unwrap().len();
+    // A zero tuned matrix had 9 "intruders": its null space, an arbitrary basis.
+    assert_eq!(
+        (
+            ints(&of("zero_tuned")),
+            of("zero_tuned")["untestable"].as_u64()
+        ),
+        (0, Some(10))
+    );
+    // Rank one: only its one real direction can be tested (a rank-one matrix had 10).
+    let r1 = of("rank_one");
+    assert!(ints(&r1) <= 1, "{r1}");
+    assert_eq!(r1["untestable"], 9);
+    // No base spectrum to compare with: nothing tested.
+    for nm in ["zero_base", "subnormal_base"] {
+        assert_eq!(
+            (ints(&of(nm)), of(nm)["untestable"].as_u64()),
+            (0, Some(10)),
+            "{nm}"
+        );
+    }
+    assert_eq!(
+        (ints(&of("control")), of("control")["untestable"].as_u64()),
+        (0, Some(0))
+    );
+    assert_eq!(v["untestable_vectors"], 39);
+    assert_eq!(
+        v["total_rule_intruders"].as_u64().unwrap() as usize,
+        ints(&r1)
+    );
+    assert!(
+        r.stderr
+            .contains("warning: 39 top vectors with σ ≈ 0 not tested"),
+        "{}",
+        r.stderr
+    );
+
+    // Table and CSV: no inf or NaN, a dash where there is no number, the note under the total.
+    let table = lorascope(&["scan", bs, ts, "--no-cache", "--include", "."], &[]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    let csv = lorascope(
+        &[
+            "scan",
+            bs,
+            ts,
+            "--format",
+            "csv",
+            "--no-cache",
+            "--include",
+            ".",
+        ],
+        &[],
+    );
+    for out in [&table.stdout, &csv.stdout, &r.stdout] {
+        let low = out.to_lowercase();
+        assert!(!low.contains("inf") && !low.contains("nan"), "{out}");
+    }
+    let row = |nm: &str| {
+        table
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("l.{nm}.weight")))
+            .unwrap()
+            .to_string()
+    };
+    assert!(row("zero_base").contains('—'), "{}", table.stdout);
+    assert!(!row("control").contains('—'), "{}", table.stdout);
+    assert!(
+        table
+            .stdout
+            .contains("(39 top vectors with σ ≈ 0 not tested"),
+        "{}",
+        table.stdout
+    );
+    assert_eq!(table.stderr, "", "the table says it on stdout");
+    let header: Vec<&str> = csv.stdout.lines().next().unwrap().split(',').collect();
+    assert_eq!(header.last(), Some(&"untestable"));
+    for l in csv.stdout.lines().skip(1) {
+        assert_eq!(l.split(',').count(), header.len(), "{l}");
+    }
 }

@@ -904,3 +904,31 @@ fn several_runs_switch_by_number_and_compare_one_matrix_in_every_run() {
     press(&mut app, "x");
     assert!(app.popup.is_none() && app.compare.is_none());
 }
+
+#[test]
+fn a_vector_with_zero_sigma_is_shown_as_such_never_an_intruder_and_cannot_be_flagged() {
+    use crate::common::{f32_tensor, write_st, Rng, RngExt};
+    let d = tempfile::tempdir().unwrap();
+    let (b, t) = (
+        d.path().join("b.safetensors"),
+        d.path().join("t.safetensors"),
+    );
+    let w0 = Rng(5).vec(32 * 24, 1.0);
+    write_st(&b, &[f32_tensor("l.0.q.weight", &[32, 24], &w0)]);
+    write_st(
+        &t,
+        &[f32_tensor("l.0.q.weight", &[32, 24], &[0.0; 32 * 24])],
+    );
+    let inputs = Inputs::open(&b, &t, &Selection::new(&[".".into()], &[]).unwrap()).unwrap();
+    let e = Engine::new(inputs, Cache::disabled(), Options::default());
+    let mut app = analysed(&e);
+    assert_eq!(app.total_intruders(), 0, "a zero matrix has no intruders");
+    assert_eq!(app.selected_row(), Some(0));
+    let s = screen(&app, Theme::new(Depth::C256), 160, 48);
+    assert!(s.contains("σ≈0"), "{s}");
+    assert!(!s.contains(" intr ") && !s.contains(" intr*"), "{s}");
+    // Flagging one is refused with the reason; nothing stored.
+    assert_eq!(press(&mut app, "f"), []);
+    assert!(app.message.as_deref().unwrap().contains("σ ≈ 0"));
+    assert_eq!((app.overrides(), app.total_intruders()), (0, 0));
+}

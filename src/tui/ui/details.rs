@@ -17,8 +17,9 @@ pub(super) fn render_details(app: &App, theme: &Theme, f: &mut Frame, area: Rect
         .enumerate()
         .map(|(j, v)| {
             let flag = app.flag(name, j);
-            let intr = app.is_intruder(name, j, v.max_cos);
+            let intr = app.is_intruder(name, r, j);
             let verdict = match (intr, flag.is_some()) {
+                _ if !r.is_testable(j) => Cell::from("σ≈0").style(theme.dim()),
                 (true, false) => Cell::from("intr").style(theme.intruder()),
                 (true, true) => Cell::from("intr*").style(theme.flagged()),
                 (false, true) => Cell::from("ok*").style(theme.flagged()),

@@ -134,11 +134,7 @@ pub(super) fn render_heatmap(app: &App, theme: &Theme, f: &mut Frame, area: Rect
     let v = layout::heat_view(app, h, inner, HeatmapView::rows_per_line(theme));
     let name = &app.rows[h.row].name;
     let intruder: Vec<bool> = (0..h.cols)
-        .map(|c| {
-            r.vectors
-                .get(c)
-                .is_some_and(|v| app.is_intruder(name, c, v.max_cos))
-        })
+        .map(|c| c < r.vectors.len() && app.is_intruder(name, r, c))
         .collect();
     f.render_widget(
         HeatmapView {

@@ -106,11 +106,8 @@ pub(super) fn render_spectrum(app: &App, theme: &Theme, f: &mut Frame, area: Rec
         base_label,
     );
     let is_intruder = |bin: &Range<usize>| {
-        bin.clone().any(|j| {
-            r.vectors
-                .get(j)
-                .is_some_and(|m| app.is_intruder(name, j, m.max_cos))
-        })
+        bin.clone()
+            .any(|j| j < r.vectors.len() && app.is_intruder(name, r, j))
     };
     let tuned_bars: Vec<SparklineBar> = spectrum_bars(&t, lo, hi)
         .into_iter()
