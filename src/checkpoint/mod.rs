@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod dtype;
+pub mod fault;
 pub mod locate;
 pub mod model;
 pub mod pairing;
@@ -607,7 +608,7 @@ fn matrix_of(file: &st::StFile, name: &str) -> Result<Dense<f64>> {
 type TensorData = dyn Fn(KeyBuilder, &st::StFile, &st::TensorInfo) -> Option<KeyBuilder>;
 
 fn content(kb: KeyBuilder, file: &st::StFile, info: &st::TensorInfo) -> Option<KeyBuilder> {
-    Some(kb.bytes(file.read(info).ok()?))
+    file.with_bytes(info, |b| kb.bytes(b)).ok()
 }
 
 /// A tensor's part of a content key: dtype, shape and `data`.

@@ -189,10 +189,15 @@ impl Model {
         self.tensors.get(name).map(|l| &self.files[l.file])
     }
 
-    /// The raw bytes of a tensor (zero-copy view of the map).
-    pub fn bytes(&self, name: &str) -> Option<&[u8]> {
+    /// `f` on a tensor's stored bytes (checked as [`StFile::with_bytes`]); None if absent.
+    pub fn with_bytes<R>(&self, name: &str, f: impl FnOnce(&[u8]) -> R) -> Option<Result<R>> {
         let loc = self.tensors.get(name)?;
-        Some(self.files[loc.file].bytes(&loc.info))
+        Some(self.files[loc.file].with_bytes(&loc.info, f))
+    }
+
+    /// A copy of a tensor's stored bytes; None if absent or unreadable.
+    pub fn bytes(&self, name: &str) -> Option<Vec<u8>> {
+        self.with_bytes(name, <[u8]>::to_vec)?.ok()
     }
 
     pub fn decode<T: Element>(&self, name: &str) -> Result<Vec<T>> {

@@ -23,6 +23,8 @@ pub struct TensorInfo {
 
 pub struct StFile {
     pub path: PathBuf,
+    /// Declared before `mmap`: dropped, so unwatched, before the range is unmapped.
+    region: super::fault::Region,
     mmap: Mmap,
     /// Kept open to see the file shrink under the map ([`StFile::check_intact`]).
     file: File,
@@ -96,12 +98,12 @@ impl StFile {
                 format!("truncated: {size} bytes, too short for a safetensors header"),
             ));
         }
-        // SAFETY: the map is read-only and never outlives the file. It is not safe against the
-        // file changing while mapped: new bytes give wrong numbers, and a file truncated below a
-        // mapped page raises SIGBUS on the next read of it, which kills the process (as in every
-        // mmap-based loader). Reads check the file's size first (`check_intact`), which leaves
-        // only a truncation between that check and the read.
+        // SAFETY: the map is read-only and never outlives the file. A file truncated while
+        // mapped raises SIGBUS on the next read past its new end; the region below turns that
+        // into zeros and a fault that every read checks (`with_bytes`), so it becomes an error
+        // naming the file. Bytes rewritten in place are not detected.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let region = super::fault::Region::watch(mmap.as_ptr(), mmap.len());
         let n = u64::from_le_bytes(mmap[..N_LEN].try_into().unwrap());
         if n > size - N_LEN as u64 {
             return Err(Error::file(
@@ -143,8 +145,12 @@ impl StFile {
             })
             .collect();
         let header_hash = xxhash_rust::xxh3::xxh3_128(header);
+        if region.faulted() {
+            return Err(Error::file(path, "changed while being read (truncated)"));
+        }
         Ok(Arc::new(StFile {
             path: path.to_path_buf(),
+            region,
             mmap,
             file,
             tensors,
@@ -154,10 +160,17 @@ impl StFile {
         }))
     }
 
-    /// An error if the file is now shorter than when it was opened (being rewritten, or
+    /// An error if a read already ran past the file's end, or the file is now shorter than
+    /// when it was opened (being rewritten, or
     /// truncated): reading its mapped pages past the new end would kill the process (SIGBUS).
     /// One fstat, far below the cost of reading a tensor.
     pub fn check_intact(&self) -> Result<()> {
+        if self.region.faulted() {
+            return Err(Error::file(
+                &self.path,
+                "changed while being read (truncated under lorascope: was it being rewritten?)",
+            ));
+        }
         let now = self
             .file
             .metadata()
@@ -176,16 +189,20 @@ impl StFile {
         Ok(())
     }
 
-    /// A tensor's stored bytes, read through the map only while the file is whole (see
-    /// [`check_intact`](Self::check_intact)): what every read of bytes that are copied or hashed
-    /// goes through.
-    pub fn read(&self, info: &TensorInfo) -> Result<&[u8]> {
+    /// `f` on a tensor's stored bytes, read through the map while the file is whole: checked
+    /// before ([`check_intact`](Self::check_intact)), and after for a truncation during the
+    /// read (see [`super::fault`]), in which case what `f` saw was not the file and its result
+    /// is dropped. Every read of tensor bytes goes through here.
+    pub fn with_bytes<R>(&self, info: &TensorInfo, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         self.check_intact()?;
-        Ok(self.bytes(info))
-    }
-
-    pub fn bytes(&self, info: &TensorInfo) -> &[u8] {
-        &self.mmap[info.start..info.end]
+        let r = f(&self.mmap[info.start..info.end]);
+        if self.region.faulted() {
+            return Err(Error::file(
+                &self.path,
+                "changed while being read (truncated under lorascope: was it being rewritten?)",
+            ));
+        }
+        Ok(r)
     }
 
     /// Decode a whole tensor. Unsupported dtypes are reported here, not at open.
@@ -200,7 +217,6 @@ impl StFile {
             .tensors
             .get(name)
             .ok_or_else(|| Error::tensor(&self.path, name, "not in this file"))?;
-        self.check_intact()?;
         if !dtype::is_supported(info.dtype) {
             return Err(Error::tensor(
                 &self.path,
@@ -212,7 +228,7 @@ impl StFile {
             ));
         }
         let n: usize = info.shape.iter().product();
-        dtype::decode_reusing(info.dtype, self.bytes(info), buf, n)
+        self.with_bytes(info, |b| dtype::decode_reusing(info.dtype, b, buf, n))?
             .map_err(|m| Error::tensor(&self.path, name, m))
     }
 }
@@ -290,4 +306,50 @@ pub fn header(
     let mut out = (json.len() as u64).to_le_bytes().to_vec();
     out.extend(json);
     out
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_truncated_during_a_read_is_an_error_naming_it_not_a_signal() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("model.safetensors");
+        let n = 64 * 1024; // f32 values: 256 KiB of data, many pages
+        let mut bytes = header(
+            &[("w".into(), "F32".into(), vec![n], 4 * n)],
+            Default::default(),
+        );
+        bytes.extend((0..n).flat_map(|i| (i as f32).to_le_bytes()));
+        std::fs::write(&p, &bytes).unwrap();
+        let f = StFile::open(&p).unwrap();
+        let info = f.tensors["w"].clone();
+        assert_eq!(f.with_bytes(&info, |b| b.len()).unwrap(), 4 * n);
+        // Truncated after the size check, in the middle of the read.
+        let e = f
+            .with_bytes(&info, |b| {
+                let head = b[0];
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .unwrap()
+                    .set_len(4096)
+                    .unwrap();
+                b.iter().fold(head as u64, |s, &x| s + x as u64)
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.safetensors") && e.contains("changed while being read"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
+        // And every read after, before touching the map.
+        assert!(f
+            .decode::<f32>("w")
+            .unwrap_err()
+            .to_string()
+            .contains("changed while being read"));
+    }
 }

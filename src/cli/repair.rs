@@ -32,7 +32,7 @@ pub fn run(a: RepairArgs) -> Result<ExitCode, Error> {
                 chosen.lock().unwrap().insert(r.name.clone(), c);
             }
         },
-    );
+    )?;
     let chosen = chosen.into_inner().unwrap();
     print_warnings(&engine.cache.take_warnings());
     // Said as scan and report say it (the same file, read again).
@@ -121,7 +121,7 @@ fn verify(
     args.base = base.to_path_buf();
     args.tuned = Some(a.output.clone());
     let engine = args.engine()?;
-    let scan = run_scan(&engine, args.jobs_for(&engine, default_jobs()));
+    let scan = run_scan(&engine, args.jobs_for(&engine, default_jobs()))?;
     print_warnings(&engine.cache.take_warnings());
     let v = lorascope::repair::Verification::new(before, &scan, &rule);
     let name = |n: &str| lorascope::report::shown_name(n, Some(80));

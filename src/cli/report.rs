@@ -27,7 +27,7 @@ pub fn run(a: ReportArgs) -> Result<ExitCode, Error> {
         ));
     }
     let engine = a.analysis.engine()?;
-    let scan = run_scan(&engine, a.analysis.jobs_for(&engine, default_jobs()));
+    let scan = run_scan(&engine, a.analysis.jobs_for(&engine, default_jobs()))?;
     let user = super::user_state(&engine, &scan, a.analysis.opts.ignore_flags);
     print_warnings(&engine.cache.take_warnings());
     let pick =

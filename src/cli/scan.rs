@@ -35,16 +35,18 @@ pub fn progress_bar(total: usize) -> ProgressBar {
     pb
 }
 
-pub fn run_scan(engine: &Engine, jobs: usize) -> Scan {
+pub fn run_scan(engine: &Engine, jobs: usize) -> Result<Scan, Error> {
     run_scan_with(engine, jobs, &|_, _| {})
 }
 
-/// [`run_scan`], handing each report and tuned decomposition to `each`.
+/// [`run_scan`], handing each report and tuned decomposition to `each`. An input file that
+/// changed during the scan fails the whole scan (exit 2): its matrices' results mix old and
+/// new bytes, or were never read.
 pub fn run_scan_with(
     engine: &Engine,
     jobs: usize,
     each: &(dyn Fn(&lorascope::engine::MatrixReport, lorascope::spectral::Decomposition) + Sync),
-) -> Scan {
+) -> Result<Scan, Error> {
     let pb = progress_bar(engine.matrices().len());
     let scan = engine.scan_with(
         jobs,
@@ -55,12 +57,13 @@ pub fn run_scan_with(
         each,
     );
     pb.finish_and_clear();
-    scan
+    engine.inputs.check_intact()?;
+    Ok(scan)
 }
 
 pub fn run(a: ScanArgs) -> Result<ExitCode, Error> {
     let engine = a.analysis.engine()?;
-    let scan = run_scan(&engine, a.analysis.jobs_for(&engine, default_jobs()));
+    let scan = run_scan(&engine, a.analysis.jobs_for(&engine, default_jobs()))?;
     print_warnings(&engine.cache.take_warnings());
     let user = super::user_state(&engine, &scan, a.analysis.opts.ignore_flags);
     let rule = a.analysis.rule()?;

@@ -236,7 +236,7 @@ pub(super) fn write(
     for (name, info) in &a.file.tensors {
         let (shape, len) = match changes.tensors.get(name) {
             Some((shape, bytes)) => (shape.clone(), bytes.len()),
-            None => (info.shape.clone(), a.file.bytes(info).len()),
+            None => (info.shape.clone(), info.end - info.start),
         };
         total += len as u64;
         entries.push((name.clone(), dtype::name(info.dtype), shape, len));
@@ -253,12 +253,13 @@ pub(super) fn write(
             .map_err(|e| io(&path, e))?;
         let mut done = 0u64;
         for (name, info) in &a.file.tensors {
-            let bytes = match changes.tensors.get(name) {
-                Some((_, b)) => b.as_slice(),
-                None => a.file.read(info)?,
+            let n = match changes.tensors.get(name) {
+                Some((_, b)) => w.write_all(b).map(|_| b.len()),
+                None => a
+                    .file
+                    .with_bytes(info, |b| w.write_all(b).map(|_| b.len()))?,
             };
-            w.write_all(bytes).map_err(|e| io(&path, e))?;
-            done += bytes.len() as u64;
+            done += n.map_err(|e| io(&path, e))? as u64;
             progress(done, total);
         }
         w.flush().map_err(|e| io(&path, e))?;

@@ -235,9 +235,12 @@ impl<'a> Writer<'a> {
                 crate::error::stop_if_asked("write");
             }
             match &e.source {
-                Source::Raw(file, info) => w.write_all(file.read(info)?).map_err(io)?,
+                Source::Raw(file, info) => {
+                    file.with_bytes(info, |b| w.write_all(b))?.map_err(io)?
+                }
                 Source::Cast(file, info) => {
-                    let v = dtype::decode_f64(info.dtype, file.read(info)?)
+                    let v = file
+                        .with_bytes(info, |b| dtype::decode_f64(info.dtype, b))?
                         .map_err(|m| Error::Mismatch(format!("`{}`: {m}", e.name)))?;
                     encode(&e.name, e.dtype, &v, &mut bytes)?;
                     w.write_all(&bytes).map_err(io)?;

@@ -294,8 +294,8 @@ fn the_written_adapter_keeps_its_config_and_saved_tensors() {
         "base_model.model.classifier.bias",
     ] {
         assert_eq!(
-            a.bytes(&a.tensors[name]),
-            b.bytes(&b.tensors[name]),
+            a.with_bytes(&a.tensors[name], <[u8]>::to_vec).unwrap(),
+            b.with_bytes(&b.tensors[name], <[u8]>::to_vec).unwrap(),
             "{name}"
         );
     }
