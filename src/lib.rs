@@ -13,6 +13,8 @@ pub mod engine;
 pub mod error;
 pub mod flags;
 pub mod fsio;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod key;
 pub mod matrix;
 pub mod repair;

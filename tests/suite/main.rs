@@ -7,6 +7,7 @@ mod checkpoint;
 mod cli;
 mod e2e;
 mod engine;
+mod props;
 mod repair;
 mod report;
 mod spectral;
