@@ -249,6 +249,12 @@ fn decode(bytes: Arc<dyn AsRef<[u8]> + Send + Sync>, key: Key) -> Option<Decompo
     let body = unseal(b, MAGIC, 48, key)?;
     let u = |i: usize| u64::from_le_bytes(body[8 + 8 * i..16 + 8 * i].try_into().unwrap()) as usize;
     let (dim, keep, ns) = (u(0), u(1), u(2));
+    // A thin SVD keeps at most p = ns vectors, each of dim ≥ p entries: anything else is not an
+    // entry (found by fuzzing: dim 0 with keep 2^62 passed the size check, and every loop over
+    // the kept vectors then ran for ever).
+    if keep > ns || dim < keep {
+        return None;
+    }
     let nv = dim.checked_mul(keep)?;
     if body.len()
         != 32usize
@@ -282,6 +288,30 @@ mod tests {
             dim: 3,
             keep: 2,
         }
+    }
+
+    #[test]
+    fn an_entry_keeping_more_vectors_than_it_has_values_or_entries_is_refused() {
+        // The fuzzer's: dim 0, keep 0xf9ffffff00300000 of 2 values; no vector bytes needed.
+        let mut body = MAGIC.to_vec();
+        for x in [0u64, 0xf9ff_ffff_0030_0000, 2] {
+            body.extend(x.to_le_bytes());
+        }
+        body.extend([1.0f64, 0.5].iter().flat_map(|x| x.to_le_bytes()));
+        assert_eq!(decode_body(&body), None);
+        // Three values, two vectors of dimension 1 < 2: not a thin SVD either.
+        let mut body = MAGIC.to_vec();
+        for x in [1u64, 2, 3] {
+            body.extend(x.to_le_bytes());
+        }
+        body.extend([3.0f64, 2.0, 1.0].iter().flat_map(|x| x.to_le_bytes()));
+        body.extend([1.0f32, 1.0].iter().flat_map(|x| x.to_le_bytes()));
+        assert_eq!(decode_body(&body), None);
+        // A whole one still reads.
+        let d = sample();
+        let key = KeyBuilder::new().str("fuzz").finish();
+        let sealed = encode(&d, key);
+        assert_eq!(decode_body(&sealed[..sealed.len() - 16]), Some(d));
     }
 
     #[test]
