@@ -14,7 +14,7 @@ rustup toolchain list | grep -q nightly || rustup toolchain install nightly --pr
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 summary=()
 for t in "${targets[@]}"; do
-  [ -n "$(ls -A "fuzz/corpus/$t" 2>/dev/null)" ] || python3 scripts/fuzz_seeds.py "$t"
+   [ -n "$(ls -A "fuzz/corpus/$t" 2>/dev/null)" ] || python3 scripts/fuzz_seeds.py "$t"
   log="fuzz/artifacts/$t.log"
   mkdir -p "fuzz/artifacts/$t"
   # -rss_limit_mb: a header that asks for more is a defect (the 150 MB header case).

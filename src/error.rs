@@ -3,10 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum Error {
     /// Bad or unreadable input: exit code 2.
-    #[error("{}: {}{msg}", path.display(), tensor.as_ref().map(|t| format!("tensor `{t}`: ")).unwrap_or_default())]
     Input {
         path: PathBuf,
         tensor: Option<String>,
@@ -14,17 +13,54 @@ pub enum Error {
     },
     /// Inputs that are each fine but do not fit together (adapter for another base, shape
     /// mismatch, ambiguous pairing): exit code 2.
-    #[error("{0}")]
     Mismatch(String),
     /// A computation failed on valid input (NaN weights, SVD did not converge).
-    #[error("{0}")]
     Compute(String),
     /// Invalid option value given by the user.
-    #[error("{0}")]
     Usage(String),
     /// A bug: code that panicked, contained (see [`contain`]) so that only its matrix fails.
-    #[error("internal error (a bug in lorascope; please report it): {0}")]
     Internal(String),
+}
+
+/// Every error is one line with no control characters, whatever names a file carried (a shard
+/// named with a newline in an index split its error in two, found by fuzzing).
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let raw = match self {
+            Error::Input { path, tensor, msg } => format!(
+                "{}: {}{msg}",
+                path.display(),
+                tensor
+                    .as_ref()
+                    .map(|t| format!("tensor `{t}`: "))
+                    .unwrap_or_default()
+            ),
+            Error::Mismatch(m) | Error::Compute(m) | Error::Usage(m) => m.clone(),
+            Error::Internal(m) => {
+                format!("internal error (a bug in lorascope; please report it): {m}")
+            }
+        };
+        f.write_str(&escape_controls(&raw))
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Text from files as it is shown: control characters (line breaks, escape sequences) written
+/// as `\u{1b}`, so no name can break a line or drive the terminal. The one place that decides it.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut s = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            s.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            s.push(c);
+        }
+    }
+    s.into()
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

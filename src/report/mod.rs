@@ -19,14 +19,7 @@ pub fn count(n: usize, one: &str, many: &str) -> String {
 /// a crafted tensor name cannot drive the terminal; and, given a width, at most that many
 /// characters, the middle elided (a name's ends tell most).
 pub fn shown_name(name: &str, width: Option<usize>) -> String {
-    let mut s = String::with_capacity(name.len());
-    for c in name.chars() {
-        if c.is_control() {
-            s.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            s.push(c);
-        }
-    }
+    let s = crate::error::escape_controls(name).into_owned();
     let n = s.chars().count();
     match width {
         Some(w) if n > w && w >= 3 => {

@@ -232,3 +232,18 @@ proptest! {
         }
     }
 }
+
+/// Found by fuzzing: a shard named with a line break split the error in two.
+#[test]
+fn an_index_naming_a_shard_with_a_line_break_fails_on_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let index = br#"{"metadata": {"tot__size": 127}, "weight_map": {"x.weight": "bfet.ssa\\8.\nrsoe", "9.weighght": "bfet.saensors", "y.weight": "bfet.saensor.teraensors"}}"#;
+    lorascope::fuzz::index(d.path(), index);
+    let e = lorascope::checkpoint::Model::open(d.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(r"bfet.ssa\8.\u{a}rsoe") && !e.contains('\n'),
+        "{e}"
+    );
+}
