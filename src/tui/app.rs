@@ -426,8 +426,9 @@ pub struct App {
     pub compare: Option<CompareState>,
 }
 
-/// What run keys say when there is one run.
+/// What `f` says on a vector with σ ≈ 0 ([`MatrixReport::is_testable`]).
 const UNTESTABLE: &str = "σ ≈ 0: this vector is arbitrary (a null-space direction), not tested";
+/// What run keys say when there is one run.
 const ONE_RUN: &str = "one run: to compare, give several (lorascope BASE RUN1 RUN2 …)";
 
 pub const HEAT_MIN: usize = 10;
