@@ -146,7 +146,7 @@ impl StFile {
             .collect();
         let header_hash = xxhash_rust::xxh3::xxh3_128(header);
         if region.faulted() {
-            return Err(Error::file(path, "changed while being read (truncated)"));
+            return Err(changed(path));
         }
         Ok(Arc::new(StFile {
             path: path.to_path_buf(),
@@ -166,10 +166,7 @@ impl StFile {
     /// One fstat, far below the cost of reading a tensor.
     pub fn check_intact(&self) -> Result<()> {
         if self.region.faulted() {
-            return Err(Error::file(
-                &self.path,
-                "changed while being read (truncated under lorascope: was it being rewritten?)",
-            ));
+            return Err(changed(&self.path));
         }
         let now = self
             .file
@@ -197,10 +194,7 @@ impl StFile {
         self.check_intact()?;
         let r = f(&self.mmap[info.start..info.end]);
         if self.region.faulted() {
-            return Err(Error::file(
-                &self.path,
-                "changed while being read (truncated under lorascope: was it being rewritten?)",
-            ));
+            return Err(changed(&self.path));
         }
         Ok(r)
     }
@@ -231,6 +225,14 @@ impl StFile {
         self.with_bytes(info, |b| dtype::decode_reusing(info.dtype, b, buf, n))?
             .map_err(|m| Error::tensor(&self.path, name, m))
     }
+}
+
+/// A read ran past the end of a file truncated under the map ([`super::fault`]).
+fn changed(path: &Path) -> Error {
+    Error::file(
+        path,
+        "changed while being read (truncated under lorascope: was it being rewritten?)",
+    )
 }
 
 fn describe(e: &SafeTensorError, raw: &serde_json::Value, size: u64, n: usize) -> String {

@@ -197,6 +197,13 @@ impl Results {
         self.analysed().map(|m| m.untestable).sum()
     }
 
+    /// "N top vectors", where some were not tested; None if all were. Every output that
+    /// mentions them words it so.
+    pub fn untestable_count(&self) -> Option<String> {
+        let n = self.untestable();
+        (n > 0).then(|| super::count(n, "top vector", "top vectors"))
+    }
+
     /// Intruders (rule, at ε) among the top fraction f of each matrix's tuned vectors, for f in
     /// 0.1 … 1.0 — the paper's Fig. 15. Only where every matrix has all its tuned vectors
     /// matched (`--full-svd` with `--keep` at least the rank), else None.
@@ -248,13 +255,9 @@ impl Results {
         } else {
             String::new()
         };
-        let untestable = match self.untestable() {
-            0 => String::new(),
-            n => format!(
-                "; {} with σ ≈ 0 not tested",
-                super::count(n, "top vector", "top vectors")
-            ),
-        };
+        let untestable = self
+            .untestable_count()
+            .map_or(String::new(), |n| format!("; {n} with σ ≈ 0 not tested"));
         format!(
             "in {} ({} analysed){overrides}{untestable}.",
             super::count(self.matrices_total, "matrix", "matrices"),

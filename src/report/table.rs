@@ -176,11 +176,7 @@ pub fn table(r: &Results, sweep: bool) -> String {
 
 /// What a reader is told when some top-k vectors were not tested (σ ≈ 0); None if all were.
 pub fn untestable_note(r: &Results) -> Option<String> {
-    let n = r.untestable();
-    (n > 0).then(|| {
-        format!(
-            "{} with σ ≈ 0 not tested: a null-space direction is arbitrary, never an intruder",
-            count(n, "top vector", "top vectors")
-        )
+    r.untestable_count().map(|n| {
+        format!("{n} with σ ≈ 0 not tested: a null-space direction is arbitrary, never an intruder")
     })
 }
