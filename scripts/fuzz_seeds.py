@@ -55,10 +55,11 @@ def main(targets):
         put("adapter", "rslora", struct.pack("<H", len(c)) + c + tensors)
     if "cache_entry" in targets:
         dim, keep, sigma = 3, 2, [3.0, 2.0, 1.0]
-        body = b"LSCDEC01" + struct.pack("<3Q", dim, keep, len(sigma))
+        # Magic, the base's group (16 bytes), then the sizes.
+        body = b"LSCDEC02" + bytes(16) + struct.pack("<3Q", dim, keep, len(sigma))
         body += b"".join(struct.pack("<d", s) for s in sigma) + f32(dim * keep, 0.5)
         put("cache_entry", "small", body)
-        put("cache_entry", "values-only", b"LSCDEC01" + struct.pack("<3Q", 0, 0, 2)
+        put("cache_entry", "values-only", b"LSCDEC02" + bytes(16) + struct.pack("<3Q", 0, 0, 2)
             + struct.pack("<2d", 1.0, 0.5))
 
 

@@ -281,7 +281,9 @@ enum Role<'a> {
 }
 
 impl Engine {
-    pub fn new(inputs: Inputs, cache: Cache, opts: Options) -> Engine {
+    pub fn new(inputs: Inputs, mut cache: Cache, opts: Options) -> Engine {
+        let label = std::path::absolute(&inputs.base.path).unwrap_or(inputs.base.path.clone());
+        cache.set_base(inputs.base.layout_key(), &label.to_string_lossy());
         Engine {
             inputs,
             cache,
@@ -325,6 +327,61 @@ impl Engine {
         let k = (base, side(tuned_id, &|| self.inputs.tuned_key(pair, base))?);
         self.keys.lock().unwrap().insert(pair.name.clone(), k);
         Ok(k)
+    }
+
+    /// The base side's content key alone (remembered as [`content_keys`](Self::content_keys)
+    /// remembers it).
+    fn base_content_key(&self, pair: &TensorPair) -> Result<u128> {
+        if let Some(k) = self.keys.lock().unwrap().get(&pair.name) {
+            return Ok(k.0);
+        }
+        let memo = |id: u128| KeyBuilder::new().str("content-key-1").u128(id).finish();
+        let id = self.inputs.source_identity(pair)?.0;
+        let remembered = id
+            .and_then(|id| self.cache.get_record(memo(id)))
+            .and_then(|r| Some(u128::from_le_bytes(r.as_slice().try_into().ok()?)));
+        if let Some(k) = remembered {
+            return Ok(k);
+        }
+        let k = self.inputs.base_key(pair)?;
+        self.hashed.fetch_add(1, Ordering::Relaxed);
+        if let Some(id) = id {
+            self.cache.put_record(memo(id), &k.to_le_bytes());
+        }
+        Ok(k)
+    }
+
+    /// Decomposes `pair`'s base into the cache unless it is there (`cache warm`): what a scan of
+    /// any fine-tune of this base then reads instead of computing.
+    pub fn warm(&self, pair: &TensorPair) -> Result<Warmed> {
+        contain(|| {
+            if !self.caches(pair) {
+                return Ok(Warmed::TooSmall);
+            }
+            let key = self.key(
+                &format!("{}/all", self.side_name()),
+                &[self.base_content_key(pair)?],
+            );
+            if self.cache.contains(key) {
+                return Ok(Warmed::Cached);
+            }
+            let _held = self.budget.acquire(self.memory_estimate(pair));
+            // Another worker may have finished it while this one waited.
+            if self.cache.contains(key) {
+                return Ok(Warmed::Cached);
+            }
+            let d = self.decompose(pair, Role::Base)?;
+            self.decompositions.fetch_add(1, Ordering::Relaxed);
+            self.cache.put(key, &d);
+            Ok(Warmed::Computed)
+        })
+    }
+
+    fn side_name(&self) -> &'static str {
+        match self.opts.side {
+            Side::Left => "left",
+            Side::Right => "right",
+        }
     }
 
     /// Tuned vectors computed and matched per matrix by default (`--keep`); the explorer asks
@@ -569,10 +626,7 @@ impl Engine {
         keep: usize,
     ) -> Result<(Decomposition, Decomposition)> {
         let keep = keep.clamp(1, MAX_KEEP);
-        let side = match self.opts.side {
-            Side::Left => "left",
-            Side::Right => "right",
-        };
+        let side = self.side_name();
         let base = self.cached(pair, self.key(&format!("{side}/all"), &[base_src]), || {
             self.decompose(pair, Role::Base)
         })?;
@@ -668,6 +722,37 @@ impl Engine {
                 .0,
         };
         Ok((report, base, tuned))
+    }
+}
+
+/// What [`Engine::warm`] did with a matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warmed {
+    Computed,
+    /// Already in the cache.
+    Cached,
+    /// Under [`CACHE_MIN_ELEMENTS`]: decomposed faster than cached, so never cached.
+    TooSmall,
+}
+
+/// The estimated cost of decomposing a base matrix of `dims`, in units proportional to time:
+/// (q + 2p)·p², p ≤ q the dimensions — the Gram matrix's q·p² products and an
+/// eigendecomposition worth about two more p³ (mapping eigenvectors to the long side's vectors,
+/// where asked, was within the noise). `benches/warm.rs` measures it against the route's
+/// times; `docs/cluster.md` has the figures.
+pub fn base_cost((m, n): (usize, usize)) -> f64 {
+    let (p, q) = (m.min(n) as f64, m.max(n) as f64);
+    (q + EIGEN_WEIGHT * p) * p * p
+}
+
+/// The eigendecomposition's p³ against the Gram matrix's q·p², fitted on one core, f64, to the
+/// Gram route's times on a LLaMA block's shapes at a quarter and at half size.
+const EIGEN_WEIGHT: f64 = 2.0;
+
+impl Engine {
+    /// [`base_cost`] of `pair` as this engine decomposes it.
+    pub fn base_cost(&self, pair: &TensorPair) -> f64 {
+        base_cost(pair.dims())
     }
 }
 

@@ -20,6 +20,7 @@ pub mod matrix;
 pub mod repair;
 pub mod report;
 pub mod rng;
+pub mod shard;
 pub mod spectral;
 pub mod tui;
 

@@ -2,9 +2,16 @@
 //! (temp file + rename), each with a checksum of its key and content, so a damaged entry, or one
 //! that is another key's, is recomputed, never trusted.
 //!
-//! Layout: `<dir>/v2/<32 hex digits>.lsd`, and `.lsr` for small records (a pair's content keys
+//! Layout: `<dir>/v3/<32 hex digits>.lsd`, and `.lsr` for small records (a pair's content keys
 //! remembered by its files' identities). Two processes computing the same entry both write a
 //! complete temp file and rename it into place; whichever lands last wins, and both are whole.
+//! So many workers on many machines may share one folder (`cache warm --shard`), and removing
+//! an entry (`prune`) at any time only makes a reader recompute it.
+//!
+//! Every file names the base model it was computed for (its *group*: a hash of the base's
+//! safetensors headers), and `<group>.lsb` holds that base's path, so that `cache info` can
+//! tell what belongs to which base. A file's modification time is when it was last used:
+//! reads renew it (at most hourly), and `prune` removes the least recently used first.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,11 +19,19 @@ use std::sync::{Arc, Mutex};
 
 use crate::spectral::{Decomposition, Vectors};
 
-const MAGIC: &[u8; 8] = b"LSCDEC01";
-const RECORD_MAGIC: &[u8; 8] = b"LSCREC01";
+mod manage;
+pub use manage::{human_bytes, BaseUsage, Pruned, Stored, Verified};
+
+const MAGIC: &[u8; 8] = b"LSCDEC02";
+const RECORD_MAGIC: &[u8; 8] = b"LSCREC02";
+const LABEL_MAGIC: &[u8; 8] = b"LSCBAS01";
+/// Magic, group: where every stored file's body starts.
+const HEAD: usize = 24;
 /// Entries' folder, by layout version; earlier versions' folders are removed by `clear`.
-const VERSION_DIR: &str = "v2";
-const OLD_VERSION_DIRS: [&str; 1] = ["v1"];
+const VERSION_DIR: &str = "v3";
+const OLD_VERSION_DIRS: [&str; 2] = ["v1", "v2"];
+/// A read renews an entry's last-used time when it is older than this.
+const TOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Where the cache lives: `LORASCOPE_CACHE_DIR`, else `$XDG_CACHE_HOME/lorascope`, else
 /// `~/.cache/lorascope`.
@@ -37,6 +52,8 @@ pub struct Cache {
     dir: Option<PathBuf>,
     writable: AtomicBool,
     warnings: Mutex<Vec<String>>,
+    /// The base model what is written belongs to (0: not said).
+    group: u128,
 }
 
 impl Cache {
@@ -65,11 +82,36 @@ impl Cache {
             writable: AtomicBool::new(dir.is_some()),
             dir,
             warnings: Mutex::new(Vec::new()),
+            group: 0,
         }
     }
 
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
+    }
+
+    /// Files written from now on belong to base `group`, whose path `label` names in
+    /// `cache info` (written once, if not there yet).
+    pub fn set_base(&mut self, group: u128, label: &str) {
+        self.group = group;
+        let Some(path) = self.label_path(group) else {
+            return;
+        };
+        if read_label(&path, group).as_deref() != Some(label) {
+            let mut b = LABEL_MAGIC.to_vec();
+            b.extend_from_slice(&group.to_le_bytes());
+            b.extend_from_slice(label.as_bytes());
+            self.write(&path, &seal(b, Key(group)));
+        }
+    }
+
+    fn label_path(&self, group: u128) -> Option<PathBuf> {
+        Some(self.dir.as_ref()?.join(format!("{}.lsb", Key(group).hex())))
+    }
+
+    /// Whether files can still be written (false after a failed write: read-only, disk full).
+    pub fn writable(&self) -> bool {
+        self.writable.load(Ordering::Relaxed)
     }
 
     fn warn(&self, w: String) {
@@ -93,7 +135,10 @@ impl Cache {
         let file = std::fs::File::open(&path).ok()?;
         let bytes = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.ok()?;
         match decode(Arc::new(bytes), key) {
-            Some(d) => Some(d),
+            Some(d) => {
+                touch(&path, &file);
+                Some(d)
+            }
             None => {
                 self.warn(format!(
                     "cache entry {} is damaged or not this key's (bad checksum or size); \
@@ -107,14 +152,33 @@ impl Cache {
 
     pub fn put(&self, key: Key, d: &Decomposition) {
         if let Some(path) = self.path(key) {
-            self.write(&path, &encode(d, key));
+            self.write(&path, &encode(d, key, self.group));
         }
+    }
+
+    /// Whether an entry is stored under `key`, as long as its sizes say (without reading it
+    /// through: `verify` does that, and a reader recomputes a damaged one).
+    pub fn contains(&self, key: Key) -> bool {
+        let Some(path) = self.path(key) else {
+            return false;
+        };
+        let Ok(mut file) = std::fs::File::open(&path) else {
+            return false;
+        };
+        let mut head = [0u8; HEAD + 24];
+        let whole = std::io::Read::read_exact(&mut file, &mut head).is_ok()
+            && &head[..8] == MAGIC
+            && entry_len(&head[HEAD..]) == file.metadata().ok().map(|m| m.len());
+        if whole {
+            touch(&path, &file);
+        }
+        whole
     }
 
     /// A small record stored under `key` (checksummed; a damaged one reads as absent).
     pub fn get_record(&self, key: Key) -> Option<Vec<u8>> {
         let b = std::fs::read(self.record_path(key)?).ok()?;
-        unseal(&b, RECORD_MAGIC, 24, key).map(|body| body[8..].to_vec())
+        unseal(&b, RECORD_MAGIC, HEAD + 16, key).map(|body| body[HEAD..].to_vec())
     }
 
     pub fn put_record(&self, key: Key, payload: &[u8]) {
@@ -122,6 +186,7 @@ impl Cache {
             return;
         };
         let mut b = RECORD_MAGIC.to_vec();
+        b.extend_from_slice(&self.group.to_le_bytes());
         b.extend_from_slice(payload);
         self.write(&path, &seal(b, key));
     }
@@ -149,23 +214,6 @@ impl Cache {
         }
     }
 
-    /// Entries and their total size.
-    pub fn info(&self) -> (usize, u64) {
-        let Some(dir) = &self.dir else { return (0, 0) };
-        let mut n = 0;
-        let mut size = 0;
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if e.path()
-                .extension()
-                .is_some_and(|x| x == "lsd" || x == "lsr")
-            {
-                n += 1;
-                size += e.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        }
-        (n, size)
-    }
-
     /// Remove every entry (and stray temp files). Returns how many files were removed.
     pub fn clear(&self) -> std::io::Result<usize> {
         let Some(dir) = &self.dir else { return Ok(0) };
@@ -184,6 +232,7 @@ impl Cache {
             let name = name.to_string_lossy();
             if name.ends_with(".lsd")
                 || name.ends_with(".lsr")
+                || name.ends_with(".lsb")
                 || name.starts_with(crate::fsio::TEMP_PREFIX)
                 || name.starts_with(".tmp-")
             {
@@ -195,9 +244,44 @@ impl Cache {
     }
 }
 
-fn encode(d: &Decomposition, key: Key) -> Vec<u8> {
-    let mut b = Vec::with_capacity(32 + 8 * d.sigma.len() + 4 * d.vectors.len() + 16);
+/// Renews a file's last-used time if it is older than [`TOUCH_AFTER`] (best effort: a
+/// read-only cache keeps its times).
+fn touch(path: &Path, file: &std::fs::File) {
+    let now = std::time::SystemTime::now();
+    let stale = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > TOUCH_AFTER);
+    if stale {
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
+            let _ = f.set_modified(now);
+        }
+    }
+}
+
+/// The length of an entry from its sizes (`dim`, `keep`, `ns`: the 24 bytes after the head).
+fn entry_len(sizes: &[u8]) -> Option<u64> {
+    let u = |i: usize| u64::from_le_bytes(sizes[8 * i..8 * i + 8].try_into().unwrap());
+    let (dim, keep, ns) = (u(0), u(1), u(2));
+    if keep > ns || dim < keep {
+        return None;
+    }
+    (HEAD as u64 + 24 + 16)
+        .checked_add(ns.checked_mul(8)?)?
+        .checked_add(dim.checked_mul(keep)?.checked_mul(4)?)
+}
+
+/// The base named in a label file, if it is whole.
+fn read_label(path: &Path, group: u128) -> Option<String> {
+    let b = std::fs::read(path).ok()?;
+    let body = unseal(&b, LABEL_MAGIC, HEAD + 16, Key(group))?;
+    String::from_utf8(body[HEAD..].to_vec()).ok()
+}
+
+fn encode(d: &Decomposition, key: Key, group: u128) -> Vec<u8> {
+    let mut b = Vec::with_capacity(HEAD + 24 + 8 * d.sigma.len() + 4 * d.vectors.len() + 16);
     b.extend_from_slice(MAGIC);
+    b.extend_from_slice(&group.to_le_bytes());
     for x in [d.dim as u64, d.keep as u64, d.sigma.len() as u64] {
         b.extend_from_slice(&x.to_le_bytes());
     }
@@ -244,10 +328,20 @@ pub fn decode_body(body: &[u8]) -> Option<Decomposition> {
     decode(Arc::new(seal(body.to_vec(), key)), key)
 }
 
+/// Whether a stored file (`.lsd` entry or `.lsr` record, by `ext`) is whole and `key`'s.
+fn is_sound(bytes: Arc<dyn AsRef<[u8]> + Send + Sync>, ext: &str, key: Key) -> bool {
+    match ext {
+        "lsd" => decode(bytes, key).is_some(),
+        _ => unseal((*bytes).as_ref(), RECORD_MAGIC, HEAD + 16, key).is_some(),
+    }
+}
+
 fn decode(bytes: Arc<dyn AsRef<[u8]> + Send + Sync>, key: Key) -> Option<Decomposition> {
     let b = (*bytes).as_ref();
-    let body = unseal(b, MAGIC, 48, key)?;
-    let u = |i: usize| u64::from_le_bytes(body[8 + 8 * i..16 + 8 * i].try_into().unwrap()) as usize;
+    let body = unseal(b, MAGIC, HEAD + 24 + 16, key)?;
+    let u = |i: usize| {
+        u64::from_le_bytes(body[HEAD + 8 * i..HEAD + 8 + 8 * i].try_into().unwrap()) as usize
+    };
     let (dim, keep, ns) = (u(0), u(1), u(2));
     // A thin SVD keeps at most p = ns vectors, each of dim ≥ p entries: anything else is not an
     // entry (found by fuzzing: dim 0 with keep 2^62 passed the size check, and every loop over
@@ -257,18 +351,19 @@ fn decode(bytes: Arc<dyn AsRef<[u8]> + Send + Sync>, key: Key) -> Option<Decompo
     }
     let nv = dim.checked_mul(keep)?;
     if body.len()
-        != 32usize
+        != (HEAD + 24)
             .checked_add(ns.checked_mul(8)?)?
             .checked_add(nv.checked_mul(4)?)?
     {
         return None;
     }
-    let sigma = body[32..32 + 8 * ns]
+    let start = HEAD + 24;
+    let sigma = body[start..start + 8 * ns]
         .chunks_exact(8)
         .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
         .collect();
-    // The vectors start 32 + 8·ns bytes in: 4-aligned in a mapping, so used where they lie.
-    let vectors = Vectors::from_le_bytes(bytes, 32 + 8 * ns, nv)?;
+    // The vectors start 48 + 8·ns bytes in: 4-aligned in a mapping, so used where they lie.
+    let vectors = Vectors::from_le_bytes(bytes, start + 8 * ns, nv)?;
     Some(Decomposition {
         sigma,
         vectors,
@@ -294,6 +389,7 @@ mod tests {
     fn an_entry_keeping_more_vectors_than_it_has_values_or_entries_is_refused() {
         // The fuzzer's: dim 0, keep 0xf9ffffff00300000 of 2 values; no vector bytes needed.
         let mut body = MAGIC.to_vec();
+        body.extend(0u128.to_le_bytes());
         for x in [0u64, 0xf9ff_ffff_0030_0000, 2] {
             body.extend(x.to_le_bytes());
         }
@@ -301,6 +397,7 @@ mod tests {
         assert_eq!(decode_body(&body), None);
         // Three values, two vectors of dimension 1 < 2: not a thin SVD either.
         let mut body = MAGIC.to_vec();
+        body.extend(0u128.to_le_bytes());
         for x in [1u64, 2, 3] {
             body.extend(x.to_le_bytes());
         }
@@ -310,7 +407,7 @@ mod tests {
         // A whole one still reads.
         let d = sample();
         let key = KeyBuilder::new().str("fuzz").finish();
-        let sealed = encode(&d, key);
+        let sealed = encode(&d, key, 0);
         assert_eq!(decode_body(&sealed[..sealed.len() - 16]), Some(d));
     }
 
@@ -318,7 +415,7 @@ mod tests {
     fn round_trip_and_every_single_byte_corruption_is_caught() {
         let d = sample();
         let key = KeyBuilder::new().str("k").finish();
-        let b = encode(&d, key);
+        let b = encode(&d, key, 0);
         assert_eq!(decode(Arc::new(b.clone()), key), Some(d));
         // Another key's file reads as absent: entries carry their key.
         let other = KeyBuilder::new().str("other").finish();

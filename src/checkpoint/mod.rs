@@ -128,6 +128,12 @@ impl Inputs {
         Inputs::pair(base, tuned, sel)
     }
 
+    /// A base on its own, for decomposing ahead of any fine-tune (`cache warm`): paired with
+    /// itself, so every matrix a scan of a full fine-tune selects is selected.
+    pub fn base_only(base: &Path, sel: &Selection) -> Result<Inputs> {
+        Inputs::pair(Model::open(base)?, Tuned::Model(Model::open(base)?), sel)
+    }
+
     pub fn pair(base: Model, tuned: Tuned, sel: &Selection) -> Result<Inputs> {
         let index = pairing::NameIndex::new(base.tensors.keys().map(|s| s.as_str()));
         let mut warnings = Vec::new();

@@ -239,4 +239,14 @@ impl Model {
     pub fn total_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
+
+    /// A key of this model's layout: its files' safetensors headers (names, dtypes, shapes,
+    /// offsets). Copies share it; the cache files what it computes for this base under it.
+    pub fn layout_key(&self) -> u128 {
+        let mut kb = crate::key::KeyBuilder::new().str("layout-1");
+        for f in &self.files {
+            kb = kb.u128(f.header_hash);
+        }
+        kb.finish().0
+    }
 }

@@ -491,12 +491,60 @@ pub struct DemoArgs {
     pub cache: CacheArgs,
 }
 
-#[derive(Subcommand, Debug, Clone, Copy)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum CacheAction {
-    /// Location, number of entries and size.
-    Info,
+    /// Location, size, and per base: entries, size, last used.
+    Info {
+        #[arg(long, value_enum, default_value = "table")]
+        format: TextOrJson,
+    },
     /// Remove every entry.
     Clear,
+    /// Decompose a base's matrices into the cache, ahead of any fine-tune; with --shard (or
+    /// inside a Slurm array or a Kubernetes indexed Job) this worker's share only.
+    Warm(WarmArgs),
+    /// Remove the least recently used entries: those unused for DAYS, then the oldest until
+    /// the cache fits in SIZE.
+    Prune {
+        /// Keep at most this much, e.g. 50G.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_size: Option<u64>,
+        /// Remove entries unused for more than this many days (fractions allowed).
+        #[arg(long, value_name = "DAYS")]
+        older_than: Option<f64>,
+    },
+    /// Read every entry through and check its checksum; remove the damaged ones (exit 1 if
+    /// there were any).
+    Verify,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WarmArgs {
+    /// Base model: a .safetensors file, a (sharded) model folder, or a hub id in the local
+    /// Hugging Face cache.
+    pub base: PathBuf,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// This worker's share, I/N with I from 0 to N−1 [default: from SLURM_ARRAY_TASK_ID and
+    /// SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX with --shards; else everything].
+    #[arg(long, value_name = "I/N", value_parser = lorascope::shard::Shard::parse)]
+    pub shard: Option<lorascope::shard::Shard>,
+    /// The number of workers, where the scheduler does not say it (a Kubernetes indexed Job's
+    /// completions).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// Which singular vectors the scans will compare (as scan's --vectors).
+    #[arg(long, value_enum, default_value = "left")]
+    pub vectors: SideArg,
+    /// Arithmetic of the decompositions (as scan's --precision).
+    #[arg(long, value_enum, default_value = "f64")]
+    pub precision: PrecisionArg,
+    /// Matrices decomposed at once [default: cores].
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Working memory for the matrices in flight, e.g. 8G (as scan's --memory).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -591,6 +639,31 @@ pub fn analysed(scan: &lorascope::engine::Scan) -> Vec<(&str, u128)> {
         .iter()
         .filter_map(|(n, r)| r.as_ref().ok().map(|m| (n.as_str(), m.weights)))
         .collect()
+}
+
+/// Above this the cache says on stderr how to shrink it (`LORASCOPE_CACHE_WARN_SIZE`).
+pub const CACHE_WARN_SIZE: u64 = 50 << 30;
+
+/// Warns when the cache has grown past `LORASCOPE_CACHE_WARN_SIZE` (a size; `off` never)
+/// [default: 50 GiB]. Said after commands that wrote to it.
+pub fn warn_if_cache_large(cache: &lorascope::cache::Cache) {
+    if cache.dir().is_none() {
+        return;
+    }
+    let limit = match std::env::var("LORASCOPE_CACHE_WARN_SIZE") {
+        Ok(v) if v.trim().eq_ignore_ascii_case("off") => return,
+        Ok(v) => match parse_size(&v) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("warning: LORASCOPE_CACHE_WARN_SIZE: {e}; using 50G");
+                CACHE_WARN_SIZE
+            }
+        },
+        Err(_) => CACHE_WARN_SIZE,
+    };
+    if let Some(w) = cache.size_warning(limit) {
+        eprintln!("warning: {w}");
+    }
 }
 
 pub fn print_warnings(w: &[String]) {

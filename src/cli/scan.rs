@@ -65,6 +65,9 @@ pub fn run(a: ScanArgs) -> Result<ExitCode, Error> {
     let engine = a.analysis.engine()?;
     let scan = run_scan(&engine, a.analysis.jobs_for(&engine, default_jobs()))?;
     print_warnings(&engine.cache.take_warnings());
+    if engine.decompositions() > 0 {
+        super::warn_if_cache_large(&engine.cache);
+    }
     let user = super::user_state(&engine, &scan, a.analysis.opts.ignore_flags);
     let rule = a.analysis.rule()?;
     print_scan(&engine, &scan, &a, rule, &user);

@@ -265,15 +265,16 @@ fn two_processes_sharing_one_cache_both_succeed_and_leave_it_whole() {
         "no damaged entries seen"
     );
     // No temp files left behind, and a third run reads every entry without a warning.
-    let names: Vec<String> = std::fs::read_dir(d.path().join("v2"))
+    let names: Vec<String> = std::fs::read_dir(d.path().join("v3"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    // Six decompositions and four remembered content keys (two sides of two matrices).
+    // Six decompositions, four remembered content keys (two sides of two matrices), the base's
+    // label.
     let count = |ext: &str| names.iter().filter(|n| n.ends_with(ext)).count();
     assert_eq!(
-        (count(".lsd"), count(".lsr"), names.len()),
-        (6, 4, 10),
+        (count(".lsd"), count(".lsr"), count(".lsb"), names.len()),
+        (6, 4, 1, 11),
         "{names:?}"
     );
     let c = lorascope(&args, &[]);

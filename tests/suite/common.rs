@@ -135,6 +135,15 @@ pub fn lorascope(args: &[&str], env: &[(&str, &str)]) -> Run {
     c.args(args);
     // Never the user's own flags: a test that wants some passes its own XDG_STATE_HOME.
     c.env("XDG_STATE_HOME", "/nonexistent/lorascope-test-state");
+    // Nor a job array's: the suite may itself run inside one.
+    for k in [
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_ARRAY_TASK_COUNT",
+        "JOB_COMPLETION_INDEX",
+    ] {
+        c.env_remove(k);
+    }
+    c.env_remove("LORASCOPE_CACHE_WARN_SIZE");
     for (k, v) in env {
         c.env(k, v);
     }

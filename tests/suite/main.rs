@@ -5,6 +5,7 @@ mod common;
 
 mod checkpoint;
 mod cli;
+mod cluster;
 mod e2e;
 mod engine;
 mod props;

@@ -204,7 +204,8 @@ proptest! {
         lorascope::fuzz::adapter(d.path(), &base, &mutate(data, &ms));
         let index = br#"{"metadata":{"total_size":128},"weight_map":{"x.weight":"a.safetensors","y.weight":"b.safetensors"}}"#;
         lorascope::fuzz::index(d.path(), &mutate(index.to_vec(), &ms));
-        let mut entry = b"LSCDEC01".to_vec();
+        let mut entry = b"LSCDEC02".to_vec();
+        entry.extend(0u128.to_le_bytes());
         for x in [3u64, 2, 3] {
             entry.extend(x.to_le_bytes());
         }
