@@ -450,15 +450,7 @@ impl Engine {
         let (rows, cols) = pair.dims();
         let fast = rows.min(cols) >= self.opts.fast_min_dim;
         match role {
-            Role::Base => {
-                let w = self.inputs.base_matrix::<T>(pair)?;
-                // The base needs every vector: the Gram route does that in about half the time
-                // where it is accurate, and declines otherwise.
-                if let Some(d) = spectral::decompose_gram(&w, side, usize::MAX, par)? {
-                    return Ok(d);
-                }
-                spectral::decompose(&w, side, usize::MAX, par)
-            }
+            Role::Base => self.decompose_base(&self.inputs.base_matrix::<T>(pair)?),
             Role::Tuned(base, keep) => {
                 if fast {
                     if let Some(f) = self.inputs.lora_factors(pair)? {
@@ -490,7 +482,27 @@ impl Engine {
         }
     }
 
+    /// Every vector of a base matrix: the Gram route does that in about half the time where it
+    /// is accurate, and declines otherwise.
+    fn decompose_base<T: Element>(&self, w: &crate::checkpoint::Dense<T>) -> Result<Decomposition> {
+        let (side, par) = (self.opts.side, self.opts.par);
+        if let Some(d) = spectral::decompose_gram(w, side, usize::MAX, par)? {
+            return Ok(d);
+        }
+        spectral::decompose(w, side, usize::MAX, par)
+    }
+
     fn decompose(&self, pair: &TensorPair, role: Role<'_>) -> Result<Decomposition> {
+        if let (Role::Base, Precision::F64) = (&role, self.opts.precision) {
+            // Decoded into a recycled buffer, as the tuned side's W0 is: during a scan a fresh
+            // one would sit beside the idle one, a whole matrix more at the peak.
+            let w = self
+                .inputs
+                .base_matrix_into::<f64>(pair, self.budget.take_buffer())?;
+            let d = self.decompose_base(&w);
+            self.budget.give_buffer(w.data);
+            return d;
+        }
         match self.opts.precision {
             Precision::F32 => self.decompose_as::<f32>(pair, role),
             Precision::F64 => self.decompose_as::<f64>(pair, role),

@@ -189,8 +189,19 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 /// cache's checksummed entries): after a crash such a file may be missing or empty, never
 /// another's, and is recomputed. Syncing each of thousands of small entries cost ~1 ms apiece.
 pub fn write_atomic_unsynced(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut tmp = temp_in(folder_of(path))?;
-    tmp.write_all(contents)?;
+    write_atomic_unsynced_with(path, &mut |w| w.write_all(contents))
+}
+
+/// [`write_atomic_unsynced`] of what `fill` writes, buffered: a large file is never whole in
+/// memory (a cache entry of a 28672×8192 base matrix is 0.9 GiB).
+pub fn write_atomic_unsynced_with(
+    path: &Path,
+    fill: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let tmp = temp_in(folder_of(path))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
+    fill(&mut w)?;
+    let tmp = w.into_inner().map_err(|e| e.into_error())?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

@@ -13,6 +13,7 @@
 //! tell what belongs to which base. A file's modification time is when it was last used:
 //! reads renew it (at most hourly), and `prune` removes the least recently used first.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -152,7 +153,8 @@ impl Cache {
 
     pub fn put(&self, key: Key, d: &Decomposition) {
         if let Some(path) = self.path(key) {
-            self.write(&path, &encode(d, key, self.group));
+            // Streamed, not built whole: the vectors would be in memory twice.
+            self.write_with(&path, &mut |w| write_entry(w, d, key, self.group));
         }
     }
 
@@ -197,12 +199,17 @@ impl Cache {
 
     /// Writes `bytes` to `path` atomically (a complete temp file renamed into place).
     fn write(&self, path: &Path, bytes: &[u8]) {
+        self.write_with(path, &mut |w| w.write_all(bytes))
+    }
+
+    /// [`write`](Self::write) of what `fill` writes.
+    fn write_with(&self, path: &Path, fill: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>) {
         if !self.writable.load(Ordering::Relaxed) {
             return;
         }
         let dir = path.parent().unwrap_or(Path::new("."));
         // Entries are checksummed: a crash loses one at worst, so no sync per entry.
-        let res = crate::fsio::write_atomic_unsynced(path, bytes);
+        let res = crate::fsio::write_atomic_unsynced_with(path, fill);
         if let Err(e) = res {
             // Read-only or full disk: keep going without writing, say so once.
             if self.writable.swap(false, Ordering::Relaxed) {
@@ -278,6 +285,33 @@ fn read_label(path: &Path, group: u128) -> Option<String> {
     String::from_utf8(body[HEAD..].to_vec()).ok()
 }
 
+/// Writes `d`'s entry as [`encode`] lays it out, hashing as it goes.
+fn write_entry(w: &mut dyn Write, d: &Decomposition, key: Key, group: u128) -> std::io::Result<()> {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&key.0.to_le_bytes());
+    let mut put = |w: &mut dyn Write, b: &[u8]| {
+        h.update(b);
+        w.write_all(b)
+    };
+    let mut head = MAGIC.to_vec();
+    head.extend_from_slice(&group.to_le_bytes());
+    for x in [d.dim as u64, d.keep as u64, d.sigma.len() as u64] {
+        head.extend_from_slice(&x.to_le_bytes());
+    }
+    for s in &d.sigma {
+        head.extend_from_slice(&s.to_le_bytes());
+    }
+    put(w, &head)?;
+    let mut buf = Vec::with_capacity(1 << 16);
+    for chunk in d.vectors.chunks(1 << 14) {
+        buf.clear();
+        buf.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
+        put(w, &buf)?;
+    }
+    w.write_all(&h.digest128().to_le_bytes())
+}
+
+#[cfg(test)]
 fn encode(d: &Decomposition, key: Key, group: u128) -> Vec<u8> {
     let mut b = Vec::with_capacity(HEAD + 24 + 8 * d.sigma.len() + 4 * d.vectors.len() + 16);
     b.extend_from_slice(MAGIC);
@@ -409,6 +443,18 @@ mod tests {
         let key = KeyBuilder::new().str("fuzz").finish();
         let sealed = encode(&d, key, 0);
         assert_eq!(decode_body(&sealed[..sealed.len() - 16]), Some(d));
+    }
+
+    #[test]
+    fn a_streamed_entry_is_byte_for_byte_the_built_one() {
+        let mut d = sample();
+        // Past one chunk of the stream.
+        d.vectors = (0..40_000).map(|i| i as f32).collect();
+        d.dim = 20_000;
+        let key = KeyBuilder::new().str("s").finish();
+        let mut out = Vec::new();
+        write_entry(&mut out, &d, key, 5).unwrap();
+        assert_eq!(out, encode(&d, key, 5));
     }
 
     #[test]

@@ -397,19 +397,20 @@ pub fn decompose_gram<T: Element>(
     par: Par,
 ) -> Result<Option<Decomposition>> {
     check_finite(w)?;
-    // A (d × e) as a column-major copy, so the products run on contiguous columns.
+    // A (d × e) as a view of the stored rows: no copy (a 11008×4096 f64 copy is 360 MB of the
+    // peak; the products pack their operands anyway).
     let a = match side {
-        Side::Left => MatRef::from_row_major_slice(&w.data, w.rows, w.cols).to_owned(),
-        Side::Right => MatRef::from_column_major_slice(&w.data, w.cols, w.rows).to_owned(),
+        Side::Left => MatRef::from_row_major_slice(&w.data, w.rows, w.cols),
+        Side::Right => MatRef::from_column_major_slice(&w.data, w.cols, w.rows),
     };
     let (d, e) = (a.nrows(), a.ncols());
     let tall = d > e;
     let p = d.min(e);
     let mut gram = Mat::<T>::zeros(p, p);
     let (lhs, rhs) = if tall {
-        (a.transpose(), a.as_ref())
+        (a.transpose(), a)
     } else {
-        (a.as_ref(), a.transpose())
+        (a, a.transpose())
     };
     faer::linalg::matmul::matmul(
         gram.as_mut(),
@@ -422,6 +423,7 @@ pub fn decompose_gram<T: Element>(
     let evd = gram
         .self_adjoint_eigen(faer::Side::Lower)
         .map_err(|e| Error::Compute(format!("eigendecomposition failed: {e:?}")))?;
+    drop(gram);
     let (vals, vecs) = (evd.S(), evd.U());
     // Ascending → descending.
     let sigma: Vec<f64> = (0..p)
@@ -433,31 +435,34 @@ pub fn decompose_gram<T: Element>(
         return Ok(None);
     }
     let keep = keep.min(p);
-    // Eigenvectors for the `keep` largest values, descending.
-    let top = Mat::<T>::from_fn(p, keep, |i, j| vecs[(i, p - 1 - j)]);
-    let u = if tall {
-        let mut u = Mat::<T>::zeros(d, keep);
-        faer::linalg::matmul::matmul(
-            u.as_mut(),
-            faer::Accum::Replace,
-            a.as_ref(),
-            top.as_ref(),
-            T::from_f64(1.0),
-            par,
-        );
-        for j in 0..keep {
-            let inv = T::from_f64(1.0 / sigma[j]);
-            for i in 0..d {
-                u[(i, j)] *= inv;
+    // Eigenvectors for the `keep` largest values, descending: a view, not a copy.
+    let top = vecs.reverse_cols().subcols(0, keep);
+    let mut vectors = Vec::with_capacity(d * keep);
+    if tall {
+        // U = A·V·Σ⁻¹, a block of columns at a time straight into f32: the whole of U in T
+        // would be another d×p matrix at the peak.
+        const BLOCK: usize = 128;
+        let mut u = Mat::<T>::zeros(d, BLOCK.min(keep));
+        for j0 in (0..keep).step_by(BLOCK) {
+            let nb = BLOCK.min(keep - j0);
+            let mut ub = u.as_mut().subcols_mut(0, nb);
+            faer::linalg::matmul::matmul(
+                ub.as_mut(),
+                faer::Accum::Replace,
+                a,
+                top.subcols(j0, nb),
+                T::from_f64(1.0),
+                par,
+            );
+            for j in 0..nb {
+                let inv = 1.0 / sigma[j0 + j];
+                vectors.extend((0..d).map(|i| (Into::<f64>::into(ub[(i, j)]) * inv) as f32));
             }
         }
-        u
     } else {
-        top
-    };
-    let mut vectors = Vec::with_capacity(d * keep);
-    for j in 0..keep {
-        vectors.extend((0..d).map(|i| Into::<f64>::into(u[(i, j)]) as f32));
+        for j in 0..keep {
+            vectors.extend((0..d).map(|i| Into::<f64>::into(top[(i, j)]) as f32));
+        }
     }
     Ok(Some(Decomposition {
         sigma,

@@ -199,3 +199,123 @@ fn sharded_workers_on_one_folder_end_with_what_one_worker_writes() {
         .unwrap()
         .ends_with("base.safetensors"));
 }
+
+#[test]
+fn prune_verify_and_the_size_warning_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, tuned) = models(dir.path());
+    let cache = dir.path().join("c");
+    let c = cache.to_str().unwrap();
+    // Over a 1 KiB limit: the scan says so on stderr, once, with the way out; `off` silences it.
+    let r = lorascope(
+        &["scan", &base, &tuned, "--format", "json", "--cache-dir", c],
+        &[("LORASCOPE_CACHE_WARN_SIZE", "1K")],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.matches("cache prune --max-size").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("above 1.0 KiB"), "{}", r.stderr);
+    let r = lorascope(
+        &["cache", "warm", &base, "--cache-dir", c],
+        &[("LORASCOPE_CACHE_WARN_SIZE", "off")],
+    );
+    assert_eq!(r.stderr, "");
+    assert!(
+        r.stdout.contains("0 decomposed, 28 already cached"),
+        "{}",
+        r.stdout
+    );
+
+    // Verify: one flipped byte in one entry; exit 1, that file named and removed.
+    let entries: Vec<_> = std::fs::read_dir(cache.join("v3"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "lsd"))
+        .collect();
+    let n = entries.len();
+    let mut b = std::fs::read(&entries[0]).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 1;
+    std::fs::write(&entries[0], b).unwrap();
+    let r = lorascope(&["cache", "verify", "--cache-dir", c], &[]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains(", 1 damaged"), "{}", r.stdout);
+    assert!(
+        r.stderr.contains(&entries[0].display().to_string()),
+        "{}",
+        r.stderr
+    );
+    assert!(!entries[0].exists());
+    let r = lorascope(&["cache", "verify", "--cache-dir", c], &[]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+
+    // Prune to half the size: the least recently used go; what is left fits.
+    let r = lorascope(
+        &["cache", "info", "--format", "json", "--cache-dir", c],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let bytes = v["bytes"].as_u64().unwrap();
+    let half = format!("{}", bytes / 2);
+    let r = lorascope(
+        &["cache", "prune", "--max-size", &half, "--cache-dir", c],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = lorascope(
+        &["cache", "info", "--format", "json", "--cache-dir", c],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(v["bytes"].as_u64().unwrap() <= bytes / 2, "{v}");
+    assert!(v["entries"].as_u64().unwrap() > 0, "{v}");
+    let r = lorascope(&["cache", "prune", "--cache-dir", c], &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--max-size"), "{}", r.stderr);
+    // Nothing unused for a day: --older-than 1 keeps all; 0 removes all.
+    let r = lorascope(
+        &["cache", "prune", "--older-than", "1", "--cache-dir", c],
+        &[],
+    );
+    assert!(r.stdout.contains("removed 0 files"), "{}", r.stdout);
+    let r = lorascope(
+        &["cache", "prune", "--older-than", "0", "--cache-dir", c],
+        &[],
+    );
+    assert!(r.stdout.contains("; 0 files (0 B) kept"), "{}", r.stdout);
+    assert!(n > 28);
+}
+
+#[test]
+fn a_scan_beside_a_pruning_loop_completes_with_the_same_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, tuned) = models(dir.path());
+    let cache = dir.path().join("c");
+    let c = cache.to_str().unwrap();
+    let args = ["scan", &base, &tuned, "--format", "csv", "--cache-dir", c];
+    let cold = lorascope(&args, &[]);
+    assert_eq!(cold.code, 0, "{}", cold.stderr);
+    // While scans run, another process empties the cache again and again.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = lorascope(
+                    &["cache", "prune", "--max-size", "1", "--cache-dir", c],
+                    &[],
+                );
+                assert_eq!(r.code, 0, "{}", r.stderr);
+            }
+        });
+        for _ in 0..3 {
+            let r = lorascope(&args, &[]);
+            assert_eq!(r.code, 0, "{}", r.stderr);
+            assert_eq!(r.stdout, cold.stdout);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}

@@ -242,6 +242,8 @@ fn gram_route_matches_the_svd_and_declines_where_it_would_be_inaccurate() {
         // Tall on the vectors' side: U = A·V·Σ⁻¹ from the smaller Gram matrix.
         (90, 40, Side::Left),
         (40, 90, Side::Right),
+        // More vectors than one block of U's columns (128): the second block is right too.
+        (300, 140, Side::Left),
     ] {
         let w0 = gaussian(&mut rng, m, n);
         let mut w = w0.clone();
