@@ -36,12 +36,12 @@ fn main() {
             .collect();
         t.sort_by(f64::total_cmp);
         let secs = t[runs / 2];
-        let (t0, c0) = *first.get_or_insert((secs, base_cost((m, n))));
+        let (t0, c0) = *first.get_or_insert((secs, base_cost((m, n), Side::Left)));
         println!(
             "{:>11}  {secs:>8.3}  {:>10.2}  {:>10.2}",
             format!("{m}×{n}"),
             secs / t0,
-            base_cost((m, n)) / c0
+            base_cost((m, n), Side::Left) / c0
         );
     }
 }

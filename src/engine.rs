@@ -747,24 +747,30 @@ pub enum Warmed {
     TooSmall,
 }
 
-/// The estimated cost of decomposing a base matrix of `dims`, in units proportional to time:
-/// (q + 2p)·p², p ≤ q the dimensions — the Gram matrix's q·p² products and an
-/// eigendecomposition worth about two more p³ (mapping eigenvectors to the long side's vectors,
-/// where asked, was within the noise). `benches/warm.rs` measures it against the route's
+/// The estimated cost of decomposing a base matrix of `dims` for `side`'s vectors, in units
+/// proportional to time: with p ≤ q the dimensions, the Gram matrix's q·p² products, an
+/// eigendecomposition worth [`EIGEN_WEIGHT`]·p³, and where the side's vectors are the long ones
+/// (U = A·V·Σ⁻¹) [`BACK_WEIGHT`]·q·p² more. `benches/warm.rs` measures it against the route's
 /// times; `docs/cluster.md` has the figures.
-pub fn base_cost((m, n): (usize, usize)) -> f64 {
+pub fn base_cost((m, n): (usize, usize), side: Side) -> f64 {
     let (p, q) = (m.min(n) as f64, m.max(n) as f64);
-    (q + EIGEN_WEIGHT * p) * p * p
+    let d = match side {
+        Side::Left => m,
+        Side::Right => n,
+    } as f64;
+    let back = if d > p { BACK_WEIGHT } else { 0.0 };
+    q * p * p * (1.0 + back) + EIGEN_WEIGHT * p * p * p
 }
 
-/// The eigendecomposition's p³ against the Gram matrix's q·p², fitted on one core, f64, to the
-/// Gram route's times on a LLaMA block's shapes at a quarter and at half size.
-const EIGEN_WEIGHT: f64 = 2.0;
+/// Fitted on one core, f64, to the Gram route's times on 2048², 5504×2048 and 2048×5504
+/// (`LORASCOPE_BENCH_SCALE=2 cargo bench --bench warm`).
+const EIGEN_WEIGHT: f64 = 4.0;
+const BACK_WEIGHT: f64 = 1.25;
 
 impl Engine {
     /// [`base_cost`] of `pair` as this engine decomposes it.
     pub fn base_cost(&self, pair: &TensorPair) -> f64 {
-        base_cost(pair.dims())
+        base_cost(pair.dims(), self.opts.side)
     }
 }
 

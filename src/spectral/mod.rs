@@ -407,19 +407,36 @@ pub fn decompose_gram<T: Element>(
     let tall = d > e;
     let p = d.min(e);
     let mut gram = Mat::<T>::zeros(p, p);
-    let (lhs, rhs) = if tall {
-        (a.transpose(), a)
+    if tall {
+        // AᵀA over blocks of A's rows, each copied column-major: the product then runs along
+        // contiguous memory, as on the whole copy this replaces (a few MB instead of A again).
+        const ROWS: usize = 256;
+        for r0 in (0..d).step_by(ROWS) {
+            let nr = ROWS.min(d - r0);
+            let block = a.subrows(r0, nr).to_owned();
+            faer::linalg::matmul::matmul(
+                gram.as_mut(),
+                if r0 == 0 {
+                    faer::Accum::Replace
+                } else {
+                    faer::Accum::Add
+                },
+                block.transpose(),
+                block.as_ref(),
+                T::from_f64(1.0),
+                par,
+            );
+        }
     } else {
-        (a, a.transpose())
-    };
-    faer::linalg::matmul::matmul(
-        gram.as_mut(),
-        faer::Accum::Replace,
-        lhs,
-        rhs,
-        T::from_f64(1.0),
-        par,
-    );
+        faer::linalg::matmul::matmul(
+            gram.as_mut(),
+            faer::Accum::Replace,
+            a,
+            a.transpose(),
+            T::from_f64(1.0),
+            par,
+        );
+    }
     let evd = gram
         .self_adjoint_eigen(faer::Side::Lower)
         .map_err(|e| Error::Compute(format!("eigendecomposition failed: {e:?}")))?;
@@ -441,7 +458,7 @@ pub fn decompose_gram<T: Element>(
     if tall {
         // U = A·V·Σ⁻¹, a block of columns at a time straight into f32: the whole of U in T
         // would be another d×p matrix at the peak.
-        const BLOCK: usize = 128;
+        const BLOCK: usize = 512;
         let mut u = Mat::<T>::zeros(d, BLOCK.min(keep));
         for j0 in (0..keep).step_by(BLOCK) {
             let nb = BLOCK.min(keep - j0);
