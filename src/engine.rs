@@ -365,7 +365,7 @@ impl Engine {
             if self.cache.contains(key) {
                 return Ok(Warmed::Cached);
             }
-            let _held = self.budget.acquire(self.memory_estimate(pair));
+            let _held = self.budget.acquire(self.base_memory_estimate(pair));
             // Another worker may have finished it while this one waited.
             if self.cache.contains(key) {
                 return Ok(Warmed::Cached);
@@ -629,6 +629,25 @@ impl Engine {
             Precision::F64 => 8,
         };
         scalar * (2 * m * n + 3 * p * p + d * p) + 4 * d * p
+    }
+
+    /// Peak working memory of decomposing `pair`'s base alone (`cache warm`): the decoded
+    /// matrix, the Gram matrix, its eigenvectors and workspace, a block of U and the f32 vectors.
+    /// The tuned side and ΔW, which [`memory_estimate`](Self::memory_estimate) also covers,
+    /// need up to twice the matrix, and so may the SVD fallback (an ill-conditioned base).
+    pub fn base_memory_estimate(&self, pair: &TensorPair) -> u64 {
+        let (m, n) = pair.dims();
+        let (m, n) = (m as u64, n as u64);
+        let p = m.min(n);
+        let d = match self.opts.side {
+            Side::Left => m,
+            Side::Right => n,
+        };
+        let scalar = match self.opts.precision {
+            Precision::F32 => 4,
+            Precision::F64 => 8,
+        };
+        scalar * (m * n + 3 * p * p + 512 * d) + 4 * d * p
     }
 
     fn decompositions_keyed(

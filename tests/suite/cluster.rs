@@ -89,8 +89,17 @@ fn sharded_workers_on_one_folder_end_with_what_one_worker_writes() {
     let (base, tuned) = models(dir.path());
     let (one, many) = (dir.path().join("one"), dir.path().join("many"));
 
+    // A budget below one matrix: they run one at a time, all complete.
     let r = lorascope(
-        &["cache", "warm", &base, "--cache-dir", one.to_str().unwrap()],
+        &[
+            "cache",
+            "warm",
+            &base,
+            "--memory",
+            "64K",
+            "--cache-dir",
+            one.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
