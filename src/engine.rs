@@ -299,56 +299,55 @@ impl Engine {
         if let Some(k) = self.keys.lock().unwrap().get(&pair.name) {
             return Ok(*k);
         }
-        // Across runs each side's key is remembered by its files' identities: a re-run, or a
-        // new adapter of a known base, does not hash the base weights again (140 GB for 70B).
-        let memo = |id: u128| KeyBuilder::new().str("content-key-1").u128(id).finish();
-        let (base_id, tuned_id) = self.inputs.source_identity(pair)?;
-        // A tiny tensor is hashed faster than its remembered key is read.
-        let (base_id, tuned_id) = if self.caches(pair) {
-            (base_id, tuned_id)
-        } else {
-            (None, None)
-        };
-        let side = |id: Option<u128>, hash: &dyn Fn() -> Result<u128>| -> Result<u128> {
-            let remembered = id
-                .and_then(|id| self.cache.get_record(memo(id)))
-                .and_then(|r| Some(u128::from_le_bytes(r.as_slice().try_into().ok()?)));
-            if let Some(k) = remembered {
-                return Ok(k);
-            }
-            let k = hash()?;
-            self.hashed.fetch_add(1, Ordering::Relaxed);
-            if let Some(id) = id {
-                self.cache.put_record(memo(id), &k.to_le_bytes());
-            }
-            Ok(k)
-        };
-        let base = side(base_id, &|| self.inputs.base_key(pair))?;
-        let k = (base, side(tuned_id, &|| self.inputs.tuned_key(pair, base))?);
-        self.keys.lock().unwrap().insert(pair.name.clone(), k);
-        Ok(k)
+        let (base_id, tuned_id) = self.identities(pair)?;
+        let base = self.remembered_key(base_id, || self.inputs.base_key(pair))?;
+        let tuned = self.remembered_key(tuned_id, || self.inputs.tuned_key(pair, base))?;
+        self.keys
+            .lock()
+            .unwrap()
+            .insert(pair.name.clone(), (base, tuned));
+        Ok((base, tuned))
     }
 
-    /// The base side's content key alone (remembered as [`content_keys`](Self::content_keys)
-    /// remembers it).
-    fn base_content_key(&self, pair: &TensorPair) -> Result<u128> {
-        if let Some(k) = self.keys.lock().unwrap().get(&pair.name) {
-            return Ok(k.0);
+    /// Both sides' file identities, under which their content keys are remembered; none for a
+    /// tiny tensor, which is hashed faster than its remembered key is read.
+    fn identities(&self, pair: &TensorPair) -> Result<(Option<u128>, Option<u128>)> {
+        if !self.caches(pair) {
+            return Ok((None, None));
         }
+        self.inputs.source_identity(pair)
+    }
+
+    /// A side's content key: remembered under its files' identity `id` across runs (a re-run,
+    /// or a new adapter of a known base, does not hash the base weights again: 140 GB for
+    /// 70B), else `hash`ed and remembered.
+    fn remembered_key(
+        &self,
+        id: Option<u128>,
+        hash: impl FnOnce() -> Result<u128>,
+    ) -> Result<u128> {
         let memo = |id: u128| KeyBuilder::new().str("content-key-1").u128(id).finish();
-        let id = self.inputs.source_identity(pair)?.0;
         let remembered = id
             .and_then(|id| self.cache.get_record(memo(id)))
             .and_then(|r| Some(u128::from_le_bytes(r.as_slice().try_into().ok()?)));
         if let Some(k) = remembered {
             return Ok(k);
         }
-        let k = self.inputs.base_key(pair)?;
+        let k = hash()?;
         self.hashed.fetch_add(1, Ordering::Relaxed);
         if let Some(id) = id {
             self.cache.put_record(memo(id), &k.to_le_bytes());
         }
         Ok(k)
+    }
+
+    /// The base side's content key alone (`cache warm`, where there is no tuned side).
+    fn base_content_key(&self, pair: &TensorPair) -> Result<u128> {
+        if let Some(k) = self.keys.lock().unwrap().get(&pair.name) {
+            return Ok(k.0);
+        }
+        let id = self.identities(pair)?.0;
+        self.remembered_key(id, || self.inputs.base_key(pair))
     }
 
     /// Decomposes `pair`'s base into the cache unless it is there (`cache warm`): what a scan of
@@ -617,9 +616,14 @@ impl Engine {
     /// decoded matrix, the Gram route's copy, Gram matrix and eigenvectors, and the vectors
     /// (the SVD fallback and the tuned side need less). Measured peaks are within this.
     pub fn memory_estimate(&self, pair: &TensorPair) -> u64 {
+        let (m, n, p, d, scalar) = self.sizes(pair);
+        scalar * (2 * m * n + 3 * p * p + d * p) + 4 * d * p
+    }
+
+    /// (m, n, p = min, d = the compared vectors' length, bytes per number) for the estimates.
+    fn sizes(&self, pair: &TensorPair) -> (u64, u64, u64, u64, u64) {
         let (m, n) = pair.dims();
         let (m, n) = (m as u64, n as u64);
-        let p = m.min(n);
         let d = match self.opts.side {
             Side::Left => m,
             Side::Right => n,
@@ -628,7 +632,7 @@ impl Engine {
             Precision::F32 => 4,
             Precision::F64 => 8,
         };
-        scalar * (2 * m * n + 3 * p * p + d * p) + 4 * d * p
+        (m, n, m.min(n), d, scalar)
     }
 
     /// Peak working memory of decomposing `pair`'s base alone (`cache warm`): the decoded
@@ -636,17 +640,7 @@ impl Engine {
     /// The tuned side and ΔW, which [`memory_estimate`](Self::memory_estimate) also covers,
     /// need up to twice the matrix, and so may the SVD fallback (an ill-conditioned base).
     pub fn base_memory_estimate(&self, pair: &TensorPair) -> u64 {
-        let (m, n) = pair.dims();
-        let (m, n) = (m as u64, n as u64);
-        let p = m.min(n);
-        let d = match self.opts.side {
-            Side::Left => m,
-            Side::Right => n,
-        };
-        let scalar = match self.opts.precision {
-            Precision::F32 => 4,
-            Precision::F64 => 8,
-        };
+        let (m, n, p, d, scalar) = self.sizes(pair);
         scalar * (m * n + 3 * p * p + 512 * d) + 4 * d * p
     }
 
