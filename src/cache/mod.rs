@@ -266,10 +266,14 @@ fn touch(path: &Path, file: &std::fs::File) {
     }
 }
 
-/// The length of an entry from its sizes (`dim`, `keep`, `ns`: the 24 bytes after the head).
+/// The length of a whole entry from its sizes (`dim`, `keep`, `ns`: the 24 bytes after the
+/// head), if they are an entry's.
 fn entry_len(sizes: &[u8]) -> Option<u64> {
     let u = |i: usize| u64::from_le_bytes(sizes[8 * i..8 * i + 8].try_into().unwrap());
     let (dim, keep, ns) = (u(0), u(1), u(2));
+    // A thin SVD keeps at most p = ns vectors, each of dim ≥ p entries: anything else is not an
+    // entry (found by fuzzing: dim 0 with keep 2^62 passed the size check, and every loop over
+    // the kept vectors then ran for ever).
     if keep > ns || dim < keep {
         return None;
     }
@@ -377,20 +381,10 @@ fn decode(bytes: Arc<dyn AsRef<[u8]> + Send + Sync>, key: Key) -> Option<Decompo
         u64::from_le_bytes(body[HEAD + 8 * i..HEAD + 8 + 8 * i].try_into().unwrap()) as usize
     };
     let (dim, keep, ns) = (u(0), u(1), u(2));
-    // A thin SVD keeps at most p = ns vectors, each of dim ≥ p entries: anything else is not an
-    // entry (found by fuzzing: dim 0 with keep 2^62 passed the size check, and every loop over
-    // the kept vectors then ran for ever).
-    if keep > ns || dim < keep {
+    if entry_len(&body[HEAD..HEAD + 24]) != Some(b.len() as u64) {
         return None;
     }
-    let nv = dim.checked_mul(keep)?;
-    if body.len()
-        != (HEAD + 24)
-            .checked_add(ns.checked_mul(8)?)?
-            .checked_add(nv.checked_mul(4)?)?
-    {
-        return None;
-    }
+    let nv = dim * keep;
     let start = HEAD + 24;
     let sigma = body[start..start + 8 * ns]
         .chunks_exact(8)
