@@ -96,6 +96,17 @@ def write_adapter(ad, seed, blocks):
     }))
 
 
+def anon_kib(pid):
+    """A process's anonymous resident memory now (KiB; 0 once it is gone)."""
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def run_scan(exe, base, tuned, cache, out_json):
     """Wall time and peak anonymous RSS (sampled from /proc) of one scan."""
     env = dict(os.environ, LORASCOPE_CACHE_DIR=str(cache))
@@ -104,12 +115,7 @@ def run_scan(exe, base, tuned, cache, out_json):
         p = subprocess.Popen([exe, "scan", str(base), str(tuned), "--format", "json"], stdout=f, env=env)
         peak = 0
         while p.poll() is None:
-            try:
-                for line in open(f"/proc/{p.pid}/status"):
-                    if line.startswith("RssAnon:"):
-                        peak = max(peak, int(line.split()[1]))
-            except OSError:
-                pass
+            peak = max(peak, anon_kib(p.pid))
             time.sleep(0.02)
     dt = time.perf_counter() - t
     if p.returncode != 0:

@@ -33,12 +33,7 @@ def measure(cmd, env):
             except OSError:
                 pass
         if child is not None:
-            try:
-                for line in open(f"/proc/{child}/status"):
-                    if line.startswith("RssAnon:"):
-                        peak_anon = max(peak_anon, int(line.split()[1]))
-            except OSError:
-                pass
+            peak_anon = max(peak_anon, bench.anon_kib(child))
         time.sleep(0.02)
     err = p.stderr.read()
     if p.returncode != 0:

@@ -282,7 +282,11 @@ enum Role<'a> {
 
 impl Engine {
     pub fn new(inputs: Inputs, mut cache: Cache, opts: Options) -> Engine {
-        let label = std::path::absolute(&inputs.base.path).unwrap_or(inputs.base.path.clone());
+        // As `cache info` will show it: whole, without `..`.
+        let path = &inputs.base.path;
+        let label = std::fs::canonicalize(path)
+            .or_else(|_| std::path::absolute(path))
+            .unwrap_or(path.clone());
         cache.set_base(inputs.base.layout_key(), &label.to_string_lossy());
         Engine {
             inputs,

@@ -179,10 +179,12 @@ impl Cache {
     }
 
     /// Reads every file through and checks it against its name's key; removes those that fail
-    /// (a scan would recompute them anyway). `progress(files, bytes)` after each.
-    pub fn verify(&self, progress: &dyn Fn(usize, u64)) -> std::io::Result<Verified> {
+    /// (a scan would recompute them anyway). `progress(checked, of)` after each.
+    pub fn verify(&self, progress: &dyn Fn(usize, usize)) -> std::io::Result<Verified> {
         let mut out = Verified::default();
-        for s in self.stored() {
+        let stored = self.stored();
+        let total = stored.len();
+        for s in stored {
             let ext = if s.path.extension().is_some_and(|x| x == "lsd") {
                 "lsd"
             } else {
@@ -210,7 +212,7 @@ impl Cache {
                 }
                 out.removed.push(s.path);
             }
-            progress(out.checked, out.bytes);
+            progress(out.checked, total);
         }
         self.remove_orphan_labels();
         Ok(out)

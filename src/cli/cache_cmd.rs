@@ -57,10 +57,13 @@ pub fn run(a: CacheCmdArgs) -> Result<ExitCode, Error> {
             );
         }
         CacheAction::Verify => {
-            let pb = super::scan::progress_bar(cache.stored().len());
+            let pb = super::scan::progress_bar(0);
             pb.set_message("checking entries");
             let v = cache
-                .verify(&|n, _| pb.set_position(n as u64))
+                .verify(&|n, of| {
+                    pb.set_length(of as u64);
+                    pb.set_position(n as u64)
+                })
                 .map_err(|e| Error::file(&dir, format!("cannot verify: {e}")))?;
             pb.finish_and_clear();
             for p in &v.removed {
@@ -197,9 +200,7 @@ fn warm(w: &WarmArgs, a: &CacheCmdArgs) -> Result<ExitCode, Error> {
             "cache warm fills the cache: drop --no-cache".into(),
         ));
     }
-    if w.jobs == Some(0) {
-        return Err(Error::Usage("--jobs must be at least 1".into()));
-    }
+    w.compute.check()?;
     let shard = which_shard(w)?;
     let base = lorascope::checkpoint::locate::resolve(
         &w.base,
@@ -219,15 +220,7 @@ fn warm(w: &WarmArgs, a: &CacheCmdArgs) -> Result<ExitCode, Error> {
             "cache warm: no cache location (set --cache-dir or LORASCOPE_CACHE_DIR)".into(),
         ));
     };
-    let opts = lorascope::engine::Options {
-        side: w.vectors.into(),
-        precision: w.precision.into(),
-        memory: w
-            .memory
-            .unwrap_or_else(lorascope::engine::default_memory_budget),
-        ..Default::default()
-    };
-    let engine = Engine::new(inputs, cache, opts);
+    let engine = Engine::new(inputs, cache, w.compute.options());
     let all = engine.matrices();
     let items: Vec<(&str, f64)> = all
         .iter()
@@ -242,10 +235,7 @@ fn warm(w: &WarmArgs, a: &CacheCmdArgs) -> Result<ExitCode, Error> {
         all.len(),
         100.0 * my_cost / total_cost.max(f64::MIN_POSITIVE)
     );
-    let jobs = w
-        .jobs
-        .unwrap_or_else(super::scan::default_jobs)
-        .min(mine.len().max(1));
+    let jobs = w.compute.jobs_for(mine.len(), super::scan::default_jobs());
     let start = Instant::now();
     let pb = super::scan::progress_bar(mine.len());
     let (done, computed, cached, small) = (

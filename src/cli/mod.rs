@@ -100,16 +100,8 @@ pub struct AnalysisOpts {
     pub epsilon: f64,
     #[command(flatten)]
     pub select: SelectArgs,
-    /// Compare left (output space, the paper's rule) or right (input space) singular vectors.
-    #[arg(long, value_enum, default_value = "left")]
-    pub vectors: SideArg,
-    /// Arithmetic of the decompositions (f32 is faster; near-tied singular vectors then move
-    /// c_j by up to ~1e-3).
-    #[arg(long, value_enum, default_value = "f64")]
-    pub precision: PrecisionArg,
-    /// Matrices analysed at once [default: cores; the explorer: cores − 1].
-    #[arg(long, value_name = "N")]
-    pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Tuned singular vectors computed per matrix (at least k; the explorer's heatmap shows up
     /// to this many).
     #[arg(long, value_name = "N", default_value_t = lorascope::engine::DEFAULT_KEEP)]
@@ -123,15 +115,76 @@ pub struct AnalysisOpts {
     /// the analysis (reports compute it for the matrices they show).
     #[arg(long)]
     pub delta_rank: bool,
-    /// Working memory for the matrices in flight, e.g. 8G or 512M; matrices wait for room (one
-    /// always runs) [default: half the memory available at start].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub memory: Option<u64>,
     /// Count by the rule alone, without the flags set in the explorer.
     #[arg(long)]
     pub ignore_flags: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
+}
+
+/// How decompositions run: what the analysing commands and `cache warm` share (the side and
+/// precision are part of every cache key, so a warm that should serve a scan takes the same).
+#[derive(Args, Debug, Clone)]
+pub struct ComputeArgs {
+    /// Compare left (output space, the paper's rule) or right (input space) singular vectors.
+    #[arg(long, value_enum, default_value = "left")]
+    pub vectors: SideArg,
+    /// Arithmetic of the decompositions (f32 is faster; near-tied singular vectors then move
+    /// c_j by up to ~1e-3).
+    #[arg(long, value_enum, default_value = "f64")]
+    pub precision: PrecisionArg,
+    /// Matrices analysed at once [default: cores; the explorer: cores − 1].
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Working memory for the matrices in flight, e.g. 8G or 512M; matrices wait for room (one
+    /// always runs) [default: half the memory available at start].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory: Option<u64>,
+}
+
+impl ComputeArgs {
+    pub fn defaults() -> ComputeArgs {
+        ComputeArgs {
+            vectors: SideArg::Left,
+            precision: PrecisionArg::F64,
+            jobs: None,
+            memory: None,
+        }
+    }
+
+    pub fn check(&self) -> Result<(), Error> {
+        if self.jobs == Some(0) {
+            return Err(Error::Usage("--jobs must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Matrices run at once for `n` matrices: `--jobs` (else `default`), at most one per
+    /// matrix, with a note when a given number is lowered (thousands of threads only cost
+    /// setup time).
+    pub fn jobs_for(&self, n: usize, default: usize) -> usize {
+        let n = n.max(1);
+        match self.jobs {
+            Some(j) if j > n => {
+                eprintln!("note: --jobs {j} lowered to {n}, one per matrix",);
+                n
+            }
+            Some(j) => j,
+            None => default.min(n),
+        }
+    }
+
+    /// The engine's options these set (the others at their defaults).
+    pub fn options(&self) -> lorascope::engine::Options {
+        lorascope::engine::Options {
+            side: self.vectors.into(),
+            precision: self.precision.into(),
+            memory: self
+                .memory
+                .unwrap_or_else(lorascope::engine::default_memory_budget),
+            ..Default::default()
+        }
+    }
 }
 
 /// `8G`, `512M`, `1.5GiB`, `100000` (bytes); binary units.
@@ -220,13 +273,10 @@ impl AnalysisOpts {
                 include: vec![],
                 exclude: vec![],
             },
-            vectors: SideArg::Left,
-            precision: PrecisionArg::F64,
-            jobs: None,
+            compute: ComputeArgs::defaults(),
             keep: lorascope::engine::DEFAULT_KEEP,
             full_svd: false,
             delta_rank: false,
-            memory: None,
             ignore_flags: false,
             cache,
         }
@@ -235,15 +285,7 @@ impl AnalysisOpts {
     /// Matrices analysed at once: `--jobs` (else `default`), at most one per matrix, with a note
     /// when a given number is lowered (thousands of threads only cost setup time).
     pub fn jobs_for(&self, engine: &lorascope::engine::Engine, default: usize) -> usize {
-        let n = engine.matrices().len().max(1);
-        match self.jobs {
-            Some(j) if j > n => {
-                eprintln!("note: --jobs {j} lowered to {n}, one per matrix",);
-                n
-            }
-            Some(j) => j,
-            None => default.min(n),
-        }
+        self.compute.jobs_for(engine.matrices().len(), default)
     }
 
     /// `--k` and `--epsilon`, checked.
@@ -254,9 +296,7 @@ impl AnalysisOpts {
     /// The options checked, before any input is opened.
     pub fn check(&self) -> Result<(), Error> {
         self.rule()?;
-        if self.jobs == Some(0) {
-            return Err(Error::Usage("--jobs must be at least 1".into()));
-        }
+        self.compute.check()?;
         if !(1..=lorascope::engine::MAX_KEEP).contains(&self.keep) {
             return Err(Error::Usage(format!(
                 "--keep must be between 1 and {}, got {}",
@@ -285,19 +325,14 @@ impl AnalysisOpts {
         let cache = scan::open_cache(&self.cache);
         print_warnings(&cache.take_warnings());
         let opts = lorascope::engine::Options {
-            side: self.vectors.into(),
-            precision: self.precision.into(),
             keep: self.keep.max(self.k),
             fast_min_dim: if self.full_svd {
                 usize::MAX
             } else {
                 lorascope::engine::FAST_MIN_DIM
             },
-            memory: self
-                .memory
-                .unwrap_or_else(lorascope::engine::default_memory_budget),
             delta_rank: self.delta_rank,
-            ..Default::default()
+            ..self.compute.options()
         };
         Ok(lorascope::engine::Engine::new(inputs, cache, opts))
     }
@@ -533,18 +568,9 @@ pub struct WarmArgs {
     /// completions).
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
-    /// Which singular vectors the scans will compare (as scan's --vectors).
-    #[arg(long, value_enum, default_value = "left")]
-    pub vectors: SideArg,
-    /// Arithmetic of the decompositions (as scan's --precision).
-    #[arg(long, value_enum, default_value = "f64")]
-    pub precision: PrecisionArg,
-    /// Matrices decomposed at once [default: cores].
-    #[arg(long, value_name = "N")]
-    pub jobs: Option<usize>,
-    /// Working memory for the matrices in flight, e.g. 8G (as scan's --memory).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub memory: Option<u64>,
+    // As the scans that will read the cache: --vectors and --precision must match theirs.
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 #[derive(Args, Debug)]

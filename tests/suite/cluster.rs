@@ -83,6 +83,23 @@ fn parse_log(out: &str) -> (usize, f64, usize, usize) {
     (n, pct, w[2].parse().unwrap(), w[4].parse().unwrap())
 }
 
+/// `cache info --format json` of a cache folder.
+fn info(cache: &Path) -> serde_json::Value {
+    let r = lorascope(
+        &[
+            "cache",
+            "info",
+            "--format",
+            "json",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
 #[test]
 fn sharded_workers_on_one_folder_end_with_what_one_worker_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -187,18 +204,7 @@ fn sharded_workers_on_one_folder_end_with_what_one_worker_writes() {
     assert!(after.len() > b.len(), "the tuned side was not cached");
 
     // Info lists the base with every file.
-    let r = lorascope(
-        &[
-            "cache",
-            "info",
-            "--format",
-            "json",
-            "--cache-dir",
-            many.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let v = info(&many);
     let bases = v["bases"].as_array().unwrap();
     assert_eq!(bases.len(), 1, "{v}");
     let stored = files(&many).keys().filter(|k| !k.ends_with(".lsb")).count();
@@ -263,11 +269,7 @@ fn prune_verify_and_the_size_warning_from_the_command_line() {
     assert_eq!(r.code, 0, "{}", r.stdout);
 
     // Prune to half the size: the least recently used go; what is left fits.
-    let r = lorascope(
-        &["cache", "info", "--format", "json", "--cache-dir", c],
-        &[],
-    );
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let v = info(&cache);
     let bytes = v["bytes"].as_u64().unwrap();
     let half = format!("{}", bytes / 2);
     let r = lorascope(
@@ -275,11 +277,7 @@ fn prune_verify_and_the_size_warning_from_the_command_line() {
         &[],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let r = lorascope(
-        &["cache", "info", "--format", "json", "--cache-dir", c],
-        &[],
-    );
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let v = info(&cache);
     assert!(v["bytes"].as_u64().unwrap() <= bytes / 2, "{v}");
     assert!(v["entries"].as_u64().unwrap() > 0, "{v}");
     let r = lorascope(&["cache", "prune", "--cache-dir", c], &[]);
