@@ -16,6 +16,10 @@ MATRICES = [
     "bert.encoder.layer.5.attention.self.query.weight",
 ]
 HEAD = ["classifier.weight", "classifier.bias"]
+# The full fine-tune's only two intruders at eps 0.8-0.9: query vectors 3 and 4, a rotation
+# inside a near-degenerate base pair (the degenerate-aware rule's case). Files of their own, so
+# the fixtures above keep their two matrices.
+DEGENERATE = "bert.encoder.layer.1.attention.self.query.weight"
 
 
 def read(path):
@@ -56,6 +60,10 @@ def main():
     for run, names in [("base", MATRICES + HEAD), ("full-ft", MATRICES + HEAD), ("lora-r8-merged", MATRICES)]:
         t, meta = cut(f"{SRC}/minilm-{run}/model.safetensors", names)
         write(f"{DST}/{run}.safetensors", t, meta)
+    os.makedirs(f"{DST}/layer1-query", exist_ok=True)
+    for run in ["base", "full-ft"]:
+        t, meta = cut(f"{SRC}/minilm-{run}/model.safetensors", [DEGENERATE])
+        write(f"{DST}/layer1-query/{run}.safetensors", t, meta)
     lora = []
     for m in MATRICES:
         mod = m[: -len(".weight")]

@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
-"""Peak memory of a cold scan and of a cold `cache warm` on one LLaMA-7B-shaped block (q, k, v, o
-4096x4096, gate, up 11008x4096, down 4096x11008; bf16 base, a rank-16 PEFT adapter), at the
-default --memory unless --memory is given. Generated (by bench_7b.py's generator), never shipped.
+"""Time and memory of the scans a user runs on one LLaMA-7B-shaped block (q, k, v, o 4096x4096,
+gate, up 11008x4096, down 4096x11008; bf16 base, rank-16 PEFT adapters), at the default --memory
+unless --memory is given. Generated (by bench_7b.py's generator), never shipped. In one cache:
+  scan (cold)          nothing cached: every base and tuned matrix decomposed;
+  scan (new adapter)   the base cached, an adapter never seen (the everyday case), twice;
+  scan (all cached)    the first adapter again;
+then, in an empty cache, a cold `cache warm` of the base.
 
-Each command runs under /usr/bin/time -v (its "Maximum resident set size", which counts the
-mapped checkpoints' file pages) while /proc/PID/status is sampled for the peak of RssAnon (memory
-that is the process's own, not file pages). The target: peak anonymous memory <= 2 GiB.
+Each command runs under /usr/bin/time -v (wall, user and system time; "Maximum resident set
+size", which counts the mapped checkpoints' file pages) while /proc/PID/status is sampled for the
+peak of RssAnon (memory that is the process's own, not file pages).
 
 Usage: scripts/rss_7b.py [--dir /tmp/lorascope-7b-1] [--exe target/release/lorascope]
-                         [--memory 8G] [--jobs N]
+                         [--memory 8G] [--jobs N] [--cache DIR] [--repeat N]
+--cache DIR keeps the scans' cache there; with --warm-only only the warm rows are timed (the first
+run fills DIR), each the best of --repeat runs.
 Needs numpy and a release build. About two minutes per cold command on 2 cores.
 """
 import argparse, importlib.util, os, re, shutil, subprocess, sys, tempfile, time
@@ -38,8 +44,10 @@ def measure(cmd, env):
     err = p.stderr.read()
     if p.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{err}")
-    max_rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", err).group(1))
-    return time.perf_counter() - t, max_rss / 2**20, peak_anon / 2**20
+    field = lambda name: float(re.search(name + r": ([\d.]+)", err).group(1))
+    return (time.perf_counter() - t, field("User time \\(seconds\\)"),
+            field("System time \\(seconds\\)"),
+            field("Maximum resident set size \\(kbytes\\)") / 2**20, peak_anon / 2**20)
 
 
 def main():
@@ -48,26 +56,59 @@ def main():
     ap.add_argument("--exe", default=str(here.parent / "target/release/lorascope"))
     ap.add_argument("--memory")
     ap.add_argument("--jobs")
+    ap.add_argument("--cache")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--warm-only", action="store_true", help="with --cache: no cold rows")
     a = ap.parse_args()
     d = Path(a.dir)
     bench.generate(d, 1)
-    base, adapter = d / "base", d / "lora-a"
+    base = d / "base"
     files = sum(f.stat().st_size for f in [base / "model.safetensors",
-                                           adapter / "adapter_model.safetensors"])
+                                           d / "lora-a" / "adapter_model.safetensors"])
     extra = (["--memory", a.memory] if a.memory else []) + (["--jobs", a.jobs] if a.jobs else [])
     print(f"checkpoint files: {files / 2**30:.2f} GiB; options: {' '.join(extra) or 'defaults'}")
-    print(f"{'command':<22} {'seconds':>8} {'max RSS GiB':>12} {'peak anon GiB':>14}")
-    for name, cmd in [
-        ("scan (cold)", ["scan", str(base), str(adapter), "--format", "json"]),
-        ("cache warm (cold)", ["cache", "warm", str(base)]),
-    ]:
-        cache = Path(tempfile.mkdtemp(prefix="lorascope-rss-"))
+    print(f"{'command':<22} {'wall s':>7} {'user s':>7} {'sys s':>6} {'sys %':>6}"
+          f" {'max RSS GiB':>12} {'peak anon GiB':>14}")
+
+    def row(name, cmds, cache):
+        env = dict(os.environ, LORASCOPE_CACHE_DIR=str(cache))
+        wall, user, sys_, rss, anon = min((measure([a.exe] + c + extra, env) for c in cmds),
+                                          key=lambda r: r[0])
+        print(f"{name:<22} {wall:>7.2f} {user:>7.2f} {sys_:>6.2f} {100 * sys_ / wall:>5.0f}%"
+              f" {rss:>12.2f} {anon:>14.2f}", flush=True)
+
+    scan = lambda tag: ["scan", str(base), str(d / tag), "--format", "json"]
+    cache = Path(a.cache) if a.cache else Path(tempfile.mkdtemp(prefix="lorascope-rss-"))
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        if a.warm_only:
+            # Fills the cache if it is empty; not timed.
+            subprocess.run([a.exe] + scan("lora-a") + extra, check=True, stdout=subprocess.DEVNULL,
+                           env=dict(os.environ, LORASCOPE_CACHE_DIR=str(cache)))
+        else:
+            row("scan (cold)", [scan("lora-a")], cache)
+        # An adapter never seen for each run: its own decompositions are not cached yet.
+        fresh = []
+        for _ in range(a.repeat):
+            tag = f"lora-new-{time.time_ns()}"
+            bench.write_adapter(d / tag, time.time_ns() % 2**32, 1)
+            fresh.append(tag)
         try:
-            env = dict(os.environ, LORASCOPE_CACHE_DIR=str(cache))
-            secs, rss, anon = measure([a.exe] + cmd + extra, env)
+            row("scan (new adapter)", [scan(t) for t in fresh], cache)
         finally:
+            for t in fresh:
+                shutil.rmtree(d / t)
+        row("scan (all cached)", [scan("lora-a")] * a.repeat, cache)
+    finally:
+        if not a.cache:
             shutil.rmtree(cache)
-        print(f"{name:<22} {secs:>8.1f} {rss:>12.2f} {anon:>14.2f}")
+    if a.warm_only:
+        return
+    empty = Path(tempfile.mkdtemp(prefix="lorascope-rss-"))
+    try:
+        row("cache warm (cold)", [["cache", "warm", str(base)]], empty)
+    finally:
+        shutil.rmtree(empty)
 
 
 main()

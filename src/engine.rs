@@ -158,7 +158,9 @@ pub enum Precision {
 pub struct Options {
     pub side: Side,
     pub precision: Precision,
-    /// Parallelism inside one decomposition (Seq when matrices run in parallel).
+    /// Parallelism inside one decomposition. Rayon's global pool by default: matrices run on
+    /// threads of their own ([`in_parallel`]), and cores they leave idle (the last matrices of a
+    /// scan, a single matrix) help the ones running.
     pub par: Par,
     /// Tuned singular vectors computed and matched per matrix (at least the rule's k): the
     /// starting value of [`Engine::keep`], which the explorer may raise.
@@ -171,6 +173,8 @@ pub struct Options {
     /// ΔW's effective rank for every matrix, also where it costs a full eigendecomposition
     /// (large matrices of full fine-tunes); otherwise only where it is cheap or cached.
     pub delta_rank: bool,
+    /// δ of the degenerate-aware rule's clusters: σ_i − σ_{i+1} ≤ δ·σ_i joins two base values.
+    pub degenerate_tol: f64,
 }
 
 impl Default for Options {
@@ -179,11 +183,12 @@ impl Default for Options {
             side: Side::Left,
             // f32 SVDs move c_j of near-tied vectors by up to 1e-3 on real checkpoints.
             precision: Precision::F64,
-            par: Par::Seq,
+            par: Par::rayon(0),
             keep: DEFAULT_KEEP,
             fast_min_dim: FAST_MIN_DIM,
             memory: default_memory_budget(),
             delta_rank: false,
+            degenerate_tol: spectral::overlap::DEFAULT_DEGENERATE_TOL,
         }
     }
 }
@@ -198,6 +203,12 @@ pub struct VectorMatch {
     pub max_cos: f64,
     pub best_base_index: usize,
     pub best_base_sigma: f64,
+    /// PR_j = 1 / Σ_i c_ij⁴ ([`spectral::overlap::Overlap::participation`]).
+    pub participation: f64,
+    /// c_j of the degenerate-aware rule: the best projection onto a cluster of base vectors
+    /// with nearly equal σ ([`Options::degenerate_tol`]), and that cluster's size.
+    pub cluster_cos: f64,
+    pub cluster_size: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -225,13 +236,29 @@ pub struct MatrixReport {
     pub weights: u128,
 }
 
+impl VectorMatch {
+    /// c_j as `rule` reads it.
+    pub fn c(&self, rule: &Rule) -> f64 {
+        rule.c(self.max_cos, self.cluster_cos)
+    }
+}
+
 impl MatrixReport {
-    /// c_j of the testable vectors: what every count and verdict is made from.
+    /// The paper's c_j of the testable vectors.
     pub fn max_cos(&self) -> Vec<f64> {
         self.vectors
             .iter()
             .take(self.testable)
             .map(|v| v.max_cos)
+            .collect()
+    }
+    /// c_j of the testable vectors as `rule` reads them: what its counts and verdicts are made
+    /// from.
+    pub fn cos(&self, rule: &Rule) -> Vec<f64> {
+        self.vectors
+            .iter()
+            .take(self.testable)
+            .map(|v| v.c(rule))
             .collect()
     }
     /// Whether tuned vector j has a σ the rule can test.
@@ -244,19 +271,20 @@ impl MatrixReport {
         top - self.testable.min(top)
     }
     pub fn intruders(&self, rule: &Rule) -> Vec<usize> {
-        rule.intruders(&self.max_cos())
+        rule.intruders(&self.cos(rule))
     }
     /// Whether `sigma_tuned` holds every singular value (small matrices, full SVDs), not only
     /// the top `keep`.
     pub fn has_whole_spectrum(&self) -> bool {
         self.sigma_tuned.len() >= self.shape[0].min(self.shape[1])
     }
-    /// The smallest c_j among the testable top k; None if none is testable.
-    pub fn min_cos(&self, k: usize) -> Option<f64> {
+    /// The smallest c_j (as `rule` reads it) among the testable top k; None if none is
+    /// testable.
+    pub fn min_cos(&self, rule: &Rule) -> Option<f64> {
         self.vectors
             .iter()
-            .take(k.min(self.testable))
-            .map(|v| v.max_cos)
+            .take(rule.k().min(self.testable))
+            .map(|v| v.c(rule))
             .reduce(f64::min)
     }
 }
@@ -449,7 +477,10 @@ impl Engine {
     }
 
     fn decompose_as<T: Element>(&self, pair: &TensorPair, role: Role<'_>) -> Result<Decomposition> {
-        let (side, par) = (self.opts.side, self.opts.par);
+        // The tuned side's routes are many small products: split across cores they ran slower
+        // on a 7B block (new adapter, cached base: 2.4–2.7 s → 2.5–2.6 s, CPU +15 %, peak
+        // memory +0.26 GiB), so only the base's whole decompositions take `opts.par`.
+        let (side, par) = (self.opts.side, Par::Seq);
         let (rows, cols) = pair.dims();
         let fast = rows.min(cols) >= self.opts.fast_min_dim;
         match role {
@@ -714,17 +745,20 @@ impl Engine {
         let (base, tuned) = self.decompositions_keyed(pair, (base_src, tuned_src), keep)?;
         let (delta_norm, delta_rank) =
             self.delta_stats(pair, (base_src, tuned_src), self.opts.delta_rank)?;
-        let matches = spectral::best_matches(&base, &tuned);
+        let matches = spectral::overlap::overlaps(&base, &tuned, self.opts.degenerate_tol);
         let s1 = tuned.sigma.first().copied().unwrap_or(0.0);
         let vectors = matches
-            .iter()
+            .into_iter()
             .enumerate()
-            .map(|(j, &(c, i))| VectorMatch {
+            .map(|(j, o)| VectorMatch {
                 sigma: tuned.sigma[j],
                 sigma_ratio: if s1 > 0.0 { tuned.sigma[j] / s1 } else { 0.0 },
-                max_cos: c,
-                best_base_index: i,
-                best_base_sigma: base.sigma[i],
+                max_cos: o.max_cos,
+                best_base_index: o.best,
+                best_base_sigma: base.sigma[o.best],
+                participation: o.participation,
+                cluster_cos: o.cluster_cos,
+                cluster_size: o.cluster.len(),
             })
             .collect();
         let fro = |s: &[f64]| s.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -812,36 +846,65 @@ impl Engine {
         progress: &(dyn Fn(usize, usize, &str) + Sync),
         each: &(dyn Fn(&MatrixReport, Decomposition) + Sync),
     ) -> Scan {
-        use rayon::prelude::*;
         let pairs = self.matrices();
         let total = pairs.len();
         let done = AtomicUsize::new(0);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(jobs.max(1))
-            .build()
-            .expect("thread pool");
         self.budget.set_pooling(true);
-        let results = pool.install(|| {
-            pairs
-                .par_iter()
-                .with_max_len(1)
-                .map(|p| {
-                    let r = match self.analyze_with_decompositions(p) {
-                        Ok((report, _, tuned)) => {
-                            each(&report, tuned);
-                            Ok(report)
-                        }
-                        Err(e) => Err(e.to_string()),
-                    };
-                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    progress(n, total, &p.name);
-                    (p.name.clone(), r)
-                })
-                .collect()
+        // Largest first, so the last to finish are small ones and no core waits long on one.
+        let mut order: Vec<usize> = (0..total).collect();
+        order.sort_by_key(|&i| {
+            let (r, c) = pairs[i].dims();
+            std::cmp::Reverse(r * c)
         });
+        let mut results = in_parallel(total, jobs, |k| {
+            let p = pairs[order[k]];
+            let r = match self.analyze_with_decompositions(p) {
+                Ok((report, _, tuned)) => {
+                    each(&report, tuned);
+                    Ok(report)
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            progress(n, total, &p.name);
+            (order[k], p.name.clone(), r)
+        });
+        results.sort_by_key(|r| r.0);
+        let results = results.into_iter().map(|(_, name, r)| (name, r)).collect();
         self.budget.set_pooling(false);
         Scan { results }
     }
+}
+
+/// `f(0..n)` on `jobs` threads, each taking the next index as it finishes one; results in index
+/// order. Plain threads, not a rayon pool: the decompositions' own parallel work runs in rayon's
+/// global pool, so a thread waiting there never picks up another matrix (and its memory) the
+/// way a rayon worker waiting in a join would, and a core left idle near the end helps the
+/// matrices still running.
+pub fn in_parallel<T: Send>(n: usize, jobs: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let next = AtomicUsize::new(0);
+    let mut out: Vec<(usize, T)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..jobs.clamp(1, n.max(1)))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return mine;
+                        }
+                        mine.push((i, f(i)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, t)| t).collect()
 }
 
 impl Scan {
@@ -858,7 +921,7 @@ impl Scan {
     /// Intruders under the user's verdicts (their flags where set, else the rule).
     pub fn total_with(&self, user: &crate::flags::UserState, rule: &Rule) -> usize {
         self.reports()
-            .map(|r| user.intruders(&r.name, &r.max_cos(), rule).len())
+            .map(|r| user.intruders(&r.name, &r.cos(rule), rule).len())
             .sum()
     }
     /// Intruders per block (`…layer.N`), natural order; matrices outside blocks under "(other)".
@@ -872,7 +935,7 @@ impl Scan {
         rule: &Rule,
     ) -> Vec<(String, usize)> {
         rule::per_block(self.reports().map(|r| {
-            let n = user.intruders(&r.name, &r.max_cos(), rule).len();
+            let n = user.intruders(&r.name, &r.cos(rule), rule).len();
             (crate::checkpoint::block_of(&r.name), n)
         }))
     }

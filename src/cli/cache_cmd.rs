@@ -244,34 +244,26 @@ fn warm(w: &WarmArgs, a: &CacheCmdArgs) -> Result<ExitCode, Error> {
         AtomicUsize::new(0),
         AtomicUsize::new(0),
     );
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs)
-        .build()
-        .map_err(|e| Error::Internal(format!("thread pool: {e}")))?;
     // Largest first, so the last matrices to finish are small ones.
     let mut order = mine.clone();
     order.sort_by(|&x, &y| items[y].1.total_cmp(&items[x].1));
-    let failures: Vec<(String, String)> = pool.install(|| {
-        use rayon::prelude::*;
-        order
-            .par_iter()
-            .with_max_len(1)
-            .filter_map(|&i| {
-                let p = all[i];
-                let r = engine.warm(p);
-                match r {
-                    Ok(Warmed::Computed) => computed.fetch_add(1, Ordering::Relaxed),
-                    Ok(Warmed::Cached) => cached.fetch_add(1, Ordering::Relaxed),
-                    Ok(Warmed::TooSmall) => small.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => 0,
-                };
-                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                pb.set_position(n as u64);
-                pb.set_message(p.name.clone());
-                r.err().map(|e| (p.name.clone(), e.to_string()))
-            })
-            .collect()
-    });
+    let failures: Vec<(String, String)> = lorascope::engine::in_parallel(order.len(), jobs, |k| {
+        let p = all[order[k]];
+        let r = engine.warm(p);
+        match r {
+            Ok(Warmed::Computed) => computed.fetch_add(1, Ordering::Relaxed),
+            Ok(Warmed::Cached) => cached.fetch_add(1, Ordering::Relaxed),
+            Ok(Warmed::TooSmall) => small.fetch_add(1, Ordering::Relaxed),
+            Err(_) => 0,
+        };
+        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+        pb.set_position(n as u64);
+        pb.set_message(p.name.clone());
+        r.err().map(|e| (p.name.clone(), e.to_string()))
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     pb.finish_and_clear();
     engine.inputs.check_intact()?;
     print_warnings(&engine.cache.take_warnings());

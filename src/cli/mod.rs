@@ -98,6 +98,14 @@ pub struct AnalysisOpts {
     /// A vector is an intruder if its best |cos| with every base vector is below this.
     #[arg(long, default_value_t = lorascope::spectral::DEFAULT_EPSILON)]
     pub epsilon: f64,
+    /// Which best |cos| is compared with ε: the paper's (with single base vectors) or
+    /// degenerate-aware (with clusters of base vectors whose σ are nearly equal).
+    #[arg(long = "rule", value_enum, default_value = "paper")]
+    pub rule_kind: RuleArg,
+    /// δ of the degenerate-aware rule's clusters: base values with σ_i − σ_{i+1} ≤ δ·σ_i are
+    /// one cluster.
+    #[arg(long, value_name = "δ", default_value_t = lorascope::spectral::overlap::DEFAULT_DEGENERATE_TOL)]
+    pub degenerate_tol: f64,
     #[command(flatten)]
     pub select: SelectArgs,
     #[command(flatten)]
@@ -133,7 +141,8 @@ pub struct ComputeArgs {
     /// c_j by up to ~1e-3).
     #[arg(long, value_enum, default_value = "f64")]
     pub precision: PrecisionArg,
-    /// Matrices analysed at once [default: cores; the explorer: cores − 1].
+    /// Matrices analysed at once, and threads in use [default: cores; the explorer: cores − 1
+    /// matrices].
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
     /// Working memory for the matrices in flight, e.g. 8G or 512M; matrices wait for room (one
@@ -153,10 +162,18 @@ impl ComputeArgs {
     }
 
     pub fn check(&self) -> Result<(), Error> {
-        if self.jobs == Some(0) {
-            return Err(Error::Usage("--jobs must be at least 1".into()));
+        match self.jobs {
+            Some(0) => Err(Error::Usage("--jobs must be at least 1".into())),
+            Some(j) => {
+                // A matrix's own parallel work runs in rayon's global pool: --jobs caps it too,
+                // so that `--jobs 1` keeps to one core. Only the first call can size it.
+                let _ = rayon::ThreadPoolBuilder::new()
+                    .num_threads(j)
+                    .build_global();
+                Ok(())
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Matrices run at once for `n` matrices: `--jobs` (else `default`), at most one per
@@ -269,6 +286,8 @@ impl AnalysisOpts {
         AnalysisOpts {
             k: lorascope::spectral::DEFAULT_K,
             epsilon: lorascope::spectral::DEFAULT_EPSILON,
+            rule_kind: RuleArg::Paper,
+            degenerate_tol: lorascope::spectral::overlap::DEFAULT_DEGENERATE_TOL,
             select: SelectArgs {
                 include: vec![],
                 exclude: vec![],
@@ -288,14 +307,22 @@ impl AnalysisOpts {
         self.compute.jobs_for(engine.matrices().len(), default)
     }
 
-    /// `--k` and `--epsilon`, checked.
+    /// `--k`, `--epsilon` and `--rule`, checked.
     pub fn rule(&self) -> Result<lorascope::spectral::Rule, Error> {
-        lorascope::spectral::Rule::new(self.k, self.epsilon).map_err(Error::Usage)
+        Ok(lorascope::spectral::Rule::new(self.k, self.epsilon)
+            .map_err(Error::Usage)?
+            .with_kind(self.rule_kind.into()))
     }
 
     /// The options checked, before any input is opened.
     pub fn check(&self) -> Result<(), Error> {
         self.rule()?;
+        if !(0.0..1.0).contains(&self.degenerate_tol) {
+            return Err(Error::Usage(format!(
+                "--degenerate-tol must be in [0, 1), got {}",
+                self.degenerate_tol
+            )));
+        }
         self.compute.check()?;
         if !(1..=lorascope::engine::MAX_KEEP).contains(&self.keep) {
             return Err(Error::Usage(format!(
@@ -332,6 +359,7 @@ impl AnalysisOpts {
                 lorascope::engine::FAST_MIN_DIM
             },
             delta_rank: self.delta_rank,
+            degenerate_tol: self.degenerate_tol,
             ..self.compute.options()
         };
         Ok(lorascope::engine::Engine::new(inputs, cache, opts))

@@ -114,5 +114,8 @@ fn print_scan(
         if let Some(note) = report::table::untestable_note(&results) {
             eprintln!("warning: {note}");
         }
+        if let Some(note) = results.cluster_note() {
+            eprintln!("warning: {note}");
+        }
     }
 }

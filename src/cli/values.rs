@@ -26,6 +26,14 @@ mirror!(SideArg => lorascope::spectral::Side { Left, Right });
 
 mirror!(PrecisionArg => lorascope::engine::Precision { F32, F64 });
 
+mirror!(RuleArg => lorascope::spectral::rule::RuleKind {
+    /// The paper's: c_j is the best |cos| with a single base vector.
+    Paper,
+    /// An extension: c_j is the best projection onto a cluster of base vectors with nearly
+    /// equal σ, so a rotation inside a near-degenerate base subspace is no intruder.
+    DegenerateAware,
+});
+
 mirror!(ReportFormatArg => lorascope::report::ReportFormat { Md, Html, Json, Csv });
 
 mirror!(ScopeArg => lorascope::repair::Scope {

@@ -410,6 +410,8 @@ pub fn best_match(u: &[f32], t: &crate::spectral::Decomposition) -> Option<Track
 pub struct Across {
     /// c_j of the testable top vectors (σ ≈ 0 left out, as [`crate::engine::MatrixReport::max_cos`]).
     pub max_cos: Vec<f64>,
+    /// The degenerate-aware rule's c_j of the same vectors.
+    pub cluster_cos: Vec<f64>,
     pub sigma: Vec<f64>,
     pub matches: Vec<Option<TrackPoint>>,
 }
@@ -438,7 +440,8 @@ pub fn across(
                 b.sigma.first().copied().unwrap_or(0.0),
                 pair.dims(),
             );
-            Ok((b, t, testable))
+            let overlaps = crate::spectral::overlap::overlaps(&b, &t, e.opts.degenerate_tol);
+            Ok((b, t, testable, overlaps))
         })
         .collect();
     let own = decomposed
@@ -448,23 +451,32 @@ pub fn across(
     decomposed
         .iter()
         .map(|d| {
-            let (b, t, testable) = d.as_ref().map_err(Clone::clone)?;
+            let (_, t, testable, overlaps) = d.as_ref().map_err(Clone::clone)?;
+            let top = &overlaps[..(*testable).min(overlaps.len())];
             let matches = own.map_or_else(Vec::new, |o| {
                 (0..o.keep)
                     .map(|j| best_match(&o.vectors[j * o.dim..(j + 1) * o.dim], t))
                     .collect()
             });
             Ok(Across {
-                max_cos: crate::spectral::best_matches(b, t)
-                    .into_iter()
-                    .take(*testable)
-                    .map(|(c, _)| c)
-                    .collect(),
+                max_cos: top.iter().map(|o| o.max_cos).collect(),
+                cluster_cos: top.iter().map(|o| o.cluster_cos).collect(),
                 sigma: t.sigma[..t.keep.min(t.sigma.len())].to_vec(),
                 matches,
             })
         })
         .collect()
+}
+
+impl Across {
+    /// c_j of the testable top vectors as `rule` reads them.
+    pub fn cos(&self, rule: &Rule) -> Vec<f64> {
+        self.max_cos
+            .iter()
+            .zip(&self.cluster_cos)
+            .map(|(&m, &c)| rule.c(m, c))
+            .collect()
+    }
 }
 
 /// Spearman's rank correlation of paired values (ties get their mean rank); None below three

@@ -138,7 +138,7 @@ pub fn pick(
     rule: &Rule,
     scope: Scope,
 ) -> Vec<usize> {
-    scope.choose(&user.intruders(&report.name, &report.max_cos(), rule))
+    scope.choose(&user.intruders(&report.name, &report.cos(rule), rule))
 }
 
 /// Largest shard of a merged folder by default: 5 GiB (the command line's `5G`).

@@ -33,7 +33,7 @@ impl Verification {
             .map(|r| {
                 (
                     r.name.clone(),
-                    user.intruders(&r.name, &r.max_cos(), rule).len(),
+                    user.intruders(&r.name, &r.cos(rule), rule).len(),
                 )
             })
             .collect()
@@ -113,6 +113,9 @@ mod tests {
                     max_cos: *c,
                     best_base_index: 0,
                     best_base_sigma: 1.0,
+                    participation: 1.0 / c.powi(4),
+                    cluster_cos: *c,
+                    cluster_size: 1,
                 })
                 .collect(),
             testable: max_cos.len(),

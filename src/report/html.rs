@@ -487,11 +487,12 @@ pub fn html(r: &Report) -> String {
     s.push_str(&head("lorascope report", ""));
     let _ = write!(
         s,
-        "<h1>lorascope report</h1><p class=muted>lorascope {} · {} · k = {} · ε = {}</p>",
+        "<h1>lorascope report</h1><p class=muted>lorascope {} · {} · k = {} · ε = {}{}</p>",
         escape(&r.results.lorascope_version),
         escape(&r.time),
         r.results.k(),
-        r.results.epsilon()
+        r.results.epsilon(),
+        escape(&r.results.rule_suffix())
     );
     s.push_str("<table><tr><th>input</th><th>path</th><th>kind</th><th>bytes</th><th>header xxh3</th></tr>");
     for (label, fi) in [
@@ -510,6 +511,9 @@ pub fn html(r: &Report) -> String {
         super::count(r.results.total_intruders, "intruder", "intruders"),
         escape(&r.results.summary_tail())
     );
+    if let Some(note) = r.results.cluster_note() {
+        let _ = write!(s, "<p class=muted>Note: {}.</p>", escape(&note));
+    }
     for super::model::Failure { name: n, error: e } in r.results.failed() {
         let _ = write!(
             s,
@@ -558,7 +562,7 @@ pub fn html(r: &Report) -> String {
             spectrum_svg(m),
             heatmap_svg(m).unwrap_or_default()
         );
-        s.push_str("<table><tr><th>j</th><th>σ tuned</th><th>σ/σ1</th><th>c_j</th><th>best base i</th><th>σ of base i</th><th>verdict</th></tr>");
+        s.push_str("<table><tr><th>j</th><th>σ tuned</th><th>σ/σ1</th><th>c_j</th><th title=\"participation number: 1 on one base vector, 2 for an even mix of two, large when spread\">PR</th><th>cluster c_j (size)</th><th>best base i</th><th>σ of base i</th><th>verdict</th></tr>");
         for v in &m.vectors {
             let verdict = match (v.intruder, v.flag.is_some()) {
                 _ if !v.testable => "<span class=muted>σ ≈ 0: not tested</span>",
@@ -567,8 +571,8 @@ pub fn html(r: &Report) -> String {
                 (false, true) => "<span class=flag>not an intruder (user flag)</span>",
                 (false, false) => "",
             };
-            let _ = write!(s, "<tr><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td><td>{}</td><td>{:.4}</td><td>{verdict}</td></tr>",
-                v.j, v.sigma, v.sigma_ratio, v.max_cos, v.best_base_index, v.best_base_sigma);
+            let _ = write!(s, "<tr><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td><td>{:.2}</td><td>{:.4} ({})</td><td>{}</td><td>{:.4}</td><td>{verdict}</td></tr>",
+                v.j, v.sigma, v.sigma_ratio, v.max_cos, v.participation, v.cluster_cos, v.cluster_size, v.best_base_index, v.best_base_sigma);
         }
         s.push_str("</table></section>");
     }

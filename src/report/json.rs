@@ -9,7 +9,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Counts follow the user's flags where set ("intruders", "total_intruders", "per_layer");
 /// "rule_intruders" and "total_rule_intruders" are the rule's alone, "user_flags" the verdicts
-/// that override it. The sweep is the rule's.
+/// that override it. The sweep is the rule's. "max_cos" is always the paper's c_j; under
+/// `"rule": "degenerate-aware"` the counts compare "cluster_cos" with ε.
 pub fn results(r: &Results) -> Value {
     let k = r.k();
     let matrices: Vec<Value> = r
@@ -31,6 +32,9 @@ pub fn results(r: &Results) -> Value {
                     "untestable": m.untestable,
                     "user_flags": flags,
                     "max_cos": top.iter().map(|v| v.max_cos).collect::<Vec<_>>(),
+                    "participation": top.iter().map(|v| v.participation).collect::<Vec<_>>(),
+                    "cluster_cos": top.iter().map(|v| v.cluster_cos).collect::<Vec<_>>(),
+                    "cluster_size": top.iter().map(|v| v.cluster_size).collect::<Vec<_>>(),
                     "best_base_index": top.iter().map(|v| v.best_base_index).collect::<Vec<_>>(),
                     "best_base_sigma": top.iter().map(|v| v.best_base_sigma).collect::<Vec<_>>(),
                     "sigma_tuned": top.iter().map(|v| v.sigma).collect::<Vec<_>>(),
@@ -48,6 +52,8 @@ pub fn results(r: &Results) -> Value {
         "lorascope_version": r.lorascope_version,
         "k": k,
         "epsilon": r.epsilon(),
+        "rule": r.rule.kind().name(),
+        "degenerate_tol": r.degenerate_tol,
         "vectors": r.vectors,
         "precision": r.precision,
         "total_intruders": r.total_intruders,

@@ -17,6 +17,9 @@ use crate::spectral::Rule;
 /// Tuned × base vectors shown in a report's heatmap.
 pub const HEAT_K: usize = 30;
 
+/// Base clusters larger than this decide a degenerate-aware c_j only loosely.
+pub const LARGE_CLUSTER: usize = 4;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct FileInfo {
     pub path: String,
@@ -52,10 +55,16 @@ pub struct VectorRow {
     pub max_cos: f64,
     pub best_base_index: usize,
     pub best_base_sigma: f64,
+    /// PR_j = 1 / Σ_i c_ij⁴: 1 on one base vector, 2 for an even mix of two, large if spread.
+    pub participation: f64,
+    /// The degenerate-aware rule's c_j (best projection onto a cluster of base vectors with
+    /// nearly equal σ) and that cluster's size.
+    pub cluster_cos: f64,
+    pub cluster_size: usize,
     /// False where σ_j ≈ 0: the vector is arbitrary and never an intruder
     /// ([`spectral::rule::testable`]).
     pub testable: bool,
-    /// The rule's verdict (testable, j < k and c_j < ε).
+    /// The rule's verdict (testable, j < k and c_j < ε, c_j as the rule reads it).
     pub rule: bool,
     /// The user's flag, if any.
     pub flag: Option<bool>,
@@ -94,8 +103,8 @@ pub struct MatrixRow {
     pub delta_effective_rank: Option<f64>,
     /// Rule-only counts at each ε of [`Rule::sweep`].
     pub sweep: Vec<usize>,
-    /// c_j of every tuned vector computed (all of them with whole spectra), for counts over
-    /// more than k.
+    /// c_j (as the rule reads it) of every tuned vector computed (all of them with whole
+    /// spectra), for counts over more than k.
     #[serde(skip)]
     pub max_cos_all: Option<Vec<f64>>,
     /// Filled in a report's sections only.
@@ -108,11 +117,12 @@ impl MatrixRow {
     pub fn top(&self, k: usize) -> impl Iterator<Item = &VectorRow> {
         self.vectors.iter().filter(move |v| v.j < k)
     }
-    /// The smallest c_j among the testable top k; None if none is testable.
-    pub fn min_cos(&self, k: usize) -> Option<f64> {
-        self.top(k)
+    /// The smallest c_j (as `rule` reads it) among the testable top k; None if none is
+    /// testable.
+    pub fn min_cos(&self, rule: &Rule) -> Option<f64> {
+        self.top(rule.k())
             .filter(|v| v.testable)
-            .map(|v| v.max_cos)
+            .map(|v| rule.c(v.max_cos, v.cluster_cos))
             .reduce(f64::min)
     }
     /// σ1 of the tuned matrix over σ1 of the base; None where the base has no usable σ1
@@ -135,6 +145,8 @@ pub struct Failure {
 pub struct Results {
     pub lorascope_version: String,
     pub rule: Rule,
+    /// δ of the clusters the degenerate-aware c_j were computed with.
+    pub degenerate_tol: f64,
     pub vectors: spectral::Side,
     pub precision: Precision,
     pub inputs: InputsInfo,
@@ -175,6 +187,7 @@ impl Results {
         Results {
             lorascope_version: env!("CARGO_PKG_VERSION").to_string(),
             rule: *rule,
+            degenerate_tol: engine.opts.degenerate_tol,
             vectors: engine.opts.side,
             precision: engine.opts.precision,
             inputs: inputs_info(&engine.inputs),
@@ -244,6 +257,41 @@ impl Results {
         self.analysed().count()
     }
 
+    /// " · degenerate-aware rule (δ = 0.005)" after "k = … · ε = …" where the counts use it;
+    /// nothing under the paper's rule.
+    pub fn rule_suffix(&self) -> String {
+        match self.rule.kind() {
+            spectral::rule::RuleKind::Paper => String::new(),
+            spectral::rule::RuleKind::DegenerateAware => {
+                format!(" · degenerate-aware rule (δ = {})", self.degenerate_tol)
+            }
+        }
+    }
+
+    /// Under the degenerate-aware rule, where top-k vectors were matched against clusters of
+    /// more than [`LARGE_CLUSTER`] base vectors: there the rule says little (a wide enough span
+    /// matches anything); None otherwise.
+    pub fn cluster_note(&self) -> Option<String> {
+        if self.rule.kind() != spectral::rule::RuleKind::DegenerateAware {
+            return None;
+        }
+        let large: Vec<(&str, usize)> = self
+            .analysed()
+            .flat_map(|m| {
+                m.top(self.k())
+                    .filter(|v| v.testable && v.cluster_size > LARGE_CLUSTER)
+                    .map(|v| (m.name.as_str(), v.cluster_size))
+            })
+            .collect();
+        let (name, size) = large.iter().max_by_key(|(_, n)| *n)?;
+        Some(format!(
+            "the degenerate-aware rule matched {} against clusters of more than {LARGE_CLUSTER} \
+             base vectors (the largest, {size}, in {name}): there it says little; compare with \
+             --rule paper",
+            super::count(large.len(), "top vector", "top vectors")
+        ))
+    }
+
     /// After the bold total: "in 36 matrices (36 analysed); the rule alone finds …".
     pub fn summary_tail(&self) -> String {
         let overrides = if self.overrides > 0 {
@@ -282,7 +330,7 @@ impl Results {
 
 fn matrix_row(m: &MatrixReport, user: &UserState, rule: &Rule) -> MatrixRow {
     let k = rule.k();
-    let max_cos = m.max_cos();
+    let max_cos = m.cos(rule);
     let intruders = user.intruders(&m.name, &max_cos, rule);
     let vectors = m
         .vectors
@@ -296,8 +344,11 @@ fn matrix_row(m: &MatrixReport, user: &UserState, rule: &Rule) -> MatrixRow {
             max_cos: v.max_cos,
             best_base_index: v.best_base_index,
             best_base_sigma: v.best_base_sigma,
+            participation: v.participation,
+            cluster_cos: v.cluster_cos,
+            cluster_size: v.cluster_size,
             testable: m.is_testable(j),
-            rule: m.is_testable(j) && rule.is_intruder_at(j, v.max_cos),
+            rule: m.is_testable(j) && rule.is_intruder_at(j, v.c(rule)),
             flag: user.flag(&m.name, j),
             intruder: intruders.contains(&j),
         })

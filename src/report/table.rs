@@ -35,8 +35,10 @@ pub fn csv(r: &Results, sweep: bool) -> String {
     for m in &r.matrices {
         let _ = match m {
             Ok(m) => {
-                let mut values: Vec<String> =
-                    m.top(k).map(|v| format!("{:.6}", v.max_cos)).collect();
+                let mut values: Vec<String> = m
+                    .top(k)
+                    .map(|v| format!("{:.6}", r.rule.c(v.max_cos, v.cluster_cos)))
+                    .collect();
                 // A matrix of rank below k has fewer vectors: its row keeps its width.
                 values.resize(k, String::new());
                 if sweep {
@@ -52,7 +54,8 @@ pub fn csv(r: &Results, sweep: bool) -> String {
                     m.shape[0],
                     m.shape[1],
                     m.intruders.len(),
-                    m.min_cos(k).map_or(String::new(), |c| format!("{c:.6}")),
+                    m.min_cos(&r.rule)
+                        .map_or(String::new(), |c| format!("{c:.6}")),
                     m.delta_rel_norm,
                     m.delta_effective_rank
                         .map_or(String::new(), |x| format!("{x:.3}")),
@@ -125,7 +128,7 @@ pub fn table(r: &Results, sweep: bool) -> String {
                     name(m),
                     format!("{}×{}", row.shape[0], row.shape[1]),
                     count,
-                    dash_or(row.min_cos(k)),
+                    dash_or(row.min_cos(&r.rule)),
                     dash_or(row.sigma1_ratio()),
                     row.delta_rel_norm
                 );
@@ -152,7 +155,12 @@ pub fn table(r: &Results, sweep: bool) -> String {
     let failed = r.failed().count();
     let _ = writeln!(
         s,
-        "\ntotal intruders (k={k}, ε={eps}): {} in {}{}",
+        "\ntotal intruders (k={k}, ε={eps}{}): {} in {}{}",
+        match r.rule.kind() {
+            crate::spectral::rule::RuleKind::Paper => String::new(),
+            crate::spectral::rule::RuleKind::DegenerateAware =>
+                format!(", degenerate-aware δ={}", r.degenerate_tol),
+        },
         r.total_intruders,
         count(r.matrices.len(), "matrix", "matrices"),
         if failed > 0 {
@@ -162,6 +170,9 @@ pub fn table(r: &Results, sweep: bool) -> String {
         }
     );
     if let Some(note) = untestable_note(r) {
+        let _ = writeln!(s, "({note})");
+    }
+    if let Some(note) = r.cluster_note() {
         let _ = writeln!(s, "({note})");
     }
     if r.overrides > 0 {

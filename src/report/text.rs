@@ -57,11 +57,12 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(s, "# lorascope report\n");
     let _ = writeln!(
         s,
-        "lorascope {} · {} · k = {} · ε = {} · {} singular vectors\n",
+        "lorascope {} · {} · k = {} · ε = {}{} · {} singular vectors\n",
         r.results.lorascope_version,
         r.time,
         r.results.k(),
         r.results.epsilon(),
+        r.results.rule_suffix(),
         match r.results.vectors {
             crate::spectral::Side::Left => "left",
             crate::spectral::Side::Right => "right",
@@ -94,6 +95,9 @@ pub fn markdown(r: &Report) -> String {
         super::count(r.results.total_intruders, "intruder", "intruders"),
         r.results.summary_tail()
     );
+    if let Some(note) = r.results.cluster_note() {
+        let _ = writeln!(s, "\nNote: {note}.");
+    }
     for super::model::Failure { name: n, error: e } in r.results.failed() {
         let _ = writeln!(s, "\n- `{n}` could not be analysed: {e}");
     }
@@ -159,16 +163,19 @@ fn section_md(s: &mut String, m: &MatrixRow, k: usize) {
         sparkline(&m.sigma_tuned[..n], lo, hi),
         sparkline(&m.sigma_base[..n.min(m.sigma_base.len())], lo, hi)
     );
-    let _ = writeln!(s, "| j | σ tuned | σ base | σ/σ1 | c_j | best base i | σ of base i | verdict |\n|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(s, "| j | σ tuned | σ base | σ/σ1 | c_j | PR | cluster c_j (size) | best base i | σ of base i | verdict |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for v in &m.vectors {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.2} | {} ({}) | {} | {} | {} |",
             v.j,
             g(v.sigma),
             m.sigma_base.get(v.j).map_or("".into(), |x| g(*x)),
             f(v.sigma_ratio),
             f(v.max_cos),
+            v.participation,
+            f(v.cluster_cos),
+            v.cluster_size,
             v.best_base_index,
             g(v.best_base_sigma),
             if v.j >= k && v.flag.is_none() {
@@ -182,12 +189,12 @@ fn section_md(s: &mut String, m: &MatrixRow, k: usize) {
 }
 
 pub fn csv(r: &Report) -> String {
-    let mut s = String::from("matrix,rows,cols,j,sigma,sigma_base,sigma_ratio,max_cos,best_base_index,best_base_sigma,rule_intruder,user_flag,intruder,delta_rel_norm,delta_effective_rank\n");
+    let mut s = String::from("matrix,rows,cols,j,sigma,sigma_base,sigma_ratio,max_cos,best_base_index,best_base_sigma,rule_intruder,user_flag,intruder,delta_rel_norm,delta_effective_rank,participation,cluster_cos,cluster_size\n");
     for m in &r.sections {
         for v in &m.vectors {
             let _ = writeln!(
                 s,
-                "{},{},{},{},{},{},{:.6},{:.6},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{:.6},{:.6},{},{},{},{},{},{},{},{:.4},{:.6},{}",
                 csv_field(&m.name),
                 m.shape[0],
                 m.shape[1],
@@ -202,7 +209,10 @@ pub fn csv(r: &Report) -> String {
                 v.flag.map_or(String::new(), |f| f.to_string()),
                 v.intruder,
                 plain(m.delta_rel_norm),
-                m.delta_effective_rank.map_or(String::new(), plain)
+                m.delta_effective_rank.map_or(String::new(), plain),
+                v.participation,
+                v.cluster_cos,
+                v.cluster_size
             );
         }
     }

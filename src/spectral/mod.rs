@@ -3,13 +3,14 @@
 //! Matrices arrive row-major (out, in). A row-major buffer read column-major is Wᵀ, so every
 //! decomposition here runs on that zero-copy view: U of W is V of Wᵀ.
 
+pub mod overlap;
 pub mod rule;
 pub mod topk;
 
 use faer::diag::Diag;
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::svd::{self, ComputeSvdVectors};
-use faer::{Mat, MatRef, Par};
+use faer::{Mat, MatMut, MatRef, Par};
 
 use crate::error::{Error, Result};
 use crate::matrix::{Dense, Element};
@@ -335,28 +336,12 @@ pub fn effective_rank(sigma: &[f64]) -> f64 {
 }
 
 /// Best match of each tuned vector among all base vectors: for j < tuned.keep,
-/// c_j = max_i |⟨base_i, tuned_j⟩| and its argmax i. In f32, as the vectors are stored: each
-/// product moves c_j by about 1e-7, far below the 1e-4 asked of it, and needs no copy.
+/// c_j = max_i |⟨base_i, tuned_j⟩| and its argmax i ([`overlap::overlaps`] without clusters).
 pub fn best_matches(base: &Decomposition, tuned: &Decomposition) -> Vec<(f64, usize)> {
-    assert_eq!(base.dim, tuned.dim, "vectors of different spaces");
-    let t = tuned.as_mat();
-    let mut best = vec![(0.0f64, 0usize); tuned.keep];
-    // Base vectors in blocks: the products stay small.
-    const BLOCK: usize = 1024;
-    for start in (0..base.keep).step_by(BLOCK) {
-        let n = BLOCK.min(base.keep - start);
-        let block = base.as_mat().subcols(start, n).transpose();
-        let c = topk::mul_wide(block, t, faer::get_global_parallelism()); // n × tuned.keep
-        for (j, bj) in best.iter_mut().enumerate() {
-            for i in 0..n {
-                let v = c[(i, j)].abs() as f64;
-                if v > bj.0 {
-                    *bj = (v, start + i);
-                }
-            }
-        }
-    }
-    best
+    overlap::overlaps(base, tuned, 0.0)
+        .into_iter()
+        .map(|o| (o.max_cos, o.best))
+        .collect()
 }
 
 /// |cos| between base vectors `0..rows` (y) and tuned vectors `0..cols` (x), row-major
@@ -406,7 +391,23 @@ pub fn decompose_gram<T: Element>(
     let (d, e) = (a.nrows(), a.ncols());
     let tall = d > e;
     let p = d.min(e);
+    // Only the lower half of the Gram matrix is formed (what the eigensolver reads): half the
+    // product's work.
     let mut gram = Mat::<T>::zeros(p, p);
+    let lower = |gram: MatMut<'_, T>, accum, lhs: MatRef<'_, T>, rhs: MatRef<'_, T>| {
+        use faer::linalg::matmul::triangular::{matmul, BlockStructure};
+        matmul(
+            gram,
+            BlockStructure::TriangularLower,
+            accum,
+            lhs,
+            BlockStructure::Rectangular,
+            rhs,
+            BlockStructure::Rectangular,
+            T::from_f64(1.0),
+            par,
+        );
+    };
     if tall {
         // AᵀA over blocks of A's rows, each copied column-major: the product then runs along
         // contiguous memory, as on the whole copy this replaces (a few MB instead of A again).
@@ -414,34 +415,18 @@ pub fn decompose_gram<T: Element>(
         for r0 in (0..d).step_by(ROWS) {
             let nr = ROWS.min(d - r0);
             let block = a.subrows(r0, nr).to_owned();
-            faer::linalg::matmul::matmul(
-                gram.as_mut(),
-                if r0 == 0 {
-                    faer::Accum::Replace
-                } else {
-                    faer::Accum::Add
-                },
-                block.transpose(),
-                block.as_ref(),
-                T::from_f64(1.0),
-                par,
-            );
+            let accum = if r0 == 0 {
+                faer::Accum::Replace
+            } else {
+                faer::Accum::Add
+            };
+            lower(gram.as_mut(), accum, block.transpose(), block.as_ref());
         }
     } else {
-        faer::linalg::matmul::matmul(
-            gram.as_mut(),
-            faer::Accum::Replace,
-            a,
-            a.transpose(),
-            T::from_f64(1.0),
-            par,
-        );
+        // Rows of A are contiguous: both operands already run along k.
+        lower(gram.as_mut(), faer::Accum::Replace, a, a.transpose());
     }
-    let evd = gram
-        .self_adjoint_eigen(faer::Side::Lower)
-        .map_err(|e| Error::Compute(format!("eigendecomposition failed: {e:?}")))?;
-    drop(gram);
-    let (vals, vecs) = (evd.S(), evd.U());
+    let (vals, vecs) = symmetric_eigen(gram, par)?;
     // Ascending → descending.
     let sigma: Vec<f64> = (0..p)
         .rev()
@@ -487,6 +472,33 @@ pub fn decompose_gram<T: Element>(
         dim: d,
         keep,
     }))
+}
+
+/// Eigenvalues (ascending) and eigenvectors of a symmetric matrix from its lower half, with
+/// `par` (faer's `self_adjoint_eigen` takes the global setting instead). The matrix is consumed:
+/// its memory goes before the eigenvectors' is in use.
+fn symmetric_eigen<T: Element>(a: Mat<T>, par: Par) -> Result<(Vec<T>, Mat<T>)> {
+    use faer::linalg::evd::{self_adjoint_evd, self_adjoint_evd_scratch, ComputeEigenvectors};
+    let n = a.nrows();
+    let mut vals = Diag::<T>::zeros(n);
+    let mut vecs = Mat::<T>::zeros(n, n);
+    let mut mem = MemBuffer::new(self_adjoint_evd_scratch::<T>(
+        n,
+        ComputeEigenvectors::Yes,
+        par,
+        Default::default(),
+    ));
+    self_adjoint_evd(
+        a.as_ref(),
+        vals.as_mut(),
+        Some(vecs.as_mut()),
+        par,
+        MemStack::new(&mut mem),
+        Default::default(),
+    )
+    .map_err(|e| Error::Compute(format!("eigendecomposition failed: {e:?}")))?;
+    drop(a);
+    Ok(((0..n).map(|i| vals[i]).collect(), vecs))
 }
 
 /// Below this σ_min/σ_max the Gram route's eigenvectors for the smallest σ are not trusted:

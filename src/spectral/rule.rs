@@ -1,6 +1,8 @@
 //! The intruder rule, in one place: tuned singular vector j (ranked by σ, j < k) is an intruder
-//! iff its largest |cos| with every base singular vector is strictly below ε. A [`Rule`] is
-//! validated once, where it is parsed; everything downstream takes one.
+//! iff its largest |cos| with every base singular vector is strictly below ε (the paper's), or,
+//! with [`RuleKind::DegenerateAware`], with every cluster of base vectors whose singular values
+//! are nearly equal ([`super::overlap`]). A [`Rule`] is validated once, where it is parsed;
+//! everything downstream takes one.
 
 pub const DEFAULT_K: usize = 10;
 pub const DEFAULT_EPSILON: f64 = 0.5;
@@ -10,11 +12,34 @@ pub const MAX_K: usize = 1024;
 /// ε values of a sweep (`scan --sweep`, reports, the explorer's overview): 0.1, 0.2, …, 0.9.
 pub const SWEEP: [f64; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
 
-/// How many top tuned vectors are tested (k) and below which |cos| one is an intruder (ε).
+/// Which best match c_j a rule compares with ε.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuleKind {
+    /// The paper's: the best single base vector.
+    #[default]
+    Paper,
+    /// An extension: the best span of a cluster of base vectors with nearly equal σ, so that a
+    /// rotation inside a near-degenerate subspace is not counted as an intruder.
+    DegenerateAware,
+}
+
+impl RuleKind {
+    /// As `--rule` spells it and the JSON outputs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleKind::Paper => "paper",
+            RuleKind::DegenerateAware => "degenerate-aware",
+        }
+    }
+}
+
+/// How many top tuned vectors are tested (k), below which |cos| one is an intruder (ε), and
+/// which |cos| ([`RuleKind`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rule {
     k: usize,
     epsilon: f64,
+    kind: RuleKind,
 }
 
 impl Default for Rule {
@@ -23,12 +48,13 @@ impl Default for Rule {
         Rule {
             k: DEFAULT_K,
             epsilon: DEFAULT_EPSILON,
+            kind: RuleKind::Paper,
         }
     }
 }
 
 impl Rule {
-    /// k in 1 … [`MAX_K`], ε in (0, 1]; the message says which is wrong.
+    /// The paper's rule with k in 1 … [`MAX_K`], ε in (0, 1]; the message says which is wrong.
     pub fn new(k: usize, epsilon: f64) -> Result<Rule, String> {
         if !(1..=MAX_K).contains(&k) {
             return Err(format!("k must be between 1 and {MAX_K}, got {k}"));
@@ -36,7 +62,29 @@ impl Rule {
         if !(epsilon > 0.0 && epsilon <= 1.0) {
             return Err(format!("ε (epsilon) must be in (0, 1], got {epsilon}"));
         }
-        Ok(Rule { k, epsilon })
+        Ok(Rule {
+            k,
+            epsilon,
+            kind: RuleKind::Paper,
+        })
+    }
+
+    /// The same k and ε, comparing another c_j.
+    pub fn with_kind(self, kind: RuleKind) -> Rule {
+        Rule { kind, ..self }
+    }
+
+    pub fn kind(&self) -> RuleKind {
+        self.kind
+    }
+
+    /// The c_j this rule compares with ε, of a vector whose best single match is `max_cos` and
+    /// best cluster match `cluster_cos`.
+    pub fn c(&self, max_cos: f64, cluster_cos: f64) -> f64 {
+        match self.kind {
+            RuleKind::Paper => max_cos,
+            RuleKind::DegenerateAware => cluster_cos,
+        }
     }
 
     pub fn k(&self) -> usize {
@@ -49,12 +97,12 @@ impl Rule {
 
     /// The same k at another ε (checked as [`Rule::new`] checks it).
     pub fn with_epsilon(self, epsilon: f64) -> Result<Rule, String> {
-        Rule::new(self.k, epsilon)
+        Ok(Rule::new(self.k, epsilon)?.with_kind(self.kind))
     }
 
     /// The same ε at another k.
     pub fn with_k(self, k: usize) -> Result<Rule, String> {
-        Rule::new(k, self.epsilon)
+        Ok(Rule::new(k, self.epsilon)?.with_kind(self.kind))
     }
 
     /// The verdict on tuned vector j with best match c: among the top k, and c < ε.
@@ -62,7 +110,8 @@ impl Rule {
         j < self.k && c < self.epsilon
     }
 
-    /// Intruder indices among the first k of `max_cos` (c_0, c_1, …), ascending.
+    /// Intruder indices among the first k of `max_cos` (c_0, c_1, … as this rule reads them:
+    /// see [`Rule::c`]), ascending.
     pub fn intruders(&self, max_cos: &[f64]) -> Vec<usize> {
         (0..max_cos.len().min(self.k))
             .filter(|&j| self.is_intruder_at(j, max_cos[j]))
@@ -75,7 +124,7 @@ impl Rule {
 
     /// This k at each ε of [`SWEEP`].
     pub fn sweep(&self) -> impl Iterator<Item = Rule> + '_ {
-        SWEEP.iter().map(|&epsilon| Rule { k: self.k, epsilon })
+        SWEEP.iter().map(|&epsilon| Rule { epsilon, ..*self })
     }
 }
 

@@ -10,6 +10,7 @@ use regex::Regex;
 
 use super::keys::{action_for, Action};
 use crate::engine::MatrixReport;
+use crate::spectral::rule::RuleKind;
 use crate::spectral::{rule, Rule};
 
 #[derive(Debug, Clone)]
@@ -511,7 +512,10 @@ impl App {
     /// The rule's verdict on tuned vector j of `r`, overridden by the user's flag where there
     /// is one; a vector with σ ≈ 0 is never one.
     pub fn is_intruder(&self, name: &str, r: &MatrixReport, j: usize) -> bool {
-        r.is_testable(j) && self.user.verdict(name, j, r.vectors[j].max_cos, &self.rule)
+        r.is_testable(j)
+            && self
+                .user
+                .verdict(name, j, r.vectors[j].c(&self.rule), &self.rule)
     }
 
     /// Intruders of a matrix under the current k and ε and the user's flags.
@@ -519,7 +523,7 @@ impl App {
         let r = self.report(row)?;
         Some(
             self.user
-                .intruders(&self.rows[row].name, &r.max_cos(), &self.rule),
+                .intruders(&self.rows[row].name, &r.cos(&self.rule), &self.rule),
         )
     }
 
@@ -535,7 +539,7 @@ impl App {
                 let rep = self.report(r)?;
                 Some(
                     self.user
-                        .intruders(&self.rows[r].name, &rep.max_cos(), rule)
+                        .intruders(&self.rows[r].name, &rep.cos(rule), rule)
                         .len(),
                 )
             })
@@ -562,12 +566,18 @@ impl App {
 
     /// Totals at each ε of the sweep from the stored c_j (rule only, no flags).
     pub fn curve(&self) -> Vec<(f64, usize)> {
+        self.curve_of(self.rule.kind())
+    }
+
+    /// [`App::curve`] with the current k under the rule of `kind`.
+    pub fn curve_of(&self, kind: RuleKind) -> Vec<(f64, usize)> {
         self.rule
+            .with_kind(kind)
             .sweep()
             .map(|r| {
                 let n = (0..self.rows.len())
                     .filter_map(|i| self.report(i))
-                    .map(|m| r.count(&m.max_cos()))
+                    .map(|m| r.count(&m.cos(&r)))
                     .sum();
                 (r.epsilon(), n)
             })
@@ -977,6 +987,15 @@ impl App {
                     text: format!("{}", self.rule.epsilon()),
                 })
             }
+            Action::RuleKind => {
+                let kind = match self.rule.kind() {
+                    RuleKind::Paper => RuleKind::DegenerateAware,
+                    RuleKind::DegenerateAware => RuleKind::Paper,
+                };
+                self.rule = self.rule.with_kind(kind);
+                self.message = Some(format!("rule: {}", kind.name()));
+                self.refresh_visible();
+            }
             Action::KInput => {
                 self.popup = Some(Popup::Input {
                     prompt: Prompt::K,
@@ -1003,7 +1022,7 @@ impl App {
                     if !r.is_testable(self.cursor_j) && self.cursor_j < r.vectors.len() {
                         self.message = Some(UNTESTABLE.to_string());
                     } else if let Some(v) = r.vectors.get(self.cursor_j) {
-                        let rule_says = self.rule.is_intruder_at(self.cursor_j, v.max_cos);
+                        let rule_says = self.rule.is_intruder_at(self.cursor_j, v.c(&self.rule));
                         let now = !self.is_intruder(&name, &r, self.cursor_j);
                         let entry = self.user.flags.entry(name.clone()).or_default();
                         if now == rule_says {

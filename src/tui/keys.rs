@@ -27,6 +27,8 @@ pub enum Action {
     EpsUp,
     EpsInput,
     KInput,
+    /// Switch between the paper's rule and the degenerate-aware one.
+    RuleKind,
     HeatSmaller,
     HeatLarger,
     Flag,
@@ -345,6 +347,11 @@ pub const BINDINGS: &[Binding] = &[
         keys: &[(Char('K'), SHIFT), (Char('K'), NONE)],
         action: Action::KInput,
         help: "type k (vectors tested)",
+    },
+    Binding {
+        keys: &[(Char('d'), NONE)],
+        action: Action::RuleKind,
+        help: "paper / degenerate-aware rule",
     },
     Binding {
         keys: &[(Char('<'), NONE), (Char('<'), SHIFT), (Char(','), NONE)],

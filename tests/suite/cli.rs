@@ -1649,3 +1649,82 @@ fn vectors_with_zero_sigma_are_not_tested_and_degenerate_matrices_print_no_inf_o
         assert_eq!(l.split(',').count(), header.len(), "{l}");
     }
 }
+
+#[test]
+fn scan_rule_degenerate_aware_counts_clusters_and_says_so() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/scan.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let (base, tuned) = (
+        fx("layer1-query/base.safetensors"),
+        fx("layer1-query/full-ft.safetensors"),
+    );
+    let scan = |extra: &[&str]| {
+        let mut args = vec![
+            "scan",
+            &base,
+            &tuned,
+            "--format",
+            "json",
+            "--no-cache",
+            "--epsilon",
+            "0.9",
+        ];
+        args.extend(extra);
+        let r = lorascope(&args, &[]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let errors = schema_errors(&schema, &v);
+        assert!(errors.is_empty(), "{errors:#?}");
+        (v, r.stderr)
+    };
+    let (paper, _) = scan(&[]);
+    assert_eq!(
+        (paper["rule"].as_str(), paper["total_intruders"].as_u64()),
+        (Some("paper"), Some(2))
+    );
+    let (aware, err) = scan(&["--rule", "degenerate-aware"]);
+    assert_eq!(aware["rule"], "degenerate-aware");
+    assert_eq!(aware["degenerate_tol"], 0.005);
+    assert_eq!(aware["total_intruders"], 0);
+    assert!(!err.contains("clusters of more than"), "{err}");
+    let m = &aware["matrices"][0];
+    // max_cos stays the paper's; the rule compares cluster_cos.
+    assert_eq!(m["max_cos"], paper["matrices"][0]["max_cos"]);
+    let pr = m["participation"].as_array().unwrap();
+    assert_eq!(pr.len(), 10);
+    assert!((pr[3].as_f64().unwrap() - 1.9).abs() < 0.05, "{pr:?}");
+    assert_eq!(
+        (m["cluster_size"][3].as_u64(), m["cluster_size"][4].as_u64()),
+        (Some(2), Some(2))
+    );
+    // A tolerance so loose that clusters swallow the spectrum: counted, and warned about.
+    let (_, err) = scan(&["--rule", "degenerate-aware", "--degenerate-tol", "0.2"]);
+    assert!(
+        err.contains("clusters of more than 4 base vectors"),
+        "{err}"
+    );
+    let r = lorascope(
+        &[
+            "scan",
+            &base,
+            &tuned,
+            "--degenerate-tol",
+            "1.5",
+            "--no-cache",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("--degenerate-tol must be in [0, 1), got 1.5"),
+        "{}",
+        r.stderr
+    );
+}

@@ -526,3 +526,57 @@ fn tiny_matrices_skip_the_cache_and_count_as_without_it() {
         assert_eq!(y.max_cos(), z.max_cos(), "{}", y.name);
     }
 }
+
+/// The full fine-tune's only intruders at ε 0.8–0.9 are layer 1's query vectors 3 and 4: a
+/// rotation inside base vectors 3 and 4, whose σ are 0.16 % apart. The degenerate-aware rule
+/// sees that; on the LoRA run's real intruder both rules agree.
+#[test]
+fn minilm_rotation_in_a_degenerate_pair_is_told_from_the_lora_intruder() {
+    use lorascope::spectral::rule::RuleKind;
+    let f = fixtures().join("minilm");
+    let q = f.join("layer1-query");
+    let e = engine(
+        &q.join("base.safetensors"),
+        &q.join("full-ft.safetensors"),
+        Cache::disabled(),
+        Side::Left,
+    );
+    let reps = reports(&e);
+    let m = &reps[0];
+    let paper = Rule::new(10, 0.9).unwrap();
+    let aware = paper.with_kind(RuleKind::DegenerateAware);
+    assert_eq!(m.intruders(&paper), [3, 4]);
+    assert!(m.intruders(&aware).is_empty(), "{:?}", m.cos(&aware));
+    for j in [3, 4] {
+        let v = &m.vectors[j];
+        assert!(
+            (v.participation - 1.9).abs() < 0.05,
+            "PR_{j} = {}",
+            v.participation
+        );
+        assert_eq!(v.cluster_size, 2, "vector {j}");
+        assert!(v.cluster_cos > 0.99, "vector {j}: {}", v.cluster_cos);
+        assert!(v.best_base_index == 3 || v.best_base_index == 4);
+    }
+    let e = engine(
+        &f.join("base.safetensors"),
+        &f.join("lora-r8"),
+        Cache::disabled(),
+        Side::Left,
+    );
+    let paper = Rule::default();
+    let aware = paper.with_kind(RuleKind::DegenerateAware);
+    let reps = reports(&e);
+    let count = |r: &Rule| reps.iter().map(|m| m.intruders(r).len()).sum::<usize>();
+    assert_eq!((count(&paper), count(&aware)), (1, 1));
+    let hit = reps
+        .iter()
+        .find(|m| !m.intruders(&paper).is_empty())
+        .unwrap();
+    assert!(hit.name.contains("layer.5.attention.output.dense"));
+    assert!(
+        hit.vectors[0].participation > 50.0,
+        "{}",
+        hit.vectors[0].participation
+    );
+}

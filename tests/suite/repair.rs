@@ -277,9 +277,15 @@ fn the_written_adapter_keeps_its_config_and_saved_tensors() {
             2.0 * (8 + m) as f64,
             "{module}"
         );
-        assert_eq!(
-            vectors[0]["sigma_after"],
-            vectors[0]["sigma_before"].as_f64().unwrap() * 0.5
+        // Halving is exact; serde_json's float parsing (without `float_roundtrip`) may be
+        // off by an ulp.
+        let (after, before) = (
+            vectors[0]["sigma_after"].as_f64().unwrap(),
+            vectors[0]["sigma_before"].as_f64().unwrap(),
+        );
+        assert!(
+            (after - 0.5 * before).abs() <= 4.0 * f64::EPSILON * before,
+            "{after} {before}"
         );
     }
     // The saved head, byte for byte; the provenance in the file's metadata too.

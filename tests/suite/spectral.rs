@@ -366,3 +366,147 @@ fn gram_singular_values_match_the_svd_where_it_matters() {
         [0.0; 3]
     );
 }
+
+/// W = Σ σ_i u_i v_iᵀ from unit columns `u` (column-major n × p) and `v` (n × p).
+fn synthesize(u: &[Vec<f64>], sigma: &[f64], v: &[Vec<f64>]) -> Dense<f64> {
+    let n = u[0].len();
+    let mut w = Dense {
+        rows: n,
+        cols: n,
+        data: vec![0.0; n * n],
+    };
+    for ((ui, s), vi) in u.iter().zip(sigma).zip(v) {
+        for (row, x) in w.data.chunks_mut(n).zip(ui) {
+            row.iter_mut().zip(vi).for_each(|(w, y)| *w += s * x * y);
+        }
+    }
+    w
+}
+
+/// An orthonormal basis of R^n (Gram–Schmidt on Gaussian vectors).
+fn orthonormal(rng: &mut Rng, n: usize) -> Vec<Vec<f64>> {
+    let mut q: Vec<Vec<f64>> = Vec::new();
+    while q.len() < n {
+        let mut x: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+        for _ in 0..2 {
+            for b in &q {
+                let d: f64 = x.iter().zip(b).map(|(a, b)| a * b).sum();
+                x.iter_mut().zip(b).for_each(|(a, b)| *a -= d * b);
+            }
+        }
+        let norm = x.iter().map(|a| a * a).sum::<f64>().sqrt();
+        q.push(x.into_iter().map(|a| a / norm).collect());
+    }
+    q
+}
+
+#[test]
+fn a_rotation_inside_a_repeated_base_value_is_no_intruder_for_the_degenerate_aware_rule() {
+    use spectral::overlap::overlaps;
+    use spectral::rule::RuleKind;
+    let n = 40;
+    let mut rng = Rng(24);
+    let (q1, q2) = (orthonormal(&mut rng, n), orthonormal(&mut rng, n));
+    // σ0 with an exactly repeated value at 1 and 2; the rest well apart.
+    let sigma0: Vec<f64> = (0..n)
+        .map(|i| match i {
+            0 => 10.0,
+            1 | 2 => 8.0,
+            _ => 6.0 * 0.93f64.powi(i as i32),
+        })
+        .collect();
+    let base =
+        spectral::decompose(&synthesize(&q1, &sigma0, &q2), Side::Left, n, Par::Seq).unwrap();
+    // Whatever basis the SVD chose in the repeated plane, the tuned vectors sit at 45° in it:
+    // each has |cos| 1/√2 with both base vectors there, and the tuned values split the tie.
+    let b = |j: usize| -> Vec<f64> { base.column(j).iter().map(|x| *x as f64).collect() };
+    let mut u: Vec<Vec<f64>> = (0..n).map(b).collect();
+    let (b1, b2) = (b(1), b(2));
+    let h = std::f64::consts::FRAC_1_SQRT_2;
+    u[1] = b1.iter().zip(&b2).map(|(x, y)| h * (x + y)).collect();
+    u[2] = b1.iter().zip(&b2).map(|(x, y)| h * (x - y)).collect();
+    let mut sigma = sigma0.clone();
+    (sigma[1], sigma[2]) = (8.3, 8.1);
+    let tuned =
+        spectral::decompose(&synthesize(&u, &sigma, &q2), Side::Left, 10, Par::Seq).unwrap();
+    let o = overlaps(&base, &tuned, 0.005);
+    for j in [1, 2] {
+        assert!((o[j].max_cos - h).abs() < 1e-5, "c_{j} = {}", o[j].max_cos);
+        assert!(
+            (o[j].participation - 2.0).abs() < 1e-4,
+            "PR_{j} = {}",
+            o[j].participation
+        );
+        assert!(
+            o[j].cluster_cos > 1.0 - 1e-6,
+            "cluster c_{j} = {}",
+            o[j].cluster_cos
+        );
+        assert_eq!(o[j].cluster, 1..3);
+    }
+    // The other vectors are their base vectors: c = cluster c = 1, PR = 1, clusters of one.
+    for j in [0, 3, 9] {
+        assert!(o[j].max_cos > 1.0 - 1e-6 && (o[j].participation - 1.0).abs() < 1e-5);
+        assert_eq!((o[j].cluster_cos, o[j].cluster.len()), (o[j].max_cos, 1));
+    }
+    let paper = rule::Rule::new(10, 0.75).unwrap();
+    let aware = paper.with_kind(RuleKind::DegenerateAware);
+    let cs =
+        |r: &rule::Rule| -> Vec<f64> { o.iter().map(|x| r.c(x.max_cos, x.cluster_cos)).collect() };
+    assert_eq!(paper.intruders(&cs(&paper)), [1, 2]);
+    assert!(aware.intruders(&cs(&aware)).is_empty());
+    // The SVD's two 8s differ in their last bits at most: a δ of 1e-9 still groups them.
+    assert_eq!(overlaps(&base, &tuned, 1e-9)[1].cluster, 1..3);
+}
+
+#[test]
+fn a_planted_intruder_is_spread_over_the_base_and_both_rules_agree() {
+    use spectral::overlap::overlaps;
+    use spectral::rule::RuleKind;
+    let n = 60;
+    let mut rng = Rng(25);
+    let w0 = gaussian(&mut rng, n, n);
+    let v: Vec<f64> = {
+        let x: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+        let norm = x.iter().map(|a| a * a).sum::<f64>().sqrt();
+        x.into_iter().map(|a| a / norm).collect()
+    };
+    let mut w = w0.clone();
+    for i in 0..n {
+        for j in 0..n {
+            w.data[i * n + j] += 6.0 * v[i] * v[j];
+        }
+    }
+    let base = spectral::decompose(&w0, Side::Left, usize::MAX, Par::Seq).unwrap();
+    let tuned = spectral::decompose(&w, Side::Left, 10, Par::Seq).unwrap();
+    let o = overlaps(&base, &tuned, 0.005);
+    assert!(o[0].max_cos < 0.5, "c_0 = {}", o[0].max_cos);
+    // A random direction spreads over all n base vectors: PR near n/3 (E Σ c⁴ = 3/(n+2)).
+    assert!(o[0].participation > 8.0, "PR_0 = {}", o[0].participation);
+    let paper = rule::Rule::new(10, 0.5).unwrap();
+    let aware = paper.with_kind(RuleKind::DegenerateAware);
+    let cs =
+        |r: &rule::Rule| -> Vec<f64> { o.iter().map(|x| r.c(x.max_cos, x.cluster_cos)).collect() };
+    assert_eq!(paper.intruders(&cs(&paper)), [0]);
+    assert_eq!(aware.intruders(&cs(&aware)), [0]);
+    // PR_j is 1/Σ c_ij⁴ of the same overlaps c_j is the largest of.
+    let c: Vec<f64> = (0..n)
+        .map(|i| {
+            dot(
+                base.column(i),
+                &tuned
+                    .column(0)
+                    .iter()
+                    .map(|x| *x as f64)
+                    .collect::<Vec<_>>(),
+            )
+            .abs()
+        })
+        .collect();
+    let pr = 1.0 / c.iter().map(|x| x.powi(4)).sum::<f64>();
+    assert!(
+        (o[0].participation - pr).abs() < 1e-4 * pr,
+        "{} vs {pr}",
+        o[0].participation
+    );
+}

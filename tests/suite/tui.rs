@@ -932,3 +932,40 @@ fn a_vector_with_zero_sigma_is_shown_as_such_never_an_intruder_and_cannot_be_fla
     assert!(app.message.as_deref().unwrap().contains("σ ≈ 0"));
     assert_eq!((app.overrides(), app.total_intruders()), (0, 0));
 }
+
+#[test]
+fn d_switches_between_the_paper_and_the_degenerate_aware_rule_live() {
+    use lorascope::spectral::rule::RuleKind;
+    let d = tempfile::tempdir().unwrap();
+    let p = lorascope::demo::ensure(d.path()).unwrap();
+    let inputs = Inputs::open(&p.base, &p.lora, &Selection::default()).unwrap();
+    // Clusters wide enough to matter on the demo's smooth base spectra.
+    let opts = Options {
+        degenerate_tol: 0.1,
+        ..Options::default()
+    };
+    let e = Engine::new(inputs, Cache::disabled(), opts);
+    let mut app = analysed(&e);
+    let paper = app.total_intruders();
+    assert_eq!(paper, rule_total(&app, 10, 0.5));
+    press(&mut app, "d");
+    assert_eq!(app.rule.kind(), RuleKind::DegenerateAware);
+    let aware = Rule::default().with_kind(RuleKind::DegenerateAware);
+    let expected: usize = (0..app.rows.len())
+        .map(|r| app.report(r).unwrap().intruders(&aware).len())
+        .sum();
+    assert_eq!(app.total_intruders(), expected);
+    // A cluster holding the best single match projects at least as much: never more intruders.
+    assert!(expected < paper, "{expected} vs {paper}");
+    assert_ne!(
+        app.curve_of(RuleKind::Paper),
+        app.curve_of(RuleKind::DegenerateAware)
+    );
+    let s = screen(&app, Theme::new(Depth::C256), 120, 40);
+    assert!(s.contains("ε=0.50 degenerate-aware"), "{s}");
+    press(&mut app, "d");
+    assert_eq!(
+        (app.rule.kind(), app.total_intruders()),
+        (RuleKind::Paper, paper)
+    );
+}

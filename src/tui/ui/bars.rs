@@ -21,7 +21,16 @@ pub(super) fn render_title(app: &App, theme: &Theme, f: &mut Frame, area: Rect) 
         Span::styled("lorascope ", Style::new().add_modifier(Modifier::BOLD)),
         Span::raw(format!("{}  ", app.title)),
         Span::styled(
-            format!("k={} ε={:.2}", app.rule.k(), app.rule.epsilon()),
+            format!(
+                "k={} ε={:.2}{}",
+                app.rule.k(),
+                app.rule.epsilon(),
+                // The paper's rule goes unmarked: it is the one the numbers usually mean.
+                match app.rule.kind() {
+                    crate::spectral::rule::RuleKind::Paper => "",
+                    crate::spectral::rule::RuleKind::DegenerateAware => " degenerate-aware",
+                }
+            ),
             Style::new().add_modifier(Modifier::BOLD),
         ),
         Span::styled(

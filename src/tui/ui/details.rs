@@ -1,4 +1,5 @@
-//! The top-vector table: σ/σ1, c_j, best base index and the verdict per vector.
+//! The top-vector table: σ/σ1, c_j (as the rule reads it), the participation number, best
+//! base index and the verdict per vector.
 
 use super::*;
 
@@ -11,6 +12,25 @@ pub(super) fn render_details(app: &App, theme: &Theme, f: &mut Frame, area: Rect
         return;
     };
     let name = &app.rows[app.selected_row().unwrap()].name;
+    // Columns: j, σ/σ1, c_j, PR, base, rule, σ; PR and σ only where they fit whole (a column
+    // left empty would still take its spacing from the others).
+    let widths = [3, 5, 5, 5, 4, 5, 9];
+    let shown_cols: Vec<usize> = (0..widths.len())
+        .filter(|&c| match c {
+            3 => area.width >= 40,
+            6 => area.width >= 46,
+            _ => true,
+        })
+        .collect();
+    let pick = |cells: Vec<Cell<'static>>| -> Row<'static> {
+        let mut cells: Vec<Option<Cell>> = cells.into_iter().map(Some).collect();
+        Row::new(
+            shown_cols
+                .iter()
+                .map(|&c| cells[c].take().unwrap_or_default())
+                .collect::<Vec<_>>(),
+        )
+    };
     let shown = app.rule.k().max(app.cursor_j + 1).min(r.vectors.len());
     let rows: Vec<Row> = r.vectors[..shown]
         .iter()
@@ -25,10 +45,11 @@ pub(super) fn render_details(app: &App, theme: &Theme, f: &mut Frame, area: Rect
                 (false, true) => Cell::from("ok*").style(theme.flagged()),
                 (false, false) => Cell::from("ok"),
             };
-            Row::new(vec![
+            pick(vec![
                 Cell::from(j.to_string()),
                 Cell::from(format!("{:.3}", v.sigma_ratio)),
-                Cell::from(format!("{:.3}", v.max_cos)),
+                Cell::from(format!("{:.3}", v.c(&app.rule))),
+                Cell::from(participation(v.participation)),
                 Cell::from(v.best_base_index.to_string()),
                 verdict,
                 Cell::from(if v.sigma >= 1e4 || v.sigma < 1e-3 {
@@ -45,22 +66,32 @@ pub(super) fn render_details(app: &App, theme: &Theme, f: &mut Frame, area: Rect
         .with_selected(Some(app.cursor_j));
     let table = Table::new(
         rows,
-        [
-            Constraint::Length(3),
-            Constraint::Length(5),
-            Constraint::Length(5),
-            Constraint::Length(4),
-            Constraint::Length(5),
-            // σ only where it fits whole.
-            Constraint::Length(if area.width >= 40 { 9 } else { 0 }),
-        ],
+        shown_cols
+            .iter()
+            .map(|&c| Constraint::Length(widths[c]))
+            .collect::<Vec<_>>(),
     )
     .column_spacing(1)
     .header(
-        Row::new(vec!["j", "σ/σ1", "c_j", "base", "rule", "σ"])
-            .style(Style::new().add_modifier(Modifier::BOLD)),
+        pick(
+            ["j", "σ/σ1", "c_j", "PR", "base", "rule", "σ"]
+                .map(Cell::from)
+                .to_vec(),
+        )
+        .style(Style::new().add_modifier(Modifier::BOLD)),
     )
     .block(b)
     .row_highlight_style(theme.selected());
     f.render_stateful_widget(table, area, &mut state);
+}
+
+/// The participation number in at most 5 characters: 1.90, 99.6, 1234.
+pub(super) fn participation(pr: f64) -> String {
+    if pr < 10.0 {
+        format!("{pr:.2}")
+    } else if pr < 100.0 {
+        format!("{pr:.1}")
+    } else {
+        format!("{pr:.0}")
+    }
 }

@@ -1,6 +1,7 @@
 //! The overview tab: intruders per layer, the inputs, the count against ε.
 
 use super::*;
+use crate::spectral::rule::RuleKind;
 
 pub(super) fn render_overview(app: &App, theme: &Theme, f: &mut Frame, body: Rect) {
     let [left, right] =
@@ -54,16 +55,35 @@ pub(super) fn render_overview(app: &App, theme: &Theme, f: &mut Frame, body: Rec
         info,
     );
 
-    let curve = app.curve();
-    let pts: Vec<(f64, f64)> = curve.iter().map(|(e, n)| (*e, *n as f64)).collect();
-    let ymax = pts.iter().map(|p| p.1).fold(1.0, f64::max);
+    // Both rules' curves: where they part, near-degenerate base directions were rotated
+    // (the paper's rule counts those), the active one drawn in the tuned colour.
+    let curve_pts = |kind| -> Vec<(f64, f64)> {
+        app.curve_of(kind)
+            .iter()
+            .map(|(e, n)| (*e, *n as f64))
+            .collect()
+    };
+    let (paper, aware) = (
+        curve_pts(RuleKind::Paper),
+        curve_pts(RuleKind::DegenerateAware),
+    );
+    let ymax = paper.iter().chain(&aware).map(|p| p.1).fold(1.0, f64::max);
     let cur = vec![(app.rule.epsilon(), 0.0), (app.rule.epsilon(), ymax)];
+    let (active, other) = match app.rule.kind() {
+        RuleKind::Paper => ((&paper, "paper"), (&aware, "degenerate-aware")),
+        RuleKind::DegenerateAware => ((&aware, "degenerate-aware"), (&paper, "paper")),
+    };
     let chart = Chart::new(vec![
         Dataset::default()
-            .name("intruders")
+            .name(other.1)
+            .graph_type(GraphType::Line)
+            .style(theme.dim())
+            .data(other.0),
+        Dataset::default()
+            .name(active.1)
             .graph_type(GraphType::Line)
             .style(theme.tuned_series())
-            .data(&pts),
+            .data(active.0),
         Dataset::default()
             .name("current ε")
             .graph_type(GraphType::Line)

@@ -14,7 +14,15 @@ pub(super) fn render_profile(app: &App, theme: &Theme, f: &mut Frame, area: Rect
         .iter()
         .enumerate()
         .fold((0, 0f32), |a, (i, v)| if *v > a.1 { (i, *v) } else { a });
-    let title = format!(" profile of u_{j}: |cos| vs base index, max {best:.3} at {best_i} ");
+    // The participation number sums the profile: PR ≈ 2 is two base directions mixed, a
+    // large one a flat profile (the paper's Fig. 2c).
+    let pr = app
+        .selected_report()
+        .and_then(|r| r.vectors.get(j))
+        .map_or(String::new(), |v| {
+            format!(", PR {}", super::details::participation(v.participation))
+        });
+    let title = format!(" profile of u_{j}: |cos| vs base index, max {best:.3} at {best_i}{pr} ");
     let b = block(title, false, theme);
     let inner = b.inner(area);
     f.render_widget(b, area);

@@ -76,7 +76,8 @@ pub(super) fn render_compare(
                 match r {
                     Err(e) => spans.push(Span::styled(format!("  {e}"), theme.dim())),
                     Ok(a) => {
-                        let n = app.rule.intruders(&a.max_cos).len();
+                        let cs = a.cos(&app.rule);
+                        let n = app.rule.intruders(&cs).len();
                         spans.push(Span::styled(
                             format!("  {n:>5}  "),
                             if n > 0 {
@@ -87,7 +88,7 @@ pub(super) fn render_compare(
                         ));
                         // Bar height: how well the vector is matched in the base.
                         const EIGHTHS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-                        for (jj, &cos) in a.max_cos.iter().take(shown).enumerate() {
+                        for (jj, &cos) in cs.iter().take(shown).enumerate() {
                             let ch = EIGHTHS[((cos.clamp(0.0, 1.0) * 7.0).round()) as usize];
                             let style = if app.rule.is_intruder_at(jj, cos) {
                                 theme.intruder()
@@ -96,7 +97,7 @@ pub(super) fn render_compare(
                             };
                             spans.push(Span::styled(ch.to_string(), style));
                         }
-                        let pad = shown.saturating_sub(a.max_cos.len().min(shown));
+                        let pad = shown.saturating_sub(cs.len().min(shown));
                         spans.push(Span::raw(" ".repeat(pad + 2)));
                         spans.push(match a.matches.get(j).and_then(Option::as_ref) {
                             Some(p) => Span::styled(
