@@ -28,6 +28,8 @@ pub fn csv(r: &Results, sweep: bool) -> String {
     cols.extend(["rule_intruders".to_string(), "user_flags".to_string()]);
     // Top-k vectors with σ ≈ 0: their c_j are listed but not tested.
     cols.push("untestable".to_string());
+    // Participation numbers of the same vectors, last so that earlier columns keep their place.
+    cols.extend((0..k).map(|j| format!("pr_{j}")));
     let mut s = format!(
         "name,rows,cols,intruders,min_cos,delta_rel_norm,delta_effective_rank,error,{}\n",
         cols.join(",")
@@ -47,6 +49,12 @@ pub fn csv(r: &Results, sweep: bool) -> String {
                 values.push(m.rule_intruders.len().to_string());
                 values.push(flags_field(m));
                 values.push(m.untestable.to_string());
+                let mut pr: Vec<String> = m
+                    .top(k)
+                    .map(|v| format!("{:.4}", v.participation))
+                    .collect();
+                pr.resize(k, String::new());
+                values.extend(pr);
                 writeln!(
                     s,
                     "{},{},{},{},{},{:.6},{},,{}",
@@ -67,7 +75,7 @@ pub fn csv(r: &Results, sweep: bool) -> String {
                 "{},,,,,,,{}{}",
                 csv_field(&f.name),
                 csv_field(&f.error),
-                ",".repeat(k + grid.len() + 3)
+                ",".repeat(2 * k + grid.len() + 3)
             ),
         };
     }

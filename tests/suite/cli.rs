@@ -85,7 +85,10 @@ fn table_csv_and_exit_codes() {
     );
     let lines: Vec<_> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 3);
-    assert!(lines[0].ends_with("c_0,c_1,c_2,rule_intruders,user_flags,untestable"));
+    assert!(lines[0].ends_with("c_0,c_1,c_2,rule_intruders,user_flags,untestable,pr_0,pr_1,pr_2"));
+    // The LoRA run's intruder is spread over the base: PR_0 ≈ 99.6 (NumPy on the whole vectors).
+    let pr0: f64 = lines[1].split(',').nth_back(2).unwrap().parse().unwrap();
+    assert!((pr0 - 99.6).abs() < 0.5, "{}", lines[1]);
     let r = lorascope(
         &["scan", &base, &lora, "--no-cache", "--fail-above", "0"],
         &[],
@@ -109,7 +112,7 @@ fn table_csv_and_exit_codes() {
     );
     let lines: Vec<Vec<&str>> = r.stdout.lines().map(|l| l.split(',').collect()).collect();
     let header = &lines[0];
-    assert_eq!(header.len(), 8 + 10 + 9 + 3, "{header:?}");
+    assert_eq!(header.len(), 8 + 10 + 9 + 3 + 10, "{header:?}");
     assert_eq!(header[18], "intruders_eps_0.1");
     assert_eq!(header[26], "intruders_eps_0.9");
     for row in &lines[1..] {
@@ -813,7 +816,13 @@ fn explorer_flags_follow_the_weights_not_the_headers_and_scan_says_so() {
     assert!(r.stdout.contains("the rule alone finds 1"), "{}", r.stdout);
     let r = lorascope(&["scan", &base, &a, "--no-cache", "--format", "csv"], &env);
     let row = r.stdout.lines().find(|l| l.starts_with(dense)).unwrap();
-    assert!(row.ends_with(",1,0:false,0"), "{row}");
+    // rule_intruders, user_flags, untestable, then the ten participation numbers.
+    let fields: Vec<&str> = row.split(',').collect();
+    assert_eq!(
+        fields[fields.len() - 13..fields.len() - 10],
+        ["1", "0:false", "0"],
+        "{row}"
+    );
     // Repair follows the same flags: on A nothing is left to scale, on B its intruder is.
     let out = d.path().join("out.safetensors");
     let r = lorascope(
@@ -1644,7 +1653,10 @@ fn vectors_with_zero_sigma_are_not_tested_and_degenerate_matrices_print_no_inf_o
     );
     assert_eq!(table.stderr, "", "the table says it on stdout");
     let header: Vec<&str> = csv.stdout.lines().next().unwrap().split(',').collect();
-    assert_eq!(header.last(), Some(&"untestable"));
+    assert_eq!(
+        header[header.len() - 11..header.len() - 9],
+        ["untestable", "pr_0"]
+    );
     for l in csv.stdout.lines().skip(1) {
         assert_eq!(l.split(',').count(), header.len(), "{l}");
     }

@@ -20,7 +20,15 @@ pub(super) fn render_profile(app: &App, theme: &Theme, f: &mut Frame, area: Rect
         .selected_report()
         .and_then(|r| r.vectors.get(j))
         .map_or(String::new(), |v| {
-            format!(", PR {}", super::details::participation(v.participation))
+            let pr = super::details::participation(v.participation);
+            // The base cluster it is matched against, where the degenerate-aware rule is on.
+            match app.rule.kind() {
+                crate::spectral::rule::RuleKind::DegenerateAware => format!(
+                    ", PR {pr}, cluster of {} {:.3}",
+                    v.cluster_size, v.cluster_cos
+                ),
+                crate::spectral::rule::RuleKind::Paper => format!(", PR {pr}"),
+            }
         });
     let title = format!(" profile of u_{j}: |cos| vs base index, max {best:.3} at {best_i}{pr} ");
     let b = block(title, false, theme);
