@@ -14,10 +14,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
-use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::evd::{self_adjoint_evd, self_adjoint_evd_scratch, ComputeEigenvectors};
-use faer::linalg::matmul::triangular::{matmul, BlockStructure};
-use faer::{Mat, MatRef, Par};
+use faer::{MatRef, Par};
 use lorascope::demo::Rng;
 use lorascope::spectral::{self, Side};
 
@@ -52,59 +49,15 @@ fn numpy(path: &std::path::Path, (m, n): (usize, usize), threads: usize) -> Opti
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
-/// lorascope's phases on their own, as `spectral::decompose_gram` runs them: (Gram product,
-/// eigendecomposition), seconds. A reproducer of the eigensolver's share for upstream.
+/// lorascope's two phases on their own (Gram product, eigendecomposition), seconds: where the
+/// time goes, and with `faer` calls alone inside them, a reproducer for upstream.
 fn phases(w: &lorascope::matrix::Dense<f64>, par: Par) -> (f64, f64) {
     let a = MatRef::from_row_major_slice(&w.data, w.rows, w.cols);
-    let p = w.rows.min(w.cols);
-    let mut gram = Mat::<f64>::zeros(p, p);
-    let lower = |gram: faer::MatMut<'_, f64>, accum, lhs: MatRef<'_, f64>, rhs: MatRef<'_, f64>| {
-        matmul(
-            gram,
-            BlockStructure::TriangularLower,
-            accum,
-            lhs,
-            BlockStructure::Rectangular,
-            rhs,
-            BlockStructure::Rectangular,
-            1.0,
-            par,
-        )
-    };
     let t = Instant::now();
-    if w.rows <= w.cols {
-        lower(gram.as_mut(), faer::Accum::Replace, a, a.transpose());
-    } else {
-        // AᵀA over column-major copies of 256-row blocks (the product's slow layout otherwise).
-        for r0 in (0..w.rows).step_by(256) {
-            let block = a.subrows(r0, 256.min(w.rows - r0)).to_owned();
-            let accum = if r0 == 0 {
-                faer::Accum::Replace
-            } else {
-                faer::Accum::Add
-            };
-            lower(gram.as_mut(), accum, block.transpose(), block.as_ref());
-        }
-    }
+    let gram = spectral::gram_lower(a, par);
     let g = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let mut vals = faer::diag::Diag::<f64>::zeros(p);
-    let mut vecs = Mat::<f64>::zeros(p, p);
-    let mut mem = MemBuffer::new(self_adjoint_evd_scratch::<f64>(
-        p,
-        ComputeEigenvectors::Yes,
-        par,
-        Default::default(),
-    ));
-    self_adjoint_evd(
-        gram.as_ref(),
-        vals.as_mut(),
-        Some(vecs.as_mut()),
-        par,
-        MemStack::new(&mut mem),
-        Default::default(),
-    )
-    .unwrap();
+    std::hint::black_box(spectral::symmetric_eigen(gram, par).unwrap());
     (g, t.elapsed().as_secs_f64())
 }
 

@@ -477,9 +477,9 @@ impl Engine {
     }
 
     fn decompose_as<T: Element>(&self, pair: &TensorPair, role: Role<'_>) -> Result<Decomposition> {
-        // The tuned side's routes are many small products: split across cores they ran slower
-        // on a 7B block (new adapter, cached base: 2.4–2.7 s → 2.5–2.6 s, CPU +15 %, peak
-        // memory +0.26 GiB), so only the base's whole decompositions take `opts.par`.
+        // The tuned side's routes are many small products: split across cores they took 15 %
+        // more CPU on a 7B block (new adapter, cached base) for no shorter wall time, so only
+        // the base's whole decompositions take `opts.par`.
         let (side, par) = (self.opts.side, Par::Seq);
         let (rows, cols) = pair.dims();
         let fast = rows.min(cols) >= self.opts.fast_min_dim;

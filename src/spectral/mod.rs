@@ -391,42 +391,7 @@ pub fn decompose_gram<T: Element>(
     let (d, e) = (a.nrows(), a.ncols());
     let tall = d > e;
     let p = d.min(e);
-    // Only the lower half of the Gram matrix is formed (what the eigensolver reads): half the
-    // product's work.
-    let mut gram = Mat::<T>::zeros(p, p);
-    let lower = |gram: MatMut<'_, T>, accum, lhs: MatRef<'_, T>, rhs: MatRef<'_, T>| {
-        use faer::linalg::matmul::triangular::{matmul, BlockStructure};
-        matmul(
-            gram,
-            BlockStructure::TriangularLower,
-            accum,
-            lhs,
-            BlockStructure::Rectangular,
-            rhs,
-            BlockStructure::Rectangular,
-            T::from_f64(1.0),
-            par,
-        );
-    };
-    if tall {
-        // AᵀA over blocks of A's rows, each copied column-major: the product then runs along
-        // contiguous memory, as on the whole copy this replaces (a few MB instead of A again).
-        const ROWS: usize = 256;
-        for r0 in (0..d).step_by(ROWS) {
-            let nr = ROWS.min(d - r0);
-            let block = a.subrows(r0, nr).to_owned();
-            let accum = if r0 == 0 {
-                faer::Accum::Replace
-            } else {
-                faer::Accum::Add
-            };
-            lower(gram.as_mut(), accum, block.transpose(), block.as_ref());
-        }
-    } else {
-        // Rows of A are contiguous: both operands already run along k.
-        lower(gram.as_mut(), faer::Accum::Replace, a, a.transpose());
-    }
-    let (vals, vecs) = symmetric_eigen(gram, par)?;
+    let (vals, vecs) = symmetric_eigen(gram_lower(a, par), par)?;
     // Ascending → descending.
     let sigma: Vec<f64> = (0..p)
         .rev()
@@ -474,10 +439,51 @@ pub fn decompose_gram<T: Element>(
     }))
 }
 
+/// The lower half of A·Aᵀ (A wide or square) or AᵀA (A tall), the smaller Gram matrix: what the
+/// eigensolver reads, and half the product's work.
+pub fn gram_lower<T: Element>(a: MatRef<'_, T>, par: Par) -> Mat<T> {
+    let (d, e) = (a.nrows(), a.ncols());
+    let p = d.min(e);
+    let mut gram = Mat::<T>::zeros(p, p);
+    let lower = |gram: MatMut<'_, T>, accum, lhs: MatRef<'_, T>, rhs: MatRef<'_, T>| {
+        use faer::linalg::matmul::triangular::{matmul, BlockStructure};
+        matmul(
+            gram,
+            BlockStructure::TriangularLower,
+            accum,
+            lhs,
+            BlockStructure::Rectangular,
+            rhs,
+            BlockStructure::Rectangular,
+            T::from_f64(1.0),
+            par,
+        );
+    };
+    if d > e {
+        // AᵀA over blocks of A's rows, each copied column-major: the product then runs along
+        // contiguous memory, as on the whole copy this replaces (a few MB instead of A again).
+        const ROWS: usize = 256;
+        for r0 in (0..d).step_by(ROWS) {
+            let nr = ROWS.min(d - r0);
+            let block = a.subrows(r0, nr).to_owned();
+            let accum = if r0 == 0 {
+                faer::Accum::Replace
+            } else {
+                faer::Accum::Add
+            };
+            lower(gram.as_mut(), accum, block.transpose(), block.as_ref());
+        }
+    } else {
+        // Rows of A are contiguous: both operands already run along k.
+        lower(gram.as_mut(), faer::Accum::Replace, a, a.transpose());
+    }
+    gram
+}
+
 /// Eigenvalues (ascending) and eigenvectors of a symmetric matrix from its lower half, with
-/// `par` (faer's `self_adjoint_eigen` takes the global setting instead). The matrix is consumed:
-/// its memory goes before the eigenvectors' is in use.
-fn symmetric_eigen<T: Element>(a: Mat<T>, par: Par) -> Result<(Vec<T>, Mat<T>)> {
+/// `par` (faer's `self_adjoint_eigen` takes the global setting instead). The matrix is consumed,
+/// so that it and the solver's workspace are freed before the caller works with the vectors.
+pub fn symmetric_eigen<T: Element>(a: Mat<T>, par: Par) -> Result<(Vec<T>, Mat<T>)> {
     use faer::linalg::evd::{self_adjoint_evd, self_adjoint_evd_scratch, ComputeEigenvectors};
     let n = a.nrows();
     let mut vals = Diag::<T>::zeros(n);

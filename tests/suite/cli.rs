@@ -860,16 +860,21 @@ fn help_shows_how_to_open_the_explorer() {
     }
 }
 
-#[test]
-fn scan_json_follows_its_published_schema() {
-    let schema: serde_json::Value = serde_json::from_str(
+/// docs/scan.schema.json, the published shape of scan and report JSON.
+fn scan_schema() -> serde_json::Value {
+    serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/docs/scan.schema.json"
         ))
         .unwrap(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn scan_json_follows_its_published_schema() {
+    let schema = scan_schema();
     // An adapter, a full fine-tune, and a scan with a failed matrix (its entry has `error`).
     let d = tempfile::tempdir().unwrap();
     let bad = d.path().join("nan.safetensors");
@@ -1565,9 +1570,7 @@ fn vectors_with_zero_sigma_are_not_tested_and_degenerate_matrices_print_no_inf_o
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string("docs/scan.schema.json").unwrap()).unwrap();
-    assert_eq!(schema_errors(&schema, &v), Vec::<String>::new());
+    assert_eq!(schema_errors(&scan_schema(), &v), Vec::<String>::new());
     let of = |nm: &str| {
         v["matrices"]
             .as_array()
@@ -1664,14 +1667,7 @@ fn vectors_with_zero_sigma_are_not_tested_and_degenerate_matrices_print_no_inf_o
 
 #[test]
 fn scan_rule_degenerate_aware_counts_clusters_and_says_so() {
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/docs/scan.schema.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let schema = scan_schema();
     let (base, tuned) = (
         fx("layer1-query/base.safetensors"),
         fx("layer1-query/full-ft.safetensors"),
