@@ -112,6 +112,13 @@ pub struct MatrixRow {
     pub heat: Option<Heat>,
 }
 
+impl VectorRow {
+    /// c_j as `rule` reads it.
+    pub fn c(&self, rule: &Rule) -> f64 {
+        rule.c(self.max_cos, self.cluster_cos)
+    }
+}
+
 impl MatrixRow {
     /// The top k vectors (flagged ones beyond k left out).
     pub fn top(&self, k: usize) -> impl Iterator<Item = &VectorRow> {
@@ -122,7 +129,7 @@ impl MatrixRow {
     pub fn min_cos(&self, rule: &Rule) -> Option<f64> {
         self.top(rule.k())
             .filter(|v| v.testable)
-            .map(|v| rule.c(v.max_cos, v.cluster_cos))
+            .map(|v| v.c(rule))
             .reduce(f64::min)
     }
     /// σ1 of the tuned matrix over σ1 of the base; None where the base has no usable σ1
@@ -257,15 +264,18 @@ impl Results {
         self.analysed().count()
     }
 
-    /// " · degenerate-aware rule (δ = 0.005)" after "k = … · ε = …" where the counts use it;
-    /// nothing under the paper's rule.
+    /// "degenerate-aware rule, δ = 0.005" where the counts use that rule, for every output to
+    /// say beside k and ε; None under the paper's rule.
+    pub fn rule_name(&self) -> Option<String> {
+        (self.rule.kind() == spectral::rule::RuleKind::DegenerateAware)
+            .then(|| format!("degenerate-aware rule, δ = {}", self.degenerate_tol))
+    }
+
+    /// " · degenerate-aware rule, δ = 0.005" after "k = … · ε = …" in reports; nothing under
+    /// the paper's rule.
     pub fn rule_suffix(&self) -> String {
-        match self.rule.kind() {
-            spectral::rule::RuleKind::Paper => String::new(),
-            spectral::rule::RuleKind::DegenerateAware => {
-                format!(" · degenerate-aware rule (δ = {})", self.degenerate_tol)
-            }
-        }
+        self.rule_name()
+            .map_or(String::new(), |n| format!(" · {n}"))
     }
 
     /// Under the degenerate-aware rule, where top-k vectors were matched against clusters of

@@ -37,10 +37,8 @@ pub fn csv(r: &Results, sweep: bool) -> String {
     for m in &r.matrices {
         let _ = match m {
             Ok(m) => {
-                let mut values: Vec<String> = m
-                    .top(k)
-                    .map(|v| format!("{:.6}", r.rule.c(v.max_cos, v.cluster_cos)))
-                    .collect();
+                let mut values: Vec<String> =
+                    m.top(k).map(|v| format!("{:.6}", v.c(&r.rule))).collect();
                 // A matrix of rank below k has fewer vectors: its row keeps its width.
                 values.resize(k, String::new());
                 if sweep {
@@ -164,11 +162,7 @@ pub fn table(r: &Results, sweep: bool) -> String {
     let _ = writeln!(
         s,
         "\ntotal intruders (k={k}, ε={eps}{}): {} in {}{}",
-        match r.rule.kind() {
-            crate::spectral::rule::RuleKind::Paper => String::new(),
-            crate::spectral::rule::RuleKind::DegenerateAware =>
-                format!(", degenerate-aware δ={}", r.degenerate_tol),
-        },
+        r.rule_name().map_or(String::new(), |n| format!(", {n}")),
         r.total_intruders,
         count(r.matrices.len(), "matrix", "matrices"),
         if failed > 0 {

@@ -383,21 +383,12 @@ fn synthesize(u: &[Vec<f64>], sigma: &[f64], v: &[Vec<f64>]) -> Dense<f64> {
     w
 }
 
-/// An orthonormal basis of R^n (Gram–Schmidt on Gaussian vectors).
+/// The columns of a random orthogonal n × n matrix.
 fn orthonormal(rng: &mut Rng, n: usize) -> Vec<Vec<f64>> {
-    let mut q: Vec<Vec<f64>> = Vec::new();
-    while q.len() < n {
-        let mut x: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
-        for _ in 0..2 {
-            for b in &q {
-                let d: f64 = x.iter().zip(b).map(|(a, b)| a * b).sum();
-                x.iter_mut().zip(b).for_each(|(a, b)| *a -= d * b);
-            }
-        }
-        let norm = x.iter().map(|a| a * a).sum::<f64>().sqrt();
-        q.push(x.into_iter().map(|a| a / norm).collect());
-    }
-    q
+    let q = rng.gaussian(n, n, 1.0).qr().compute_thin_Q();
+    (0..n)
+        .map(|j| (0..n).map(|i| q[(i, j)]).collect())
+        .collect()
 }
 
 #[test]

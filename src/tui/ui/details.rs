@@ -23,12 +23,12 @@ pub(super) fn render_details(app: &App, theme: &Theme, f: &mut Frame, area: Rect
         })
         .collect();
     let pick = |cells: Vec<Cell<'static>>| -> Row<'static> {
-        let mut cells: Vec<Option<Cell>> = cells.into_iter().map(Some).collect();
         Row::new(
-            shown_cols
-                .iter()
-                .map(|&c| cells[c].take().unwrap_or_default())
-                .collect::<Vec<_>>(),
+            cells
+                .into_iter()
+                .enumerate()
+                .filter(|(c, _)| shown_cols.contains(c))
+                .map(|(_, cell)| cell),
         )
     };
     let shown = app.rule.k().max(app.cursor_j + 1).min(r.vectors.len());
